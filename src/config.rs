@@ -1,0 +1,592 @@
+//! Configuration: command-line flags, environment, TOML file, defaults — in
+//! that order of precedence — turned into one validated [`Config`].
+//!
+//! Loading is pure: the caller hands in the flags it parsed, a snapshot of the
+//! environment ([`Env`], a plain map a test can build) and the file's text.
+//! Every bad field is collected and reported together in one
+//! [`ConfigError`], so an operator fixes a file in one pass.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::Uri;
+
+/// A snapshot of the process environment (or a test's stand-in).
+pub type Env = HashMap<String, String>;
+
+/// Values given on the command line; `None` means "not given".
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    pub listen: Option<String>,
+    pub upstream: Option<String>,
+    pub admin_listen: Option<String>,
+    pub config: Option<PathBuf>,
+    pub log_format: Option<String>,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where traces go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkConfig {
+    /// Tracing switched off (`ENABLE_MLFLOW_TRACING=false`): a pure proxy.
+    Disabled,
+    /// OTLP/HTTP protobuf to an MLflow tracking server.
+    Mlflow(MlflowConfig),
+    /// OTLP-JSON lines under a directory, size-rotated (the embedded default).
+    File(FileSinkConfig),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MlflowConfig {
+    /// Base URL of the tracking server, without a trailing slash.
+    pub tracking_uri: String,
+    pub experiment: ExperimentRef,
+    pub auth: MlflowAuth,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExperimentRef {
+    Id(String),
+    Name(String),
+}
+
+#[derive(Clone, PartialEq)]
+pub enum MlflowAuth {
+    None,
+    Bearer(String),
+    Basic { user: String, password: String },
+}
+
+impl std::fmt::Debug for MlflowAuth {
+    // Secrets never reach a log, not even a debug dump of the config.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MlflowAuth::None => f.write_str("None"),
+            MlflowAuth::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            MlflowAuth::Basic { user, .. } => write!(f, "Basic({user}, <redacted>)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileSinkConfig {
+    pub dir: PathBuf,
+    pub max_file_bytes: u64,
+    pub max_files: usize,
+}
+
+/// Bounds of the export pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportConfig {
+    pub queue_capacity: usize,
+    pub queue_max_bytes: usize,
+    pub batch_max_spans: usize,
+    pub batch_max_bytes: usize,
+    pub batch_interval: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+    pub parse_workers: usize,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Default upstream base URL (scheme, authority, optional path prefix).
+    pub upstream: Uri,
+    pub connect_timeout: Duration,
+    /// Longest silence allowed while waiting for response headers or between body frames.
+    pub idle_timeout: Option<Duration>,
+    /// Total time allowed for a whole exchange; none by default (long streams are normal).
+    pub request_timeout: Option<Duration>,
+    /// Cap of each captured body copy (request and response).
+    pub max_capture_bytes: usize,
+    pub sink: SinkConfig,
+    pub export: ExportConfig,
+    pub service_name: String,
+    pub log_format: LogFormat,
+    /// On SIGTERM/SIGINT: how long in-flight calls, then trace export, may take.
+    pub shutdown_grace: Duration,
+}
+
+/// Every problem found, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8788";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8789";
+pub const DEFAULT_UPSTREAM: &str = "https://api.openai.com";
+
+/// Keys the file may hold, by table. Anything else is reported.
+const KNOWN: &[(&str, &[&str])] = &[
+    (
+        "server",
+        &[
+            "listen",
+            "admin_listen",
+            "service_name",
+            "log_format",
+            "shutdown_grace",
+        ],
+    ),
+    (
+        "upstream",
+        &["url", "connect_timeout", "idle_timeout", "request_timeout"],
+    ),
+    ("capture", &["max_body_bytes"]),
+    (
+        "mlflow",
+        &[
+            "tracking_uri",
+            "experiment_id",
+            "experiment_name",
+            "enabled",
+        ],
+    ),
+    ("file_sink", &["dir", "max_file_bytes", "max_files"]),
+    (
+        "export",
+        &[
+            "queue_capacity",
+            "queue_max_bytes",
+            "batch_max_spans",
+            "batch_max_bytes",
+            "batch_interval",
+            "retry_initial",
+            "retry_max",
+            "max_attempts",
+            "timeout",
+            "parse_workers",
+        ],
+    ),
+];
+
+/// Layered lookup of one setting: flag, then env, then file, then default.
+struct Layers<'a> {
+    env: &'a Env,
+    file: toml::Table,
+    errors: Vec<String>,
+}
+
+impl Layers<'_> {
+    fn file_value(&self, table: &str, key: &str) -> Option<&toml::Value> {
+        self.file.get(table)?.as_table()?.get(key)
+    }
+
+    /// A string setting; file values must be strings.
+    fn string(&mut self, flag: Option<&str>, env: &[&str], at: (&str, &str)) -> Option<String> {
+        if let Some(v) = flag {
+            return Some(v.to_string());
+        }
+        for name in env {
+            if let Some(v) = self.env.get(*name).filter(|v| !v.is_empty()) {
+                return Some(v.clone());
+            }
+        }
+        match self.file_value(at.0, at.1) {
+            Some(toml::Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                let msg = format!(
+                    "{}.{}: expected a string, got {}",
+                    at.0,
+                    at.1,
+                    other.type_str()
+                );
+                self.errors.push(msg);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// A setting parsed from text (env) or taken from the file (string or integer).
+    fn parsed<T>(
+        &mut self,
+        env: Option<&str>,
+        at: (&str, &str),
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> T {
+        if let Some(name) = env {
+            if let Some(v) = self.env.get(name).filter(|v| !v.is_empty()) {
+                return match parse(v) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.errors.push(format!("{name}={v:?}: {e}"));
+                        default
+                    }
+                };
+            }
+        }
+        let text = match self.file_value(at.0, at.1) {
+            None => return default,
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(toml::Value::Integer(i)) => i.to_string(),
+            Some(toml::Value::Boolean(b)) => b.to_string(),
+            Some(other) => {
+                let msg = format!("{}.{}: unexpected {}", at.0, at.1, other.type_str());
+                self.errors.push(msg);
+                return default;
+            }
+        };
+        match parse(&text) {
+            Ok(t) => t,
+            Err(e) => {
+                self.errors.push(format!("{}.{}: {e}", at.0, at.1));
+                default
+            }
+        }
+    }
+}
+
+/// Parses a duration such as `250ms`, `10s`, `5m`, `1h`; `0`/`none`/`off` mean "no limit".
+pub fn parse_duration_opt(s: &str) -> Result<Option<Duration>, String> {
+    let s = s.trim();
+    if matches!(s, "0" | "none" | "off" | "") {
+        return Ok(None);
+    }
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration (try 10s, 500ms, 5m): {s:?}"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        u => return Err(format!("unknown duration unit {u:?} (use ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("not a duration: {s:?}"));
+    }
+    Ok(Some(Duration::from_secs_f64(secs)))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    parse_duration_opt(s)?.ok_or_else(|| "must be greater than zero".to_string())
+}
+
+/// Parses a byte size: `1048576`, `512KiB`, `10MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("not a size (try 10MiB): {s:?}"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => return Err(format!("unknown size unit {u:?} (use B, KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| "size too large".to_string())
+}
+
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("not a positive integer: {s:?}")),
+    }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("not a boolean: {s:?}")),
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("not a socket address (like 127.0.0.1:8788): {s:?}"))
+}
+
+/// Parses an upstream or tracking URL: http(s) with an authority.
+pub fn parse_base_url(s: &str) -> Result<Uri, String> {
+    let uri: Uri = s
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|e| format!("not a URL: {s:?} ({e})"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("URL must start with http:// or https://: {s:?}")),
+    }
+    if uri.authority().is_none() {
+        return Err(format!("URL has no host: {s:?}"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("base URL must not have a query: {s:?}"));
+    }
+    Ok(uri)
+}
+
+/// Reads the config file named by the flag or `LLMTAP_CONFIG`, then [`resolve`]s.
+pub fn load(flags: &Flags, env: &Env) -> Result<Config, ConfigError> {
+    let path = flags.config.clone().or_else(|| {
+        env.get("LLMTAP_CONFIG")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    });
+    let text = match &path {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| ConfigError(vec![format!("config file {}: {e}", p.display())]))?,
+        ),
+        None => None,
+    };
+    resolve(flags, env, text.as_deref())
+}
+
+/// Builds the [`Config`] from flags, environment and the file's text.
+pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Config, ConfigError> {
+    let mut errors = Vec::new();
+    let file = match file_text.map(toml::from_str::<toml::Table>) {
+        None => toml::Table::new(),
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return Err(ConfigError(vec![format!("config file: {e}")])),
+    };
+    check_known_keys(&file, &mut errors);
+    let mut l = Layers { env, file, errors };
+
+    let listen = l.string(
+        flags.listen.as_deref(),
+        &["LLMTAP_LISTEN"],
+        ("server", "listen"),
+    );
+    let admin = l.string(
+        flags.admin_listen.as_deref(),
+        &["LLMTAP_ADMIN_LISTEN"],
+        ("server", "admin_listen"),
+    );
+    let upstream = l.string(
+        flags.upstream.as_deref(),
+        &["LLMTAP_UPSTREAM"],
+        ("upstream", "url"),
+    );
+    let log_format = l.string(
+        flags.log_format.as_deref(),
+        &["LLMTAP_LOG_FORMAT"],
+        ("server", "log_format"),
+    );
+    let service_name = l
+        .string(
+            None,
+            &["LLMTAP_SERVICE_NAME", "OTEL_SERVICE_NAME"],
+            ("server", "service_name"),
+        )
+        .unwrap_or_else(|| "llmtap".to_string());
+
+    let listen =
+        parse_addr(listen.as_deref().unwrap_or(DEFAULT_LISTEN)).map_err(|e| format!("listen: {e}"));
+    let admin_listen = parse_addr(admin.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN))
+        .map_err(|e| format!("admin_listen: {e}"));
+    let upstream = parse_base_url(upstream.as_deref().unwrap_or(DEFAULT_UPSTREAM))
+        .map_err(|e| format!("upstream: {e}"));
+    let log_format = match log_format.as_deref() {
+        None | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(o) => Err(format!("log_format: expected text or json, got {o:?}")),
+    };
+
+    let dur = parse_duration;
+    let shutdown_grace = l.parsed(
+        None,
+        ("server", "shutdown_grace"),
+        Duration::from_secs(30),
+        dur,
+    );
+    let connect_timeout = l.parsed(
+        Some("LLMTAP_CONNECT_TIMEOUT"),
+        ("upstream", "connect_timeout"),
+        Duration::from_secs(10),
+        dur,
+    );
+    let idle_timeout = l.parsed(
+        Some("LLMTAP_IDLE_TIMEOUT"),
+        ("upstream", "idle_timeout"),
+        Some(Duration::from_secs(300)),
+        parse_duration_opt,
+    );
+    let request_timeout = l.parsed(
+        Some("LLMTAP_REQUEST_TIMEOUT"),
+        ("upstream", "request_timeout"),
+        None,
+        parse_duration_opt,
+    );
+    let max_capture = l.parsed(
+        Some("LLMTAP_MAX_CAPTURE_BYTES"),
+        ("capture", "max_body_bytes"),
+        10 << 20,
+        parse_bytes,
+    );
+
+    let export = ExportConfig {
+        queue_capacity: l.parsed(None, ("export", "queue_capacity"), 10_000, parse_count),
+        queue_max_bytes: l.parsed(None, ("export", "queue_max_bytes"), 256 << 20, |s| {
+            parse_bytes(s).map(|b| b as usize)
+        }),
+        batch_max_spans: l.parsed(None, ("export", "batch_max_spans"), 256, parse_count),
+        batch_max_bytes: l.parsed(None, ("export", "batch_max_bytes"), 4 << 20, |s| {
+            parse_bytes(s).map(|b| b as usize)
+        }),
+        batch_interval: l.parsed(
+            None,
+            ("export", "batch_interval"),
+            Duration::from_secs(1),
+            dur,
+        ),
+        retry_initial: l.parsed(
+            None,
+            ("export", "retry_initial"),
+            Duration::from_millis(200),
+            dur,
+        ),
+        retry_max: l.parsed(None, ("export", "retry_max"), Duration::from_secs(30), dur),
+        max_attempts: l.parsed(None, ("export", "max_attempts"), 10, |s| {
+            parse_count(s).map(|n| n as u32)
+        }),
+        timeout: l.parsed(None, ("export", "timeout"), Duration::from_secs(30), dur),
+        parse_workers: l.parsed(None, ("export", "parse_workers"), 1, parse_count),
+    };
+
+    let sink = resolve_sink(&mut l);
+    let mut errors = l.errors;
+    if max_capture > usize::MAX as u64 {
+        errors.push("capture.max_body_bytes: too large".into());
+    }
+    match (listen, admin_listen, upstream, log_format) {
+        (Ok(listen), Ok(admin_listen), Ok(upstream), Ok(log_format)) if errors.is_empty() => {
+            Ok(Config {
+                listen,
+                admin_listen,
+                upstream,
+                connect_timeout,
+                idle_timeout,
+                request_timeout,
+                max_capture_bytes: max_capture as usize,
+                sink,
+                export,
+                service_name,
+                log_format,
+                shutdown_grace,
+            })
+        }
+        (listen, admin, upstream, log_format) => {
+            errors.extend(listen.err());
+            errors.extend(admin.err());
+            errors.extend(upstream.err());
+            errors.extend(log_format.err());
+            Err(ConfigError(errors))
+        }
+    }
+}
+
+fn resolve_sink(l: &mut Layers<'_>) -> SinkConfig {
+    let enabled = l.parsed(
+        Some("ENABLE_MLFLOW_TRACING"),
+        ("mlflow", "enabled"),
+        true,
+        parse_bool,
+    );
+    let uri = l.string(None, &["MLFLOW_TRACKING_URI"], ("mlflow", "tracking_uri"));
+    let exp_id = l.string(None, &["MLFLOW_EXPERIMENT_ID"], ("mlflow", "experiment_id"));
+    let exp_name = l.string(
+        None,
+        &["MLFLOW_EXPERIMENT_NAME"],
+        ("mlflow", "experiment_name"),
+    );
+    let file = FileSinkConfig {
+        dir: l
+            .string(None, &["LLMTAP_TRACE_DIR"], ("file_sink", "dir"))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("llmtap-traces")),
+        max_file_bytes: l.parsed(None, ("file_sink", "max_file_bytes"), 64 << 20, parse_bytes),
+        max_files: l.parsed(None, ("file_sink", "max_files"), 20, parse_count),
+    };
+    if !enabled {
+        return SinkConfig::Disabled;
+    }
+    let Some(uri) = uri else {
+        return SinkConfig::File(file);
+    };
+    let tracking_uri = match parse_base_url(&uri) {
+        Ok(u) => u.to_string().trim_end_matches('/').to_string(),
+        Err(e) => {
+            let hint = if uri == "databricks" {
+                " (MLFLOW_TRACKING_URI=databricks is not supported yet)"
+            } else {
+                ""
+            };
+            l.errors.push(format!("MLFLOW_TRACKING_URI: {e}{hint}"));
+            return SinkConfig::Disabled;
+        }
+    };
+    let experiment = match (exp_id, exp_name) {
+        (Some(id), _) => ExperimentRef::Id(id),
+        (None, Some(name)) => ExperimentRef::Name(name),
+        (None, None) => ExperimentRef::Name("llmtap".into()),
+    };
+    let token = l.env.get("MLFLOW_TRACKING_TOKEN").filter(|v| !v.is_empty());
+    let user = l
+        .env
+        .get("MLFLOW_TRACKING_USERNAME")
+        .filter(|v| !v.is_empty());
+    let password = l.env.get("MLFLOW_TRACKING_PASSWORD").cloned();
+    let auth = match (token, user) {
+        (Some(t), _) => MlflowAuth::Bearer(t.clone()),
+        (None, Some(u)) => MlflowAuth::Basic {
+            user: u.clone(),
+            password: password.unwrap_or_default(),
+        },
+        (None, None) => MlflowAuth::None,
+    };
+    SinkConfig::Mlflow(MlflowConfig {
+        tracking_uri,
+        experiment,
+        auth,
+    })
+}
+
+fn check_known_keys(file: &toml::Table, errors: &mut Vec<String>) {
+    for (table, value) in file {
+        let Some(keys) = KNOWN.iter().find(|(t, _)| t == table).map(|(_, k)| *k) else {
+            errors.push(format!("unknown table [{table}]"));
+            continue;
+        };
+        let Some(t) = value.as_table() else {
+            errors.push(format!("{table}: expected a table"));
+            continue;
+        };
+        for key in t.keys() {
+            if !keys.contains(&key.as_str()) {
+                errors.push(format!("{table}.{key}: unknown key"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! Config layering and validation.
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Env {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn defaults_without_anything() {
+    let c = resolve(&Flags::default(), &Env::new(), None).unwrap();
+    assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(c.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
+    assert_eq!(c.upstream.to_string(), "https://api.openai.com/");
+    assert_eq!(c.max_capture_bytes, 10 << 20);
+    assert_eq!(c.request_timeout, None);
+    assert!(matches!(c.sink, SinkConfig::File(ref f) if f.dir == Path::new("llmtap-traces")));
+}
+
+use std::path::Path;
+
+#[test]
+fn flag_beats_env_beats_file() {
+    let file = "[server]\nlisten = \"127.0.0.1:1001\"\nadmin_listen = \"127.0.0.1:1002\"\n[upstream]\nurl = \"http://file:1\"\n";
+    let e = env(&[
+        ("LLMTAP_LISTEN", "127.0.0.1:2001"),
+        ("LLMTAP_UPSTREAM", "http://env:2"),
+    ]);
+    let flags = Flags {
+        listen: Some("127.0.0.1:3001".into()),
+        ..Flags::default()
+    };
+    let c = resolve(&flags, &e, Some(file)).unwrap();
+    assert_eq!(c.listen.port(), 3001, "flag wins");
+    assert_eq!(
+        c.upstream.authority().unwrap().as_str(),
+        "env:2",
+        "env beats file"
+    );
+    assert_eq!(c.admin_listen.port(), 1002, "file beats default");
+}
+
+#[test]
+fn every_bad_field_is_named() {
+    let file = r#"
+[server]
+listen = "nope"
+bogus = 1
+[upstream]
+url = "ftp://x"
+idle_timeout = "5 parsecs"
+[capture]
+max_body_bytes = "lots"
+[nonsense]
+"#;
+    let err = resolve(&Flags::default(), &Env::new(), Some(file)).unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "server.bogus",
+        "listen",
+        "upstream",
+        "upstream.idle_timeout",
+        "capture.max_body_bytes",
+        "[nonsense]",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    assert!(err.0.len() >= 6, "{:?}", err.0);
+}
+
+#[test]
+fn malformed_toml_is_reported() {
+    let err = resolve(&Flags::default(), &Env::new(), Some("[server\nlisten=")).unwrap_err();
+    assert!(err.to_string().contains("config file"));
+}
+
+#[test]
+fn mlflow_sink_from_env_with_auth() {
+    let e = env(&[
+        ("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000/"),
+        ("MLFLOW_EXPERIMENT_NAME", "agents"),
+        ("MLFLOW_TRACKING_TOKEN", "s3cret"),
+    ]);
+    let c = resolve(&Flags::default(), &e, None).unwrap();
+    let SinkConfig::Mlflow(m) = c.sink else {
+        panic!("expected mlflow sink")
+    };
+    assert_eq!(m.tracking_uri, "http://127.0.0.1:5000");
+    assert_eq!(m.experiment, ExperimentRef::Name("agents".into()));
+    assert_eq!(m.auth, MlflowAuth::Bearer("s3cret".into()));
+    assert!(
+        !format!("{:?}", m.auth).contains("s3cret"),
+        "debug output redacts"
+    );
+}
+
+#[test]
+fn experiment_id_beats_name_and_basic_auth() {
+    let e = env(&[
+        ("MLFLOW_TRACKING_URI", "https://mlflow.example"),
+        ("MLFLOW_EXPERIMENT_ID", "7"),
+        ("MLFLOW_EXPERIMENT_NAME", "ignored"),
+        ("MLFLOW_TRACKING_USERNAME", "u"),
+        ("MLFLOW_TRACKING_PASSWORD", "p"),
+    ]);
+    let SinkConfig::Mlflow(m) = resolve(&Flags::default(), &e, None).unwrap().sink else {
+        panic!()
+    };
+    assert_eq!(m.experiment, ExperimentRef::Id("7".into()));
+    assert_eq!(
+        m.auth,
+        MlflowAuth::Basic {
+            user: "u".into(),
+            password: "p".into()
+        }
+    );
+}
+
+#[test]
+fn tracing_can_be_disabled() {
+    let e = env(&[
+        ("ENABLE_MLFLOW_TRACING", "false"),
+        ("MLFLOW_TRACKING_URI", "http://x"),
+    ]);
+    let c = resolve(&Flags::default(), &e, None).unwrap();
+    assert_eq!(c.sink, SinkConfig::Disabled);
+    let bad = resolve(
+        &Flags::default(),
+        &env(&[("ENABLE_MLFLOW_TRACING", "maybe")]),
+        None,
+    );
+    assert!(bad
+        .unwrap_err()
+        .to_string()
+        .contains("ENABLE_MLFLOW_TRACING"));
+}
+
+#[test]
+fn durations_and_sizes() {
+    assert_eq!(
+        parse_duration_opt("250ms").unwrap(),
+        Some(Duration::from_millis(250))
+    );
+    assert_eq!(
+        parse_duration_opt("2m").unwrap(),
+        Some(Duration::from_secs(120))
+    );
+    assert_eq!(parse_duration_opt("none").unwrap(), None);
+    assert!(parse_duration_opt("3 fortnights").is_err());
+    assert_eq!(parse_bytes("10MiB").unwrap(), 10 << 20);
+    assert_eq!(parse_bytes("1024").unwrap(), 1024);
+    assert!(parse_bytes("-1").is_err());
+}
+
+#[test]
+fn example_file_is_valid_and_complete() {
+    let text = include_str!("../../config/llmtap.example.toml");
+    let c = resolve(&Flags::default(), &Env::new(), Some(text));
+    assert!(c.is_ok(), "{:?}", c.err());
+    for (table, keys) in KNOWN {
+        for key in *keys {
+            let needle = format!("{key} =");
+            assert!(
+                text.contains(&format!("[{table}]")) && text.contains(&needle),
+                "example config does not document {table}.{key}"
+            );
+        }
+    }
+}

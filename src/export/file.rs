@@ -1,0 +1,177 @@
+//! The embedded default sink: OTLP-JSON lines (one export request per line,
+//! as the OpenTelemetry Collector's file exporter writes them) under a
+//! directory, size-rotated, oldest files deleted past a count.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+use super::sink::Attempt;
+use crate::config::FileSinkConfig;
+
+/// Writes trace files; see the module docs.
+pub struct FileSink {
+    cfg: FileSinkConfig,
+    current: Option<(File, u64)>,
+    seq: u64,
+}
+
+impl FileSink {
+    pub fn new(cfg: FileSinkConfig) -> Self {
+        FileSink {
+            cfg,
+            current: None,
+            seq: 0,
+        }
+    }
+
+    /// Appends one request as one line.
+    pub fn write(&mut self, req: &ExportTraceServiceRequest) -> Attempt {
+        let mut line = crate::otlp::to_json_line(req);
+        line.push('\n');
+        match self.append(line.as_bytes()) {
+            Ok(()) => Attempt::ok(),
+            Err(e) => Attempt::transient(format!("writing {}: {e}", self.cfg.dir.display())),
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let full = self
+            .current
+            .as_ref()
+            .is_some_and(|(_, size)| *size >= self.cfg.max_file_bytes);
+        if self.current.is_none() || full {
+            self.current = None;
+            self.current = Some((self.open_next()?, 0));
+            self.prune()?;
+        }
+        let (file, size) = self.current.as_mut().expect("opened above");
+        let written = file.write_all(bytes).and_then(|_| file.flush());
+        if written.is_err() {
+            // Start a fresh file next time rather than append after a partial line.
+            self.current = None;
+            return written;
+        }
+        *size += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn open_next(&mut self) -> std::io::Result<File> {
+        fs::create_dir_all(&self.cfg.dir)?;
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        self.seq += 1;
+        let name = format!("traces-{millis:015}-{:04}.jsonl", self.seq % 10_000);
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.cfg.dir.join(name))
+    }
+
+    /// Deletes the oldest trace files beyond `max_files`.
+    fn prune(&self) -> std::io::Result<()> {
+        let mut files = trace_files(&self.cfg.dir)?;
+        files.sort();
+        let excess = files.len().saturating_sub(self.cfg.max_files);
+        for old in files.into_iter().take(excess) {
+            fs::remove_file(old)?;
+        }
+        Ok(())
+    }
+}
+
+/// The trace files in `dir`, in name (= creation) order.
+pub fn trace_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("traces-") && name.ends_with(".jsonl") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Readiness: the directory exists (or can be made) and takes a write.
+pub fn probe(dir: &Path) -> Result<(), String> {
+    let check = || -> std::io::Result<()> {
+        fs::create_dir_all(dir)?;
+        let probe = dir.join(".llmtap-ready-probe");
+        fs::write(&probe, b"ok")?;
+        fs::remove_file(probe)
+    };
+    check().map_err(|e| format!("trace directory {} is not writable: {e}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp;
+    use crate::record::{SpanRecord, SpanStatus};
+
+    fn req() -> ExportTraceServiceRequest {
+        let r = SpanRecord {
+            trace_id: [7; 16],
+            span_id: [1; 8],
+            parent_span_id: None,
+            name: "Completions".into(),
+            start_unix_nano: 1,
+            end_unix_nano: 2,
+            status: SpanStatus::Ok,
+            attributes: vec![("k".into(), "v".repeat(100).into())],
+            events: vec![],
+        };
+        otlp::request("llmtap", vec![otlp::to_span(&r)])
+    }
+
+    #[test]
+    fn writes_json_lines_and_rotates_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = FileSink::new(FileSinkConfig {
+            dir: dir.path().join("t"),
+            max_file_bytes: 600,
+            max_files: 3,
+        });
+        for _ in 0..10 {
+            assert_eq!(sink.write(&req()), Attempt::ok());
+        }
+        let files = trace_files(&dir.path().join("t")).unwrap();
+        assert_eq!(files.len(), 3, "pruned to max_files");
+        for f in files {
+            let text = fs::read_to_string(f).unwrap();
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert!(
+                    v["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("0707")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unwritable_directory_is_a_transient_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        fs::write(&blocker, b"x").unwrap();
+        let mut sink = FileSink::new(FileSinkConfig {
+            dir: blocker.join("sub"),
+            max_file_bytes: 1000,
+            max_files: 3,
+        });
+        assert!(matches!(
+            sink.write(&req()).verdict,
+            super::super::retry::Verdict::Retry { .. }
+        ));
+        assert!(probe(&blocker.join("sub")).is_err());
+        assert!(probe(dir.path()).is_ok());
+    }
+}

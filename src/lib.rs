@@ -1,0 +1,127 @@
+//! llmtap: a sidecar proxy that forwards LLM API calls untouched and traces
+//! each one into MLflow.
+//!
+//! The data path, left to right:
+//!
+//! ```text
+//! server -> forward (route, tee) -> client -> upstream provider
+//!                 | at the end of the response body (off the request path)
+//!                 v
+//!   exchange -> export queue -> trace::build (parse::*) -> otlp -> batch -> sink
+//! ```
+//!
+//! Modules:
+//! - [`config`]: flags, env, TOML, defaults -> a validated [`config::Config`].
+//! - [`server`], [`admin`]: listeners (HTTP/1.1 + h2c), health, readiness, metrics.
+//! - [`forward`]: the request path and its phases; [`headers`], [`route`].
+//! - [`tee`], [`deadline`]: body wrappers — capped copy + end report; time limits.
+//! - [`client`]: the pooled outbound client (rustls, h2/http1.1).
+//! - [`parse`]: pure parsers (SSE, decompression, provider formats).
+//! - [`exchange`], [`trace`], [`record`], [`otlp`]: captured facts -> span -> OTLP.
+//! - [`export`]: queues, parse workers, batching, retry, sinks (MLflow, files).
+//! - [`metrics`]: Prometheus counters and histograms.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod client;
+pub mod config;
+pub mod deadline;
+pub mod exchange;
+pub mod export;
+pub mod forward;
+pub mod headers;
+pub mod metrics;
+pub mod otlp;
+pub mod parse;
+pub mod record;
+pub mod route;
+pub mod server;
+pub mod tee;
+pub mod trace;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use config::Config;
+use metrics::Metrics;
+
+/// A running llmtap: its bound addresses and a way to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Graceful stop: stop accepting, drain in-flight calls, flush traces.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Resolves when the server has stopped (after [`Running::trigger_shutdown`]).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// Starts a graceful stop without waiting for it.
+    pub fn trigger_shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Binds both listeners and starts serving. Port 0 picks a free port.
+pub async fn start(cfg: Config) -> std::io::Result<Running> {
+    let listener = TcpListener::bind(cfg.listen).await?;
+    let admin_listener = TcpListener::bind(cfg.admin_listen).await?;
+    let addr = listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let cfg = Arc::new(cfg);
+    let metrics = Arc::new(Metrics::default());
+    let pipeline = export::Pipeline::start(&cfg, metrics.clone());
+    let proxy = Arc::new(forward::Proxy::new(
+        cfg.clone(),
+        pipeline.as_ref().map(export::Pipeline::submitter),
+        metrics.clone(),
+    ));
+    let admin = Arc::new(admin::Admin::new(&cfg, metrics.clone()));
+    let (stop, stopped) = watch::channel(false);
+    let signal = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let admin_task = tokio::spawn(server::serve_admin(
+        admin_listener,
+        admin,
+        signal(stopped.clone()),
+    ));
+    let grace = cfg.shutdown_grace;
+    let task = tokio::spawn(async move {
+        server::serve_proxy(listener, proxy, signal(stopped), grace).await;
+        if let Some(p) = pipeline {
+            p.shutdown(grace).await;
+        }
+        admin_task.abort();
+    });
+    tracing::info!(%addr, %admin_addr, upstream = %cfg.upstream, sink = ?sink_label(&cfg), "llmtap listening");
+    Ok(Running {
+        addr,
+        admin_addr,
+        metrics,
+        stop,
+        task,
+    })
+}
+
+fn sink_label(cfg: &Config) -> String {
+    match &cfg.sink {
+        config::SinkConfig::Disabled => "disabled".into(),
+        config::SinkConfig::Mlflow(m) => format!("mlflow {} ({:?})", m.tracking_uri, m.experiment),
+        config::SinkConfig::File(f) => format!("files under {}", f.dir.display()),
+    }
+}

@@ -1,0 +1,129 @@
+//! The `llmtap` command: parse flags, load the configuration, start logging,
+//! serve until SIGTERM or SIGINT, then shut down gracefully.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use llmtap::config::{self, Flags, LogFormat};
+
+/// A sidecar proxy that traces LLM traffic into MLflow.
+#[derive(Parser, Debug)]
+#[command(name = "llmtap", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the proxy (the default).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug, Default, Clone)]
+struct ServeArgs {
+    /// Address agents connect to [env LLMTAP_LISTEN; default 127.0.0.1:8788]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Upstream base URL [env LLMTAP_UPSTREAM; default https://api.openai.com]
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// Admin address: /healthz, /readyz, /metrics [env LLMTAP_ADMIN_LISTEN; default 127.0.0.1:8789]
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
+    /// TOML configuration file [env LLMTAP_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format: text or json [env LLMTAP_LOG_FORMAT; default text]
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn signal() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Serve(a)) => a,
+        None => cli.serve,
+    };
+    let flags = Flags {
+        listen: args.listen,
+        upstream: args.upstream,
+        admin_listen: args.admin_listen,
+        config: args.config,
+        log_format: args.log_format,
+    };
+    let env: config::Env = std::env::vars().collect();
+    let cfg = match config::load(&flags, &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("llmtap: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cfg.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("llmtap: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let running = match llmtap::start(cfg).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        let first = signal().await;
+        tracing::info!(
+            signal = first,
+            "shutting down: draining in-flight calls and traces"
+        );
+        running.trigger_shutdown();
+        tokio::select! {
+            _ = running.wait() => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            second = signal() => {
+                tracing::warn!(signal = second, "second signal: exiting now");
+                ExitCode::from(130)
+            }
+        }
+    })
+}

@@ -1,0 +1,204 @@
+//! Process metrics, rendered as Prometheus text on the admin listener.
+//!
+//! A handful of counters and histograms on atomics: cheap enough for the
+//! request path (one relaxed add per event) and no registry crate needed.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+/// Latency histogram bucket bounds, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// A cumulative latency histogram.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.counts[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let trimmed = labels.trim_end_matches(',');
+        let _ = writeln!(out, "{name}_sum{{{trimmed}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{trimmed}}} {count}");
+    }
+}
+
+/// All of llmtap's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: DashMap<(&'static str, u16), AtomicU64>,
+    upstream_latency: DashMap<&'static str, Histogram>,
+    ttft: DashMap<&'static str, Histogram>,
+    pub traces_exported: AtomicU64,
+    pub export_retries: AtomicU64,
+    pub export_failures: AtomicU64,
+    dropped: DashMap<&'static str, AtomicU64>,
+    pub parse_panics: AtomicU64,
+    /// Exchanges and spans waiting in the export queues.
+    pub queue_depth: AtomicI64,
+}
+
+impl Metrics {
+    /// A request answered with `status` (the upstream's, or llmtap's own).
+    pub fn request(&self, api: &'static str, status: u16) {
+        self.requests
+            .entry((api, status))
+            .or_default()
+            .fetch_add(1, Relaxed);
+    }
+
+    /// Time from the request's arrival to the upstream's response head.
+    pub fn upstream_latency(&self, api: &'static str, d: Duration) {
+        self.upstream_latency.entry(api).or_default().observe(d);
+    }
+
+    /// Time to the first token of a stream.
+    pub fn time_to_first_token(&self, api: &'static str, d: Duration) {
+        self.ttft.entry(api).or_default().observe(d);
+    }
+
+    /// A trace dropped, with why (`queue_full`, `export_failed`, ...).
+    pub fn dropped(&self, reason: &'static str, n: u64) {
+        self.dropped
+            .entry(reason)
+            .or_default()
+            .fetch_add(n, Relaxed);
+    }
+
+    /// Count of traces dropped for `reason`.
+    pub fn dropped_count(&self, reason: &'static str) -> u64 {
+        self.dropped
+            .get(reason)
+            .map(|c| c.load(Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP llmtap_requests_total Requests proxied, by API and HTTP status.\n");
+        out.push_str("# TYPE llmtap_requests_total counter\n");
+        for e in self.requests.iter() {
+            let ((api, status), n) = (e.key(), e.value().load(Relaxed));
+            let _ = writeln!(
+                out,
+                "llmtap_requests_total{{api=\"{api}\",status=\"{status}\"}} {n}"
+            );
+        }
+        for (name, help, map) in [
+            (
+                "llmtap_upstream_latency_seconds",
+                "Time from request arrival to the upstream's response head.",
+                &self.upstream_latency,
+            ),
+            (
+                "llmtap_time_to_first_token_seconds",
+                "Time from request arrival to the first streamed token.",
+                &self.ttft,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for e in map.iter() {
+                e.value()
+                    .render(&mut out, name, &format!("api=\"{}\",", e.key()));
+            }
+        }
+        let counters = [
+            (
+                "llmtap_traces_exported_total",
+                "Spans accepted by the trace sink.",
+                &self.traces_exported,
+            ),
+            (
+                "llmtap_trace_export_retries_total",
+                "Export attempts retried after a transient failure.",
+                &self.export_retries,
+            ),
+            (
+                "llmtap_trace_export_failures_total",
+                "Batches given up on after their last attempt.",
+                &self.export_failures,
+            ),
+            (
+                "llmtap_parse_panics_total",
+                "Exchanges whose parsing panicked (contained).",
+                &self.parse_panics,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.load(Relaxed)
+            );
+        }
+        out.push_str("# HELP llmtap_traces_dropped_total Traces lost, by reason.\n");
+        out.push_str("# TYPE llmtap_traces_dropped_total counter\n");
+        for reason in ["queue_full", "export_failed", "rejected"] {
+            let n = self.dropped_count(reason);
+            let _ = writeln!(
+                out,
+                "llmtap_traces_dropped_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        let depth = self.queue_depth.load(Relaxed).max(0);
+        let _ = writeln!(
+            out,
+            "# HELP llmtap_export_queue_depth Traces waiting to be parsed or exported.\n# TYPE llmtap_export_queue_depth gauge\nllmtap_export_queue_depth {depth}"
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_histograms() {
+        let m = Metrics::default();
+        m.request("chat_completions", 200);
+        m.request("chat_completions", 200);
+        m.request("other", 502);
+        m.upstream_latency("chat_completions", Duration::from_millis(3));
+        m.upstream_latency("chat_completions", Duration::from_millis(700));
+        m.dropped("queue_full", 2);
+        let text = m.render();
+        assert!(text.contains("llmtap_requests_total{api=\"chat_completions\",status=\"200\"} 2"));
+        assert!(text.contains("llmtap_requests_total{api=\"other\",status=\"502\"} 1"));
+        assert!(text.contains(
+            "llmtap_upstream_latency_seconds_bucket{api=\"chat_completions\",le=\"0.005\"} 1"
+        ));
+        assert!(text.contains(
+            "llmtap_upstream_latency_seconds_bucket{api=\"chat_completions\",le=\"1\"} 2"
+        ));
+        assert!(text.contains("llmtap_upstream_latency_seconds_count{api=\"chat_completions\"} 2"));
+        assert!(text.contains("llmtap_traces_dropped_total{reason=\"queue_full\"} 2"));
+        assert!(text.contains("llmtap_export_queue_depth 0"));
+    }
+}

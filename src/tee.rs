@@ -1,0 +1,190 @@
+//! The body tee: frames pass through unchanged while a capped copy is kept,
+//! and the end of the body is reported exactly once — completed, errored, or
+//! cancelled (dropped before its end, i.e. the peer hung up).
+//!
+//! Keeping the copy costs no byte copying on the hot path: a [`Bytes`] frame is
+//! reference-counted, so the copy is a list of cheap clones (the frame that
+//! crosses the cap is sliced). Flattening happens later, off the request path.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+
+/// How many frame arrival times are kept: enough to find the first token of a
+/// stream, bounded so a body of millions of tiny frames costs no memory.
+const MAX_FRAME_TIMES: usize = 4096;
+
+/// The captured copy of one body.
+#[derive(Debug)]
+pub struct Capture {
+    cap: usize,
+    kept: usize,
+    chunks: Vec<Bytes>,
+    /// Every byte the body carried, captured or not.
+    pub total_bytes: u64,
+    /// Byte offset where each frame ended, and when it arrived.
+    pub frame_times: Vec<(u64, Instant)>,
+}
+
+impl Capture {
+    pub fn new(cap: usize) -> Self {
+        Capture {
+            cap,
+            kept: 0,
+            chunks: Vec::new(),
+            total_bytes: 0,
+            frame_times: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, data: &Bytes) {
+        self.total_bytes += data.len() as u64;
+        if self.frame_times.len() < MAX_FRAME_TIMES {
+            self.frame_times.push((self.total_bytes, Instant::now()));
+        }
+        let room = self.cap - self.kept;
+        if room == 0 || data.is_empty() {
+            return;
+        }
+        let piece = if data.len() <= room {
+            data.clone()
+        } else {
+            data.slice(..room)
+        };
+        self.kept += piece.len();
+        self.chunks.push(piece);
+    }
+
+    /// Bytes held in the copy.
+    pub fn kept(&self) -> usize {
+        self.kept
+    }
+
+    /// True when the body was longer than the cap.
+    pub fn truncated(&self) -> bool {
+        self.total_bytes > self.kept as u64
+    }
+
+    /// The captured bytes as one buffer.
+    pub fn bytes(&self) -> Bytes {
+        match self.chunks.len() {
+            0 => Bytes::new(),
+            1 => self.chunks[0].clone(),
+            _ => {
+                let mut out = BytesMut::with_capacity(self.kept);
+                for c in &self.chunks {
+                    out.extend_from_slice(c);
+                }
+                out.freeze()
+            }
+        }
+    }
+
+    /// When the frame holding byte `offset` arrived.
+    pub fn arrival_of(&self, offset: u64) -> Option<Instant> {
+        self.frame_times
+            .iter()
+            .find(|(end, _)| *end > offset)
+            .map(|(_, t)| *t)
+    }
+}
+
+/// What ended a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// The last frame was delivered.
+    Complete,
+    /// The body failed (connection reset, idle timeout, ...).
+    Error(String),
+    /// The body was dropped before its end: the reader went away.
+    Cancelled,
+}
+
+type OnEnd = Box<dyn FnOnce(Capture, BodyEnd) + Send + Sync>;
+
+/// A body wrapper that copies and reports; see the module docs.
+pub struct Tee<B> {
+    inner: B,
+    state: Option<(Capture, OnEnd)>,
+}
+
+impl<B: Body<Data = Bytes>> Tee<B> {
+    /// Wraps `inner`, keeping at most `cap` bytes; `on_end` runs exactly once.
+    pub fn new(
+        inner: B,
+        cap: usize,
+        on_end: impl FnOnce(Capture, BodyEnd) + Send + Sync + 'static,
+    ) -> Self {
+        let mut tee = Tee {
+            inner,
+            state: Some((Capture::new(cap), Box::new(on_end))),
+        };
+        // An empty body may never be polled at all: it is complete already.
+        if tee.inner.is_end_stream() {
+            tee.fire(BodyEnd::Complete);
+        }
+        tee
+    }
+
+    fn fire(&mut self, end: BodyEnd) {
+        if let Some((capture, on_end)) = self.state.take() {
+            on_end(capture, end);
+        }
+    }
+}
+
+impl<B> Body for Tee<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some((capture, _))) = (frame.data_ref(), this.state.as_mut()) {
+                    capture.record(data);
+                }
+                if this.inner.is_end_stream() {
+                    this.fire(BodyEnd::Complete);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => this.fire(BodyEnd::Error(e.to_string())),
+            Poll::Ready(None) => this.fire(BodyEnd::Complete),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Tee<B> {
+    fn drop(&mut self) {
+        // Completion is reported as soon as the last frame passes (even when
+        // the reader stops at `is_end_stream` and never polls the end), so a
+        // body dropped with its report still pending was abandoned mid-way.
+        if let Some((capture, on_end)) = self.state.take() {
+            on_end(capture, BodyEnd::Cancelled);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

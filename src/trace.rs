@@ -1,0 +1,262 @@
+//! From a finished [`Exchange`] to its [`SpanRecord`]: decode the captured
+//! copies, parse them, and map the result onto the attributes MLflow's own
+//! autologging writes (mlflow-wire.md §4) plus the OpenTelemetry GenAI ones.
+//!
+//! Pure apart from reading the clock-free facts in the exchange; runs on a
+//! parse worker, never on the request path.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::exchange::{CapturedBody, Exchange};
+use crate::parse::decode::decode_body;
+use crate::parse::openai_chat::{self, ChatOutcome};
+use crate::record::{AttrValue, SpanEvent, SpanRecord, SpanStatus};
+use crate::tee::BodyEnd;
+
+/// Decoded bodies are cut at this multiple of the capture cap (decompression bombs).
+const DECODE_FACTOR: usize = 8;
+
+/// What the pipeline learns from building a span, besides the span.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Built {
+    pub time_to_first_token: Option<Duration>,
+}
+
+/// A decoded body copy.
+struct Decoded {
+    text: Vec<u8>,
+    truncated: bool,
+    total: u64,
+    note: Option<String>,
+}
+
+fn decode(body: &CapturedBody, cap: usize) -> Decoded {
+    let raw = body.capture.bytes();
+    let limit = cap.saturating_mul(DECODE_FACTOR).max(1 << 20);
+    let (text, cut, note) = match decode_body(body.content_encoding.as_deref(), &raw, limit) {
+        Ok((text, cut)) => (text, cut, None),
+        Err(e) => (raw.to_vec(), false, Some(e.to_string())),
+    };
+    Decoded {
+        text,
+        truncated: body.capture.truncated() || cut,
+        total: body.capture.total_bytes,
+        note,
+    }
+}
+
+fn is_event_stream(body: &CapturedBody) -> bool {
+    body.content_type
+        .as_deref()
+        .is_some_and(|c| c.trim_start().starts_with("text/event-stream"))
+}
+
+fn unix_nanos(ex: &Exchange, at: std::time::Instant) -> u64 {
+    let at = ex.started_wall + at.saturating_duration_since(ex.started);
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Builds the root span of one exchange; `cap` is the capture cap.
+pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
+    let api = ex.api;
+    let mut span = SpanRecord {
+        trace_id: ex.trace_id,
+        span_id: ex.span_id,
+        parent_span_id: None,
+        name: api.span_name().to_string(),
+        start_unix_nano: unix_nanos(ex, ex.started),
+        end_unix_nano: unix_nanos(ex, ex.ended),
+        status: SpanStatus::Ok,
+        attributes: Vec::with_capacity(32),
+        events: Vec::new(),
+    };
+    let mut built = Built::default();
+    span.set("mlflow.spanType", api.span_type());
+
+    // The request.
+    let request = ex.request.as_ref().map(|b| decode(b, cap));
+    let request_json: Option<Value> = request
+        .as_ref()
+        .and_then(|d| serde_json::from_slice(&d.text).ok());
+    if let Some(req) = &request {
+        span.set(
+            "mlflow.spanInputs",
+            String::from_utf8_lossy(&req.text).into_owned(),
+        );
+        span.set("llmtap.request.bytes", req.total);
+        if req.truncated {
+            span.set("llmtap.request.truncated", true);
+        }
+        if let Some(note) = &req.note {
+            span.set("llmtap.request.decode_error", note.as_str());
+        }
+    }
+    let req_field = |k: &str| request_json.as_ref().and_then(|v| v.get(k));
+    let request_model = req_field("model").and_then(Value::as_str);
+    let streamed_request = req_field("stream").and_then(Value::as_bool) == Some(true);
+    if let Some(tools) = req_field("tools").filter(|t| t.as_array().is_some_and(|a| !a.is_empty()))
+    {
+        span.set("mlflow.chat.tools", tools.to_string());
+    }
+    if let Some(user) = req_field("user").and_then(Value::as_str) {
+        span.set("user.id", user);
+    }
+
+    // The response.
+    let mut outcome = ChatOutcome::default();
+    let mut stream = false;
+    let mut response_truncated = false;
+    if let Some(body) = &ex.response {
+        let dec = decode(body, cap);
+        stream = is_event_stream(body);
+        outcome = openai_chat::parse(&dec.text, stream);
+        response_truncated = dec.truncated;
+        match &outcome.response {
+            Some(v) if stream => span.set("mlflow.spanOutputs", v.to_string()),
+            _ if !dec.text.is_empty() => span.set(
+                "mlflow.spanOutputs",
+                String::from_utf8_lossy(&dec.text).into_owned(),
+            ),
+            _ => {}
+        }
+        span.set("llmtap.response.bytes", dec.total);
+        if dec.truncated {
+            span.set("llmtap.response.truncated", true);
+        }
+        if let Some(note) = &dec.note {
+            span.set("llmtap.response.decode_error", note.as_str());
+        }
+        if let (Some(facts), true) = (&outcome.stream, stream) {
+            let first = facts
+                .first_token_offset
+                .and_then(|o| body.capture.arrival_of(o as u64));
+            if let Some(at) = first {
+                let ttft = at.saturating_duration_since(ex.started);
+                built.time_to_first_token = Some(ttft);
+                span.set("llmtap.time_to_first_token_ms", ttft.as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    span.set("llmtap.stream", stream || streamed_request);
+
+    if let Some(usage) = &outcome.usage {
+        span.set("mlflow.chat.tokenUsage", usage.to_mlflow_json().to_string());
+        span.set("gen_ai.usage.input_tokens", usage.input_tokens);
+        span.set("gen_ai.usage.output_tokens", usage.output_tokens);
+        if let Some(r) = usage.reasoning_tokens {
+            span.set("llmtap.usage.reasoning_tokens", r);
+        }
+    }
+    let model = outcome.model.as_deref().or(request_model);
+    if let Some(m) = model {
+        span.set("mlflow.llm.model", m);
+    }
+    span.set("mlflow.llm.provider", ex.provider);
+    span.set("mlflow.message.format", api.message_format());
+    span.set("mlflow.traceTag.mlflow.traceName", api.span_name());
+
+    // OpenTelemetry GenAI semantic conventions.
+    span.set("gen_ai.operation.name", api.operation());
+    span.set("gen_ai.provider.name", ex.provider);
+    if let Some(m) = request_model {
+        span.set("gen_ai.request.model", m);
+    }
+    for (key, attr) in [
+        ("temperature", "gen_ai.request.temperature"),
+        ("top_p", "gen_ai.request.top_p"),
+    ] {
+        if let Some(f) = req_field(key).and_then(Value::as_f64) {
+            span.set(attr, f);
+        }
+    }
+    let max_tokens = req_field("max_completion_tokens").or(req_field("max_tokens"));
+    if let Some(n) = max_tokens.and_then(Value::as_u64) {
+        span.set("gen_ai.request.max_tokens", n);
+    }
+    if let Some(m) = &outcome.model {
+        span.set("gen_ai.response.model", m.as_str());
+    }
+    if let Some(id) = &outcome.response_id {
+        span.set("gen_ai.response.id", id.as_str());
+    }
+    if !outcome.finish_reasons.is_empty() {
+        span.set(
+            "gen_ai.response.finish_reasons",
+            AttrValue::StrArray(outcome.finish_reasons.clone()),
+        );
+    }
+
+    // HTTP facts.
+    span.set("http.request.method", ex.method.as_str());
+    span.set("url.path", ex.path.as_str());
+    let status = ex
+        .response_head
+        .as_ref()
+        .map(|h| h.status)
+        .or(ex.proxy_status);
+    if let Some(s) = status {
+        span.set("http.response.status_code", i64::from(s));
+    }
+
+    if let Some((kind, message)) = failure(ex, &outcome, stream, response_truncated) {
+        span.set("llmtap.error.type", kind);
+        span.events.push(SpanEvent {
+            name: "exception".into(),
+            time_unix_nano: span.end_unix_nano,
+            attributes: vec![
+                ("exception.type".into(), kind.into()),
+                ("exception.message".into(), message.clone().into()),
+            ],
+        });
+        span.status = SpanStatus::Error(message);
+    }
+    (span, built)
+}
+
+/// Decides whether the call failed, and how to say so: (exception type, message).
+fn failure(
+    ex: &Exchange,
+    outcome: &ChatOutcome,
+    stream: bool,
+    truncated: bool,
+) -> Option<(&'static str, String)> {
+    if let Some(e) = &ex.proxy_error {
+        return Some(("UpstreamError", e.clone()));
+    }
+    let status = ex.response_head.as_ref().map(|h| h.status).unwrap_or(0);
+    let provider_msg = outcome.error.as_ref().map(|e| e.message.clone());
+    if status >= 400 {
+        let msg = provider_msg.unwrap_or_else(|| "no error message in the response".into());
+        return Some(("ProviderError", format!("HTTP {status}: {msg}")));
+    }
+    match ex.response.as_ref().map(|b| &b.end) {
+        Some(BodyEnd::Error(e)) => {
+            return Some(("UpstreamError", format!("response body failed: {e}")));
+        }
+        Some(BodyEnd::Cancelled) => {
+            return Some((
+                "ClientDisconnected",
+                "client disconnected before the response ended".into(),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(msg) = provider_msg {
+        return Some(("ProviderError", msg));
+    }
+    let saw_done = outcome.stream.as_ref().is_some_and(|s| s.saw_done);
+    if stream && !saw_done && !truncated {
+        return Some((
+            "IncompleteStream",
+            "stream ended without [DONE]".to_string(),
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;
