@@ -1,0 +1,886 @@
+//! Test support: a real MLflow tracking server for end-to-end tests.
+//!
+//! Include it from an integration test with
+//!
+//! ```ignore
+//! #[path = "support/mlflow.rs"]
+//! mod mlflow;
+//! ```
+//!
+//! What it does:
+//!
+//! - **Python venv, cached.** `$LLMTAP_TEST_VENV`, else
+//!   `$HOME/.cache/llmtap/venv-mlflow-3.17.2`. If the completion marker is
+//!   missing, a venv is built in a temporary sibling directory with
+//!   `pip install mlflow==3.17.2 openai anthropic`, the marker is written and
+//!   the directory is renamed into place atomically (a process that loses that
+//!   race uses the winner's venv). About a minute on a cold machine.
+//! - **One server per test process** ([`shared`]): `mlflow server` on a free
+//!   loopback port with a sqlite store in a fresh temp dir, run under
+//!   `python/supervise.py`, which kills the server's whole process group and
+//!   removes the temp dir as soon as this process exits (the supervisor's stdin
+//!   pipe, held open in a static, reaches EOF).
+//! - **Helpers**: REST calls (experiments, traces, search), span read-back via
+//!   the MLflow Python client (`python/get_spans.py`), and running inline
+//!   Python scripts with the venv's interpreter (e.g. the official OpenAI SDK).
+//!
+//! Environment knobs: `LLMTAP_TEST_VENV` (venv location),
+//! `LLMTAP_KEEP_MLFLOW_DIR=1` (keep the server's temp dir and log after exit).
+//!
+//! Nothing here is skipped silently: a missing `python3`, a failed `pip
+//! install` or a server that does not come up is a panic with the reason.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+/// The MLflow version the venv pins (the newest the reachable registry serves).
+pub const MLFLOW_VERSION: &str = "3.17.2";
+
+/// Packages installed into the venv.
+const PIP_PACKAGES: &[&str] = &["mlflow==3.17.2", "openai", "anthropic"];
+
+/// File whose presence marks a fully installed venv.
+const VENV_MARKER: &str = ".llmtap-venv-complete";
+
+/// How long `mlflow server` may take to answer `GET /health`.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Timeout of one REST call to the server.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running MLflow tracking server (see [`shared`]).
+pub struct Mlflow {
+    uri: String,
+    port: u16,
+    venv: PathBuf,
+    dir: PathBuf,
+    /// Write end of the supervisor's stdin. Never written; it closes when the
+    /// process exits, which tells the supervisor to kill the server.
+    _keepalive: Mutex<ChildStdin>,
+    supervisor: Mutex<Child>,
+}
+
+static SHARED: tokio::sync::OnceCell<Result<Mlflow, String>> = tokio::sync::OnceCell::const_new();
+
+/// The process-wide MLflow server, started (and the venv installed) on first use.
+///
+/// Works from any tokio runtime (each `#[tokio::test]` has its own): the
+/// server is a plain OS process and no helper keeps runtime-bound state. If
+/// startup fails, every caller in this process panics with the same reason
+/// instead of retrying the slow setup.
+pub async fn shared() -> &'static Mlflow {
+    let result = SHARED
+        .get_or_init(|| async {
+            match tokio::task::spawn_blocking(Mlflow::start).await {
+                Ok(mlflow) => Ok(mlflow),
+                Err(err) if err.is_panic() => Err(panic_message(err.into_panic())),
+                Err(err) => Err(format!("MLflow startup task failed: {err}")),
+            }
+        })
+        .await;
+    match result {
+        Ok(mlflow) => mlflow,
+        Err(reason) => panic!("the shared MLflow server is unavailable: {reason}"),
+    }
+}
+
+/// The venv's python, installing the venv first if needed (blocking).
+///
+/// [`shared`] calls this; use it directly only for Python without a server.
+pub fn ensure_venv() -> PathBuf {
+    let dir = venv_dir();
+    if !dir.join(VENV_MARKER).is_file() {
+        install_venv(&dir);
+    }
+    venv_python(&dir)
+}
+
+impl Mlflow {
+    /// Base URI, `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The venv's python interpreter (has mlflow, openai and anthropic).
+    pub fn python(&self) -> PathBuf {
+        venv_python(&self.venv)
+    }
+
+    /// The server's temp dir (sqlite DB, artifacts, `server.log`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The last `lines` lines of the server's log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        file_tail(&self.dir.join("server.log"), lines)
+    }
+
+    // ----- raw HTTP -------------------------------------------------------
+
+    /// One HTTP request to the server; returns `(status, body)`.
+    ///
+    /// `path` includes the query string, e.g. `/v1/traces`. Panics on
+    /// connection errors and after [`REQUEST_TIMEOUT`].
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> (u16, Bytes) {
+        let url = format!("{}{}", self.uri, path);
+        let mut builder = hyper::Request::builder().method(method).uri(&url);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            builder = builder.header("host", format!("127.0.0.1:{}", self.port));
+        }
+        let req = builder
+            .body(Full::new(body.into()))
+            .unwrap_or_else(|e| panic!("bad request {method} {url}: {e}"));
+        // A fresh client per call with no pool: nothing here is tied to the
+        // runtime of the test that happened to make an earlier call.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build_http::<Full<Bytes>>();
+        let call = async {
+            let resp = client
+                .request(req)
+                .await
+                .unwrap_or_else(|e| panic!("{method} {url} failed: {e:?}"));
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {url}: reading the body failed: {e}"))
+                .to_bytes();
+            (status, body)
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+            Ok(out) => out,
+            Err(_) => panic!(
+                "{method} {url} got no answer within {REQUEST_TIMEOUT:?}; server log tail:\n{}",
+                self.log_tail(40)
+            ),
+        }
+    }
+
+    /// A JSON request; returns `(status, parsed body)` (`Value::Null` for an
+    /// empty body, `Value::String` for a body that is not JSON).
+    pub async fn request_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let (headers, bytes): (&[(&str, &str)], Bytes) = match body {
+            Some(v) => (
+                &[("content-type", "application/json")],
+                Bytes::from(v.to_string()),
+            ),
+            None => (&[], Bytes::new()),
+        };
+        let (status, body) = self.request(method, path, headers, bytes).await;
+        (status, parse_body(&body))
+    }
+
+    /// POST an OTLP-JSON `ExportTraceServiceRequest` to `/v1/traces`, as an
+    /// exporter would; returns `(status, body text)`.
+    pub async fn post_otlp_json(&self, experiment_id: &str, body: &Value) -> (u16, String) {
+        let (status, bytes) = self
+            .request(
+                "POST",
+                "/v1/traces",
+                &[
+                    ("content-type", "application/json"),
+                    ("x-mlflow-experiment-id", experiment_id),
+                ],
+                body.to_string(),
+            )
+            .await;
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    // ----- experiments ------------------------------------------------------
+
+    /// The id of experiment `name`, or `None` if it does not exist.
+    pub async fn experiment_id_by_name(&self, name: &str) -> Option<String> {
+        let path = format!(
+            "/api/2.0/mlflow/experiments/get-by-name?experiment_name={}",
+            percent_encode(name)
+        );
+        let (status, body) = self.request_json("GET", &path, None).await;
+        match status {
+            200 => Some(
+                json_id(&body["experiment"]["experiment_id"])
+                    .unwrap_or_else(|| panic!("get-by-name {name:?}: no experiment_id in {body}")),
+            ),
+            404 => None,
+            _ => panic!("get-by-name {name:?}: HTTP {status}: {body}"),
+        }
+    }
+
+    /// Creates experiment `name` and returns its id. If it already exists
+    /// (e.g. a concurrent test created it), returns the existing id.
+    pub async fn create_experiment(&self, name: &str) -> String {
+        let (status, body) = self
+            .request_json(
+                "POST",
+                "/api/2.0/mlflow/experiments/create",
+                Some(&json!({ "name": name })),
+            )
+            .await;
+        match status {
+            200 => json_id(&body["experiment_id"]).unwrap_or_else(|| {
+                panic!("create experiment {name:?}: no experiment_id in {body}")
+            }),
+            400 if body["error_code"] == "RESOURCE_ALREADY_EXISTS" => self
+                .experiment_id_by_name(name)
+                .await
+                .unwrap_or_else(|| panic!("experiment {name:?} exists but cannot be looked up")),
+            _ => panic!("create experiment {name:?}: HTTP {status}: {body}"),
+        }
+    }
+
+    /// A new experiment with a unique name starting with `prefix`; returns
+    /// `(name, id)`. Handy to isolate one test's traces.
+    pub async fn unique_experiment(&self, prefix: &str) -> (String, String) {
+        let name = format!("{prefix}-{:016x}", fastrand::u64(..));
+        let id = self.create_experiment(&name).await;
+        (name, id)
+    }
+
+    // ----- traces -------------------------------------------------------------
+
+    /// `GET /api/3.0/mlflow/traces/{trace_id}`: the `trace` object
+    /// (`{"trace_info": {...}}`), or `None` on 404.
+    pub async fn get_trace(&self, trace_id: &str) -> Option<Value> {
+        let path = format!("/api/3.0/mlflow/traces/{}", percent_encode(trace_id));
+        let (status, body) = self.request_json("GET", &path, None).await;
+        match status {
+            200 => match body.get("trace") {
+                Some(trace) => Some(trace.clone()),
+                None => panic!("get trace {trace_id}: no `trace` in {body}"),
+            },
+            404 => None,
+            _ => panic!("get trace {trace_id}: HTTP {status}: {body}"),
+        }
+    }
+
+    /// `GET /api/3.0/mlflow/traces/get?trace_id=...`: the `trace` object with
+    /// `trace_info` *and* `spans`, or `None` on 404. The spans come in OTLP
+    /// proto-JSON form (base64 ids, `attributes` as a list of
+    /// `{"key", "value": {"string_value" | "int_value" | "kvlist_value" ...}}`),
+    /// which is lower level than [`Mlflow::spans`] but needs no Python.
+    pub async fn get_trace_with_spans(&self, trace_id: &str) -> Option<Value> {
+        let path = format!(
+            "/api/3.0/mlflow/traces/get?trace_id={}",
+            percent_encode(trace_id)
+        );
+        let (status, body) = self.request_json("GET", &path, None).await;
+        match status {
+            200 => match body.get("trace") {
+                Some(trace) => Some(trace.clone()),
+                None => panic!("get trace {trace_id} with spans: no `trace` in {body}"),
+            },
+            404 => None,
+            _ => panic!("get trace {trace_id} with spans: HTTP {status}: {body}"),
+        }
+    }
+
+    /// Polls [`Mlflow::get_trace`] until the trace exists and its
+    /// `trace_info.state` is not `IN_PROGRESS`; returns the `trace` object.
+    /// Panics after `timeout` with the last state seen.
+    pub async fn wait_trace(&self, trace_id: &str, timeout: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let last = self.get_trace(trace_id).await;
+            if let Some(trace) = &last {
+                let state = trace["trace_info"]["state"].as_str().unwrap_or("");
+                if !state.is_empty() && state != "IN_PROGRESS" {
+                    return trace.clone();
+                }
+            }
+            if start.elapsed() >= timeout {
+                match last {
+                    None => panic!("trace {trace_id} did not appear in MLflow within {timeout:?}"),
+                    Some(trace) => panic!(
+                        "trace {trace_id} still not finished after {timeout:?} \
+                         (state {}); the root span probably never arrived: {trace}",
+                        trace["trace_info"]["state"]
+                    ),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// All traces of an experiment (every page), as `trace_info` objects in
+    /// the server's order.
+    pub async fn search_traces(&self, experiment_id: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut page_token: Option<String> = None;
+        loop {
+            let mut body = json!({
+                "locations": [{
+                    "type": "MLFLOW_EXPERIMENT",
+                    "mlflow_experiment": { "experiment_id": experiment_id },
+                }],
+                "max_results": 100,
+            });
+            if let Some(token) = &page_token {
+                body["page_token"] = json!(token);
+            }
+            let (status, resp) = self
+                .request_json("POST", "/api/3.0/mlflow/traces/search", Some(&body))
+                .await;
+            if status != 200 {
+                panic!("search traces in experiment {experiment_id}: HTTP {status}: {resp}");
+            }
+            if let Some(traces) = resp["traces"].as_array() {
+                out.extend(traces.iter().cloned());
+            }
+            match resp["next_page_token"].as_str() {
+                Some(token) if !token.is_empty() => page_token = Some(token.to_string()),
+                _ => return out,
+            }
+        }
+    }
+
+    /// The spans of each trace, read back with the MLflow Python client
+    /// (`mlflow.get_trace(id).data.spans`), one Python run for all ids.
+    ///
+    /// Returns `{"tr-...": [span.to_dict(), ...], ...}` with every attribute
+    /// value JSON-decoded (so `attributes["mlflow.spanType"]` is
+    /// `"CHAT_MODEL"`, not `"\"CHAT_MODEL\""`), or `null` for a trace the
+    /// client cannot find.
+    pub async fn spans(&self, trace_ids: &[&str]) -> Value {
+        let script = support_python_dir().join("get_spans.py");
+        let mut cmd = Command::new(self.python());
+        cmd.arg(&script).args(trace_ids);
+        self.python_env(&mut cmd, &[]);
+        let what = format!("get_spans.py {trace_ids:?}");
+        let out = run_blocking(cmd, what.clone()).await;
+        if !out.status.success() {
+            panic!(
+                "{what} failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                tail_lines(&String::from_utf8_lossy(&out.stderr), 60)
+            );
+        }
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{what} printed invalid JSON ({e}):\n{}\n--- stderr ---\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                tail_lines(&String::from_utf8_lossy(&out.stderr), 60)
+            )
+        })
+    }
+
+    /// Runs an inline Python script with the venv's interpreter and returns
+    /// its output (whatever its exit status: check it).
+    ///
+    /// `MLFLOW_TRACKING_URI` is set to this server; `env` is applied after
+    /// (and may override it). Runs on tokio's blocking pool, so a server
+    /// under test on the caller's runtime keeps serving meanwhile.
+    pub async fn run_python(&self, script: &str, env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(self.python());
+        cmd.arg("-c").arg(script);
+        self.python_env(&mut cmd, env);
+        run_blocking(cmd, "inline python script".to_string()).await
+    }
+
+    fn python_env(&self, cmd: &mut Command, env: &[(&str, &str)]) {
+        cmd.env("MLFLOW_TRACKING_URI", &self.uri)
+            .env("MLFLOW_DISABLE_TELEMETRY", "true")
+            .env("DO_NOT_TRACK", "true")
+            .env("PYTHONUNBUFFERED", "1")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+    }
+
+    // ----- startup ----------------------------------------------------------------
+
+    /// Blocking: venv, temp dir, supervisor + server, wait for `/health`.
+    fn start() -> Mlflow {
+        let venv = venv_dir();
+        let python = ensure_venv();
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            match Self::start_once(&venv, &python) {
+                Ok(mlflow) => return mlflow,
+                Err(reason) if attempt < ATTEMPTS && reason.contains("address already in use") => {
+                    stderr_line(&format!(
+                        "mlflow server lost its port (attempt {attempt}/{ATTEMPTS}), retrying"
+                    ));
+                }
+                Err(reason) => panic!("{reason}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn start_once(venv: &Path, python: &Path) -> Result<Mlflow, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("llmtap-mlflow-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temp dir for mlflow server: {e}"))
+            .keep();
+        let port = free_port();
+        let log_path = dir.join("server.log");
+        // Append mode: the supervisor and the server write to it through
+        // separate descriptors.
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
+        let artifacts = dir.join("artifacts");
+        fs::create_dir_all(&artifacts)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", artifacts.display()));
+
+        let mut cmd = Command::new(python);
+        cmd.arg(support_python_dir().join("supervise.py"));
+        let keep_dir = std::env::var_os("LLMTAP_KEEP_MLFLOW_DIR")
+            .map(|v| !v.is_empty() && v != "0")
+            .unwrap_or(false);
+        if !keep_dir {
+            cmd.arg("--cleanup").arg(&dir);
+        }
+        cmd.arg(&log_path)
+            .arg("--")
+            .arg(python)
+            .args(["-m", "mlflow", "server", "--host", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .arg("--backend-store-uri")
+            .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
+            .arg("--default-artifact-root")
+            .arg(&artifacts)
+            .args(["--workers", "1"])
+            .current_dir(&dir)
+            .env("MLFLOW_DISABLE_TELEMETRY", "true")
+            .env("DO_NOT_TRACK", "true")
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(log.try_clone().expect("clone log handle")))
+            .stderr(Stdio::from(log));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", python.display()));
+        let stdin = child.stdin.take().expect("supervisor stdin is piped");
+        let uri = format!("http://127.0.0.1:{port}");
+        stderr_line(&format!(
+            "starting mlflow server {MLFLOW_VERSION} at {uri} (dir {})",
+            dir.display()
+        ));
+
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait on supervisor") {
+                let tail = file_tail(&log_path, 60);
+                let _ = fs::remove_dir_all(&dir);
+                return Err(format!(
+                    "mlflow server exited during startup ({status}); server.log tail:\n{tail}"
+                ));
+            }
+            if health_ok(port) {
+                break;
+            }
+            if started.elapsed() > STARTUP_TIMEOUT {
+                drop(stdin); // the supervisor kills the server and removes the dir
+                let tail = file_tail(&log_path, 60);
+                let _ = child.wait();
+                return Err(format!(
+                    "mlflow server at {uri} did not answer GET /health with OK within \
+                     {STARTUP_TIMEOUT:?}; server.log tail:\n{tail}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        stderr_line(&format!(
+            "mlflow server up at {uri} after {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(Mlflow {
+            uri,
+            port,
+            venv: venv.to_path_buf(),
+            dir,
+            _keepalive: Mutex::new(stdin),
+            supervisor: Mutex::new(child),
+        })
+    }
+}
+
+// ----- venv installation ------------------------------------------------------------
+
+/// `$LLMTAP_TEST_VENV`, else `$HOME/.cache/llmtap/venv-mlflow-3.17.2`.
+pub fn venv_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LLMTAP_TEST_VENV").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| {
+            panic!("neither LLMTAP_TEST_VENV nor HOME is set: no place for the MLflow test venv")
+        });
+    PathBuf::from(home)
+        .join(".cache/llmtap")
+        .join(format!("venv-mlflow-{MLFLOW_VERSION}"))
+}
+
+fn venv_python(venv: &Path) -> PathBuf {
+    venv.join("bin").join("python")
+}
+
+fn install_venv(dir: &Path) {
+    check_system_python();
+    let parent = dir
+        .parent()
+        .unwrap_or_else(|| panic!("venv dir {} has no parent", dir.display()));
+    fs::create_dir_all(parent)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", parent.display()));
+    let name = dir
+        .file_name()
+        .unwrap_or_else(|| panic!("venv dir {} has no file name", dir.display()))
+        .to_string_lossy()
+        .into_owned();
+    remove_stale_tmp_dirs(parent, &name);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let tmp = parent.join(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
+
+    let started = Instant::now();
+    stderr_line(&format!(
+        "installing the MLflow test venv into {} (pip install {}; about a minute)",
+        dir.display(),
+        PIP_PACKAGES.join(" ")
+    ));
+
+    let out = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&tmp)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running python3 -m venv failed: {e}"));
+    if !out.status.success() {
+        let _ = fs::remove_dir_all(&tmp);
+        panic!(
+            "python3 -m venv {} failed ({}); the MLflow end-to-end tests need Python 3.9+ with \
+             venv (apt-get install python3 python3-venv):\n{}{}",
+            tmp.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let tmp_python = venv_python(&tmp);
+    let mut pip = Command::new(&tmp_python);
+    pip.args(["-m", "pip", "install", "--progress-bar", "off"])
+        .args(PIP_PACKAGES)
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+    let (ok, status, tail) = run_streaming(pip, "pip");
+    if !ok {
+        let _ = fs::remove_dir_all(&tmp);
+        panic!(
+            "pip install {} failed ({status}); last output:\n{tail}",
+            PIP_PACKAGES.join(" ")
+        );
+    }
+
+    // Console scripts (`bin/mlflow`, `bin/pip`, ...) carry the absolute path of
+    // the interpreter in their shebang: point them at the final location
+    // before the move, so they work once the directory is renamed.
+    relocate_bin_scripts(&tmp, dir);
+    fs::write(
+        tmp.join(VENV_MARKER),
+        format!("{}\n", PIP_PACKAGES.join(" ")),
+    )
+    .unwrap_or_else(|e| panic!("cannot write the venv marker in {}: {e}", tmp.display()));
+
+    match fs::rename(&tmp, dir) {
+        Ok(()) => {}
+        Err(_) if dir.join(VENV_MARKER).is_file() => {
+            // Another process finished first: use theirs.
+            stderr_line("another process installed the venv first; using it");
+            let _ = fs::remove_dir_all(&tmp);
+            return;
+        }
+        Err(e) if dir.exists() => {
+            let _ = fs::remove_dir_all(&tmp);
+            panic!(
+                "{} exists but is not a complete llmtap test venv (no {VENV_MARKER}); \
+                 remove it and rerun ({e})",
+                dir.display()
+            );
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            panic!(
+                "cannot move the venv from {} to {}: {e}",
+                tmp.display(),
+                dir.display()
+            );
+        }
+    }
+    stderr_line(&format!(
+        "MLflow test venv ready in {:.0}s",
+        started.elapsed().as_secs_f64()
+    ));
+}
+
+fn check_system_python() {
+    let out = match Command::new("python3")
+        .args([
+            "-c",
+            "import sys, venv; print('%d.%d' % sys.version_info[:2])",
+        ])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "python3 not found: the MLflow end-to-end tests need Python 3.9+ with venv \
+             (apt-get install python3 python3-venv)"
+        ),
+        Err(e) => panic!(
+            "cannot run python3 ({e}): the MLflow end-to-end tests need Python 3.9+ with venv"
+        ),
+    };
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let parsed: Option<(u32, u32)> = version
+        .split_once('.')
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+    match parsed {
+        Some(v) if out.status.success() && v >= (3, 9) => {}
+        _ => panic!(
+            "python3 is unusable (version {version:?}, {}): the MLflow end-to-end tests need \
+             Python 3.9+ with venv (apt-get install python3 python3-venv)\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// Removes `.<name>.tmp-*` siblings left by interrupted installs (older than
+/// two hours, so a concurrent install is never touched).
+fn remove_stale_tmp_dirs(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(2 * 3600));
+        if old {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Rewrites occurrences of `from`'s path in the text files of `from/bin`
+/// (shebangs, activate scripts) to `to`'s path.
+fn relocate_bin_scripts(from: &Path, to: &Path) {
+    let from_s = from.to_string_lossy().into_owned();
+    let to_s = to.to_string_lossy().into_owned();
+    let bin = from.join("bin");
+    let entries =
+        fs::read_dir(&bin).unwrap_or_else(|e| panic!("cannot list {}: {e}", bin.display()));
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(&path) else {
+            continue;
+        }; // binary
+        if text.contains(&from_s) {
+            fs::write(&path, text.replace(&from_s, &to_s))
+                .unwrap_or_else(|e| panic!("cannot rewrite {}: {e}", path.display()));
+        }
+    }
+}
+
+/// Runs `cmd`, echoing each output line to stderr as `[label] ...`; returns
+/// (success, status text, last 40 lines).
+fn run_streaming(mut cmd: Command, label: &str) -> (bool, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {label}: {e}"));
+    let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
+    let readers: Vec<_> = [
+        Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().expect("piped")),
+    ]
+    .into_iter()
+    .map(|stream| {
+        let tail = Arc::clone(&tail);
+        let label = label.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                stderr_line(&format!("[{label}] {line}"));
+                let mut tail = tail.lock().unwrap();
+                if tail.len() == 40 {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        })
+    })
+    .collect();
+    let status = child
+        .wait()
+        .unwrap_or_else(|e| panic!("waiting for {label}: {e}"));
+    for reader in readers {
+        let _ = reader.join();
+    }
+    let tail = tail
+        .lock()
+        .unwrap()
+        .iter()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    (status.success(), status.to_string(), tail)
+}
+
+// ----- small helpers ----------------------------------------------------------------
+
+fn support_python_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/python")
+}
+
+/// Progress output that shows even when libtest captures test output.
+fn stderr_line(line: &str) {
+    let _ = writeln!(std::io::stderr(), "[llmtap-test mlflow] {line}");
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// `GET /health` with a plain blocking socket (startup runs outside async).
+fn health_ok(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request =
+        format!("GET /health HTTP/1.0\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    if stream.read_to_string(&mut response).is_err() {
+        return false;
+    }
+    let Some((head, body)) = response.split_once("\r\n\r\n") else {
+        return false;
+    };
+    head.starts_with("HTTP/1.") && head.split(' ').nth(1) == Some("200") && body.trim() == "OK"
+}
+
+async fn run_blocking(mut cmd: Command, what: String) -> Output {
+    tokio::task::spawn_blocking(move || {
+        cmd.output()
+            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"))
+    })
+    .await
+    .unwrap_or_else(|e| match e.try_into_panic() {
+        Ok(payload) => std::panic::resume_unwind(payload),
+        Err(e) => panic!("python task failed: {e}"),
+    })
+}
+
+fn parse_body(body: &[u8]) -> Value {
+    if body.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+}
+
+/// Experiment ids are strings in MLflow's JSON; accept numbers too.
+fn json_id(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn file_tail(path: &Path, lines: usize) -> String {
+    match fs::read(path) {
+        Ok(bytes) => tail_lines(&String::from_utf8_lossy(&bytes), lines),
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+fn tail_lines(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}
