@@ -1,0 +1,268 @@
+//! The MLflow sink against a scripted OTLP collector: the wire format
+//! (protobuf, gzip, experiment header, auth), retries on transient answers,
+//! and what happens to a batch the server refuses.
+
+#[path = "support/fake_provider.rs"]
+mod fake_provider;
+#[path = "support/tap.rs"]
+mod tap;
+
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fake_provider::{FakeProvider, Reply, Seen};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use tap::{fixture, post, Tap};
+
+const CHAT: &str = "/v1/chat/completions";
+
+/// A collector answering `/v1/traces` with the scripted statuses in turn (then 200).
+async fn collector(statuses: Vec<u16>) -> (FakeProvider, Arc<Mutex<Vec<Seen>>>) {
+    let script = Arc::new(Mutex::new(statuses.into_iter()));
+    let traces = Arc::new(Mutex::new(Vec::new()));
+    let t = traces.clone();
+    let c = FakeProvider::start(move |seen| {
+        if seen.uri.ends_with("/v1/traces") {
+            t.lock().unwrap().push(seen.clone());
+            let status = script.lock().unwrap().next().unwrap_or(200);
+            return Reply::json(
+                status,
+                if status == 200 {
+                    ""
+                } else {
+                    "{\"error_code\":\"X\"}"
+                },
+            )
+            .header("content-type", "application/x-protobuf");
+        }
+        Reply::json(404, "{}")
+    })
+    .await;
+    (c, traces)
+}
+
+fn decode(seen: &Seen) -> ExportTraceServiceRequest {
+    assert_eq!(seen.headers["content-type"], "application/x-protobuf");
+    assert_eq!(seen.headers["content-encoding"], "gzip");
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&seen.body[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    ExportTraceServiceRequest::decode(raw.as_slice()).unwrap()
+}
+
+async fn provider() -> FakeProvider {
+    let plain = fixture("openai_chat/plain.json");
+    FakeProvider::start(move |_| Reply::json(200, plain.clone())).await
+}
+
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn spans_go_out_as_gzip_protobuf_with_experiment_and_bearer_auth() {
+    let (collector, traces) = collector(vec![]).await;
+    let provider = provider().await;
+    let tap = Tap::start(
+        &provider.url(),
+        &[
+            ("MLFLOW_TRACKING_URI", &collector.url()),
+            ("MLFLOW_EXPERIMENT_ID", "42"),
+            ("MLFLOW_TRACKING_TOKEN", "mlflow-token-xyz"),
+            ("LLMTAP_SERVICE_NAME", "agent-7"),
+        ],
+    )
+    .await;
+    let id = post(
+        &tap.url(CHAT),
+        b"{\"model\":\"gpt-4o-mini\",\"messages\":[]}",
+        &[],
+    )
+    .await
+    .trace_id();
+    wait_for("an export", || !traces.lock().unwrap().is_empty()).await;
+    let seen = traces.lock().unwrap()[0].clone();
+    assert_eq!(seen.headers["x-mlflow-experiment-id"], "42");
+    assert_eq!(seen.headers["authorization"], "Bearer mlflow-token-xyz");
+    let req = decode(&seen);
+    let rs = &req.resource_spans[0];
+    let service = &rs.resource.as_ref().unwrap().attributes[0];
+    assert_eq!(service.key, "service.name");
+    assert_eq!(
+        format!("{:?}", service.value),
+        format!(
+            "{:?}",
+            Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                value: Some(
+                    opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                        "agent-7".into()
+                    )
+                )
+            })
+        )
+    );
+    let span = &rs.scope_spans[0].spans[0];
+    let hex: String = span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(format!("tr-{hex}"), id);
+    assert_eq!(span.name, "Completions");
+    assert!(span.parent_span_id.is_empty(), "a root span");
+    assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
+}
+
+#[tokio::test]
+async fn basic_auth_when_username_and_password_are_set() {
+    let (collector, traces) = collector(vec![]).await;
+    let provider = provider().await;
+    let tap = Tap::start(
+        &provider.url(),
+        &[
+            ("MLFLOW_TRACKING_URI", &collector.url()),
+            ("MLFLOW_EXPERIMENT_ID", "1"),
+            ("MLFLOW_TRACKING_USERNAME", "alice"),
+            ("MLFLOW_TRACKING_PASSWORD", "pw"),
+        ],
+    )
+    .await;
+    post(&tap.url(CHAT), b"{}", &[]).await;
+    wait_for("an export", || !traces.lock().unwrap().is_empty()).await;
+    // base64("alice:pw")
+    assert_eq!(
+        traces.lock().unwrap()[0].headers["authorization"],
+        "Basic YWxpY2U6cHc="
+    );
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_until_accepted() {
+    let (collector, traces) = collector(vec![503, 429, 500]).await;
+    let provider = provider().await;
+    let tap = Tap::start(
+        &provider.url(),
+        &[
+            ("MLFLOW_TRACKING_URI", &collector.url()),
+            ("MLFLOW_EXPERIMENT_ID", "1"),
+        ],
+    )
+    .await;
+    let id = post(&tap.url(CHAT), b"{}", &[]).await.trace_id();
+    wait_for("four attempts", || traces.lock().unwrap().len() >= 4).await;
+    let m = &tap.running.metrics;
+    wait_for("the success to be counted", || {
+        m.render().contains("llmtap_traces_exported_total 1")
+    })
+    .await;
+    let text = m.render();
+    assert!(
+        text.contains("llmtap_trace_export_retries_total 3"),
+        "{text}"
+    );
+    // Every attempt carried the same span: MLflow's upsert keeps one trace.
+    let ids: Vec<Vec<u8>> = traces
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            decode(s).resource_spans[0].scope_spans[0].spans[0]
+                .trace_id
+                .clone()
+        })
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] == w[1]));
+    let hex: String = ids[0].iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(format!("tr-{hex}"), id);
+}
+
+#[tokio::test]
+async fn a_refused_batch_is_dropped_and_counted_not_retried() {
+    let (collector, traces) = collector(vec![400]).await;
+    let provider = provider().await;
+    let tap = Tap::start(
+        &provider.url(),
+        &[
+            ("MLFLOW_TRACKING_URI", &collector.url()),
+            ("MLFLOW_EXPERIMENT_ID", "1"),
+        ],
+    )
+    .await;
+    post(&tap.url(CHAT), b"{}", &[]).await;
+    let m = tap.running.metrics.clone();
+    wait_for("the refusal to be counted", || {
+        m.dropped_count("rejected") == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(traces.lock().unwrap().len(), 1, "not retried");
+    // The proxy keeps serving and later traces still go out.
+    post(&tap.url(CHAT), b"{}", &[]).await;
+    wait_for("the next export", || {
+        m.render().contains("llmtap_traces_exported_total 1")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dead_tracking_server_never_slows_the_proxy() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let provider = provider().await;
+    let tap = Tap::start(
+        &provider.url(),
+        &[
+            ("MLFLOW_TRACKING_URI", &dead),
+            ("MLFLOW_EXPERIMENT_NAME", "x"),
+        ],
+    )
+    .await;
+    for _ in 0..20 {
+        let got = post(&tap.url(CHAT), b"{}", &[]).await;
+        assert_eq!(got.status, 200);
+    }
+    let m = tap.running.metrics.clone();
+    wait_for("retries", || {
+        m.render().contains("llmtap_trace_export_retries_total")
+            && !m.render().contains("llmtap_trace_export_retries_total 0")
+    })
+    .await;
+    assert_eq!(tap::get(&tap.admin_url("/readyz")).await.status, 503);
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_traces_not_calls() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let provider = provider().await;
+    let tap = Tap::start_with(
+        &provider.url(),
+        &[
+            ("MLFLOW_TRACKING_URI", &dead),
+            ("MLFLOW_EXPERIMENT_ID", "1"),
+        ],
+        |c| {
+            c.export.queue_capacity = 2;
+            c.export.batch_max_spans = 1;
+            c.export.retry_initial = Duration::from_secs(30);
+        },
+    )
+    .await;
+    for _ in 0..30 {
+        assert_eq!(post(&tap.url(CHAT), b"{}", &[]).await.status, 200);
+    }
+    let m = tap.running.metrics.clone();
+    wait_for("drops", || m.dropped_count("queue_full") > 0).await;
+    let text = m.render();
+    assert!(
+        text.contains("llmtap_requests_total{api=\"chat_completions\",status=\"200\"} 30"),
+        "{text}"
+    );
+}
