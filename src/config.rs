@@ -112,6 +112,10 @@ pub struct Config {
     pub request_timeout: Option<Duration>,
     /// Cap of each captured body copy (request and response).
     pub max_capture_bytes: usize,
+    /// Ask OpenAI chat/completions streams for usage and hide the extra chunk.
+    pub inject_stream_usage: bool,
+    /// Non-default upstreams, chosen by path prefix and/or Host.
+    pub routes: Vec<RouteConfig>,
     pub sink: SinkConfig,
     pub export: ExportConfig,
     pub service_name: String,
@@ -145,7 +149,7 @@ const KNOWN: &[(&str, &[&str])] = &[
         "upstream",
         &["url", "connect_timeout", "idle_timeout", "request_timeout"],
     ),
-    ("capture", &["max_body_bytes"]),
+    ("capture", &["max_body_bytes", "inject_stream_usage"]),
     (
         "mlflow",
         &[
@@ -436,6 +440,15 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
         None,
         parse_duration_opt,
     );
+    let inject_stream_usage = l.parsed(
+        Some("LLMTAP_INJECT_STREAM_USAGE"),
+        ("capture", "inject_stream_usage"),
+        true,
+        parse_bool,
+    );
+    let mut route_errors = Vec::new();
+    let routes = routes::parse(&l.file, &mut route_errors);
+    l.errors.extend(route_errors);
     let max_capture = l.parsed(
         Some("LLMTAP_MAX_CAPTURE_BYTES"),
         ("capture", "max_body_bytes"),
@@ -487,6 +500,8 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 idle_timeout,
                 request_timeout,
                 max_capture_bytes: max_capture as usize,
+                inject_stream_usage,
+                routes,
                 sink,
                 export,
                 service_name,
@@ -572,6 +587,9 @@ fn resolve_sink(l: &mut Layers<'_>) -> SinkConfig {
 
 fn check_known_keys(file: &toml::Table, errors: &mut Vec<String>) {
     for (table, value) in file {
+        if table == "routes" {
+            continue; // checked by routes::parse
+        }
         let Some(keys) = KNOWN.iter().find(|(t, _)| t == table).map(|(_, k)| *k) else {
             errors.push(format!("unknown table [{table}]"));
             continue;
@@ -587,6 +605,9 @@ fn check_known_keys(file: &toml::Table, errors: &mut Vec<String>) {
         }
     }
 }
+
+mod routes;
+pub use routes::{select as select_route, RouteConfig};
 
 #[cfg(test)]
 mod tests;

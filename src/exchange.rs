@@ -40,6 +40,9 @@ pub struct Exchange {
     pub span_id: [u8; 8],
     pub api: Api,
     pub provider: &'static str,
+    /// Azure deployment or Databricks endpoint named in the path (a model
+    /// name of last resort).
+    pub deployment: Option<String>,
     pub method: String,
     /// Request path, without the query (which may carry secrets such as Azure's `api-key`).
     pub path: String,

@@ -2,37 +2,45 @@
 //!
 //! 1. **classify** — which LLM API the path speaks ([`crate::route`]); other
 //!    paths are forwarded untraced. A trace id is minted for traced calls.
-//! 2. **upstream request** — base URL + path + query; hop-by-hop headers out,
-//!    `Host` set to the upstream's, every other header (credentials
-//!    included) and the body passed through; the body is tee'd.
-//! 3. **response head** — status and headers as the provider sent them, plus
+//! 2. **choose upstream** — a configured route (path prefix / Host) or the
+//!    default upstream; base URL + path + query.
+//! 3. **upstream request** — hop-by-hop headers out, `Host` set to the
+//!    upstream's, every other header (credentials included) and the body
+//!    passed through, tee'd. The one exception: an OpenAI stream request
+//!    without `stream_options.include_usage` gets it added ([`crate::inject`]).
+//! 4. **response head** — status and headers as the provider sent them, plus
 //!    `x-llmtap-trace-id`; or llmtap's own 502/504 when the upstream failed.
-//! 4. **body frames** — streamed one by one through a [`Deadline`] and a
-//!    [`Tee`]; nothing is buffered, coalesced or re-encoded.
-//! 5. **logging** — when the response body ends (completed, errored or
+//! 5. **body frames** — streamed one by one through a [`Deadline`] and a
+//!    [`Tee`] (and [`HideUsage`] when usage was injected); nothing is
+//!    buffered, coalesced or re-encoded.
+//! 6. **logging** — when the response body ends (completed, errored or
 //!    cancelled) the exchange is handed to the export pipeline with a
 //!    non-blocking send. Parsing and export happen there, never here.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 
 use crate::client::Connector;
-use crate::config::Config;
+use crate::config::{select_route, Config};
 use crate::deadline::Deadline;
 use crate::exchange::{self, CapturedBody, Exchange, ResponseHead};
 use crate::export::Submitter;
 use crate::headers::{strip_hop_by_hop, text};
+use crate::hide_usage::HideUsage;
+use crate::inject::add_include_usage;
 use crate::metrics::Metrics;
 use crate::route::{self, Api};
 use crate::tee::{BodyEnd, Capture, Tee};
+use crate::upstream::{answer, Failure, Upstream};
 
 /// Boxed error type of proxied bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -47,8 +55,8 @@ pub const TRACE_ID_HEADER: &str = "x-llmtap-trace-id";
 pub struct Proxy {
     client: Client<Connector, UpstreamBody>,
     cfg: Arc<Config>,
-    host: HeaderValue,
-    provider: &'static str,
+    /// The default upstream first, then one per configured route.
+    upstreams: Vec<Upstream>,
     submitter: Option<Submitter>,
     metrics: Arc<Metrics>,
 }
@@ -58,6 +66,7 @@ struct Draft {
     trace_id: [u8; 16],
     api: Api,
     provider: &'static str,
+    deployment: Option<String>,
     method: String,
     path: String,
     started_wall: SystemTime,
@@ -66,6 +75,12 @@ struct Draft {
 }
 
 impl Draft {
+    fn set_request(&self, body: CapturedBody) {
+        if let Ok(mut slot) = self.request.lock() {
+            *slot = Some(body);
+        }
+    }
+
     fn finish(
         &self,
         head: Option<ResponseHead>,
@@ -78,6 +93,7 @@ impl Draft {
             span_id: exchange::new_span_id(),
             api: self.api,
             provider: self.provider,
+            deployment: self.deployment.clone(),
             method: self.method.clone(),
             path: self.path.clone(),
             started_wall: self.started_wall,
@@ -94,37 +110,84 @@ impl Draft {
 
 impl Proxy {
     pub fn new(cfg: Arc<Config>, submitter: Option<Submitter>, metrics: Arc<Metrics>) -> Self {
-        let authority = cfg.upstream.authority().map(|a| a.as_str()).unwrap_or("");
-        let host = HeaderValue::from_str(authority).unwrap_or(HeaderValue::from_static(""));
-        let provider = route::provider_for_host(cfg.upstream.host().unwrap_or(""));
+        let mut upstreams = vec![Upstream::new(&cfg.upstream)];
+        upstreams.extend(cfg.routes.iter().map(|r| Upstream::new(&r.upstream)));
         Proxy {
             client: crate::client::client(cfg.connect_timeout),
-            host,
-            provider,
+            upstreams,
             cfg,
             submitter,
             metrics,
         }
     }
 
-    /// Upstream base + the request's path and query.
-    fn upstream_uri(&self, uri: &Uri) -> Result<Uri, http::Error> {
-        let base = &self.cfg.upstream;
-        let prefix = base.path().trim_end_matches('/');
-        let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let pq = if pq.starts_with('/') {
-            pq.to_string()
-        } else {
-            format!("/{pq}")
-        };
-        Uri::builder()
-            .scheme(base.scheme_str().unwrap_or("https"))
-            .authority(base.authority().map(|a| a.as_str()).unwrap_or(""))
-            .path_and_query(format!("{prefix}{pq}"))
-            .build()
+    /// The upstream for a request and the path to send it (routes first).
+    fn pick<'a>(&self, headers: &HeaderMap, uri: &'a Uri) -> (&Upstream, Cow<'a, str>) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| uri.authority().map(|a| a.as_str()));
+        match select_route(&self.cfg.routes, host, uri.path()) {
+            Some((i, path)) => (&self.upstreams[i + 1], path),
+            None => (&self.upstreams[0], Cow::Borrowed(uri.path())),
+        }
     }
 
-    /// Serves one request; never fails (errors become 502/504 answers).
+    /// The body sent upstream, and whether usage was injected into it. A
+    /// traced body is tee'd; an OpenAI stream request that does not ask for
+    /// usage is read whole first and `stream_options.include_usage` added
+    /// (the trace keeps the client's original bytes).
+    async fn request_body(
+        &self,
+        body: Incoming,
+        headers: &mut HeaderMap,
+        draft: Option<&Arc<Draft>>,
+    ) -> Result<(UpstreamBody, bool), String> {
+        let Some(d) = draft else {
+            return Ok((body.boxed_unsync(), false));
+        };
+        let cap = self.cfg.max_capture_bytes;
+        let content_type = text(headers, header::CONTENT_TYPE);
+        let content_encoding = text(headers, header::CONTENT_ENCODING);
+        let length = text(headers, header::CONTENT_LENGTH).and_then(|l| l.parse::<usize>().ok());
+        let may_inject = self.cfg.inject_stream_usage
+            && d.api.has_stream_usage_option()
+            && content_encoding.is_none()
+            && length.is_some_and(|l| l <= cap);
+        if !may_inject {
+            let d = d.clone();
+            let tee = Tee::new(body, cap, move |capture, end| {
+                d.set_request(CapturedBody {
+                    capture,
+                    end,
+                    content_type,
+                    content_encoding,
+                });
+            });
+            return Ok((tee.boxed_unsync(), false));
+        }
+        let whole = Limited::new(body, cap)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the request body: {e}"))?
+            .to_bytes();
+        d.set_request(CapturedBody {
+            capture: Capture::whole(&whole, cap),
+            end: BodyEnd::Complete,
+            content_type,
+            content_encoding,
+        });
+        let full = |b: Bytes| Full::new(b).map_err(|e| match e {}).boxed_unsync();
+        match add_include_usage(&whole) {
+            Some(changed) => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(changed.len()));
+                Ok((full(Bytes::from(changed)), true))
+            }
+            None => Ok((full(whole), false)),
+        }
+    }
+
+    /// Serves one request; never fails (errors become 4xx/5xx answers).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
@@ -132,12 +195,17 @@ impl Proxy {
         let method = parts.method.clone();
         let api = route::classify(&method, &path);
         let label = api.map_or("other", Api::label);
+
+        let (upstream, forward_path) = self.pick(&parts.headers, &parts.uri);
         let draft = match (api, &self.submitter) {
             (Some(api), Some(_)) => Some(Arc::new(Draft {
                 trace_id: exchange::new_trace_id(),
                 api,
-                provider: self.provider,
-                method: parts.method.to_string(),
+                provider: route::provider(upstream.base.host().unwrap_or(""), &forward_path, api),
+                deployment: route::azure_deployment(&path)
+                    .or_else(|| route::serving_endpoint(&path))
+                    .map(str::to_string),
+                method: method.to_string(),
                 path: path.clone(),
                 started_wall: SystemTime::now(),
                 started,
@@ -148,40 +216,36 @@ impl Proxy {
         let trace_header = draft
             .as_ref()
             .map(|d| exchange::mlflow_trace_id(&d.trace_id));
+        let fail = |status: StatusCode, message: String, draft: &Option<Arc<Draft>>| {
+            self.metrics.request(label, status.as_u16());
+            tracing::warn!(api = label, path = %path, status = status.as_u16(), error = %message, trace_id = trace_header.as_deref().unwrap_or("-"), "upstream call failed");
+            if let (Some(d), Some(s)) = (draft, &self.submitter) {
+                s.submit(d.finish(None, None, Some((status.as_u16(), message.clone()))));
+            }
+            answer(status, &message, trace_header.as_deref())
+        };
 
-        parts.uri = match self.upstream_uri(&parts.uri) {
+        let upstream_base = upstream.base.clone();
+        parts.uri = match upstream.uri(&forward_path, parts.uri.query()) {
             Ok(u) => u,
             Err(e) => {
-                return self.answer(
+                return fail(
                     StatusCode::BAD_REQUEST,
-                    &format!("bad request target: {e}"),
-                    &trace_header,
+                    format!("bad request target: {e}"),
+                    &draft,
                 )
             }
         };
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
-        parts.headers.insert(header::HOST, self.host.clone());
+        parts.headers.insert(header::HOST, upstream.host.clone());
 
-        let cap = self.cfg.max_capture_bytes;
-        let body: UpstreamBody = match &draft {
-            Some(d) => {
-                let d = d.clone();
-                let content_type = text(&parts.headers, header::CONTENT_TYPE);
-                let content_encoding = text(&parts.headers, header::CONTENT_ENCODING);
-                Tee::new(body, cap, move |capture, end| {
-                    if let Ok(mut slot) = d.request.lock() {
-                        *slot = Some(CapturedBody {
-                            capture,
-                            end,
-                            content_type,
-                            content_encoding,
-                        });
-                    }
-                })
-                .boxed_unsync()
-            }
-            None => body.boxed_unsync(),
+        let (body, injected) = match self
+            .request_body(body, &mut parts.headers, draft.as_ref())
+            .await
+        {
+            Ok(b) => b,
+            Err(message) => return fail(StatusCode::BAD_REQUEST, message, &draft),
         };
 
         let total_at = self
@@ -201,17 +265,11 @@ impl Proxy {
             },
             None => sent.await.map_err(Failure::from),
         };
-
         let resp = match result {
             Ok(resp) => resp,
             Err(failure) => {
-                let (status, message) = failure.describe(&self.cfg.upstream);
-                self.metrics.request(label, status.as_u16());
-                tracing::warn!(api = label, path = %path, status = status.as_u16(), error = %message, trace_id = trace_header.as_deref().unwrap_or("-"), "upstream failed");
-                if let (Some(d), Some(s)) = (&draft, &self.submitter) {
-                    s.submit(d.finish(None, None, Some((status.as_u16(), message.clone()))));
-                }
-                return self.answer(status, &message, &trace_header);
+                let (status, message) = failure.describe(&upstream_base);
+                return fail(status, message, &draft);
             }
         };
 
@@ -235,8 +293,14 @@ impl Proxy {
                     content_encoding: text(&rparts.headers, header::CONTENT_ENCODING),
                     at: Instant::now(),
                 };
+                let hide = injected && head.content_encoding.is_none();
+                if hide {
+                    // The filtered stream has another length.
+                    rparts.headers.remove(header::CONTENT_LENGTH);
+                }
                 let submitter = submitter.clone();
-                Tee::new(body, cap, move |capture, end| {
+                let cap = self.cfg.max_capture_bytes;
+                let tee = Tee::new(body, cap, move |capture, end| {
                     log_end(&d, status, &end, &capture);
                     let response = CapturedBody {
                         capture,
@@ -245,9 +309,14 @@ impl Proxy {
                         content_encoding: head.content_encoding.clone(),
                     };
                     submitter.submit(d.finish(Some(head), Some(response), None));
-                })
-                .map_err(|e| Box::new(e) as BoxError)
-                .boxed_unsync()
+                });
+                if hide {
+                    HideUsage::new(tee)
+                        .map_err(|e| Box::new(e) as BoxError)
+                        .boxed_unsync()
+                } else {
+                    tee.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
+                }
             }
             _ => {
                 tracing::info!(api = label, method = %method, path = %path, status, "proxied");
@@ -255,33 +324,6 @@ impl Proxy {
             }
         };
         Response::from_parts(rparts, body)
-    }
-
-    /// llmtap's own answer, in the OpenAI error shape SDKs understand.
-    fn answer(
-        &self,
-        status: StatusCode,
-        message: &str,
-        trace: &Option<String>,
-    ) -> Response<ProxyBody> {
-        let body = serde_json::json!({
-            "error": { "message": message, "type": "llmtap_upstream_error" }
-        })
-        .to_string();
-        let mut resp = Response::new(
-            Full::new(Bytes::from(body))
-                .map_err(|e| match e {})
-                .boxed_unsync(),
-        );
-        *resp.status_mut() = status;
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Some(id) = trace.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
-            resp.headers_mut().insert(TRACE_ID_HEADER, id);
-        }
-        resp
     }
 }
 
@@ -302,88 +344,4 @@ fn log_end(d: &Draft, status: u16, end: &BodyEnd, capture: &Capture) {
         trace_id = %exchange::mlflow_trace_id(&d.trace_id),
         "proxied"
     );
-}
-
-/// Why no response head came back from the upstream.
-enum Failure {
-    HeadTimeout,
-    Client(hyper_util::client::legacy::Error),
-}
-
-impl From<hyper_util::client::legacy::Error> for Failure {
-    fn from(e: hyper_util::client::legacy::Error) -> Self {
-        Failure::Client(e)
-    }
-}
-
-impl Failure {
-    /// The status llmtap answers with, and a message without secrets.
-    fn describe(&self, upstream: &Uri) -> (StatusCode, String) {
-        let host = upstream.authority().map(|a| a.as_str()).unwrap_or("?");
-        match self {
-            Failure::HeadTimeout => (
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("upstream {host} sent no response head in time (idle timeout)"),
-            ),
-            Failure::Client(e) => {
-                let chain = crate::export::mlflow::error_chain(e);
-                if is_timeout(e) {
-                    (
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!("connecting to upstream {host} timed out: {chain}"),
-                    )
-                } else if e.is_connect() {
-                    (
-                        StatusCode::BAD_GATEWAY,
-                        format!("upstream {host} unreachable: {chain}"),
-                    )
-                } else {
-                    (
-                        StatusCode::BAD_GATEWAY,
-                        format!("upstream {host} failed: {chain}"),
-                    )
-                }
-            }
-        }
-    }
-}
-
-fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        if err.to_string().contains("timed out") {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upstream_uri_joins_base_path_and_keeps_query() {
-        let mut cfg =
-            crate::config::resolve(&Default::default(), &Default::default(), None).unwrap();
-        cfg.upstream = "http://upstream.test:8000/prefix".parse().unwrap();
-        let p = Proxy::new(Arc::new(cfg), None, Arc::new(Metrics::default()));
-        let u = p
-            .upstream_uri(&"/v1/chat/completions?api-version=1".parse().unwrap())
-            .unwrap();
-        assert_eq!(
-            u.to_string(),
-            "http://upstream.test:8000/prefix/v1/chat/completions?api-version=1"
-        );
-        let u = p
-            .upstream_uri(&"http://ignored:1/v1/models".parse().unwrap())
-            .unwrap();
-        assert_eq!(u.to_string(), "http://upstream.test:8000/prefix/v1/models");
-    }
 }

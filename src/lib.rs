@@ -14,7 +14,10 @@
 //! - [`config`]: flags, env, TOML, defaults -> a validated [`config::Config`].
 //! - [`server`], [`admin`]: listeners (HTTP/1.1 + h2c), health, readiness, metrics.
 //! - [`forward`]: the request path and its phases; [`headers`], [`route`].
-//! - [`tee`], [`deadline`]: body wrappers — capped copy + end report; time limits.
+//! - [`tee`], [`deadline`], [`hide_usage`]: body wrappers — capped copy + end
+//!   report; time limits; removing injected usage chunks.
+//! - [`inject`]: pure request rewrite / stream filter for usage on every stream.
+//! - [`upstream`]: upstream targets, failures and llmtap's own 502/504 answers.
 //! - [`client`]: the pooled outbound client (rustls, h2/http1.1).
 //! - [`parse`]: pure parsers (SSE, decompression, provider formats).
 //! - [`exchange`], [`trace`], [`record`], [`otlp`]: captured facts -> span -> OTLP.
@@ -30,6 +33,8 @@ pub mod exchange;
 pub mod export;
 pub mod forward;
 pub mod headers;
+pub mod hide_usage;
+pub mod inject;
 pub mod metrics;
 pub mod otlp;
 pub mod parse;
@@ -38,6 +43,7 @@ pub mod route;
 pub mod server;
 pub mod tee;
 pub mod trace;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

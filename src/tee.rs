@@ -40,6 +40,13 @@ impl Capture {
         }
     }
 
+    /// A capture of a body already read whole.
+    pub fn whole(body: &Bytes, cap: usize) -> Self {
+        let mut c = Capture::new(cap);
+        c.record(body);
+        c
+    }
+
     fn record(&mut self, data: &Bytes) {
         self.total_bytes += data.len() as u64;
         if self.frame_times.len() < MAX_FRAME_TIMES {

@@ -11,8 +11,9 @@ use serde_json::Value;
 
 use crate::exchange::{CapturedBody, Exchange};
 use crate::parse::decode::decode_body;
-use crate::parse::openai_chat::{self, ChatOutcome};
+use crate::parse::{openai_chat, Outcome};
 use crate::record::{AttrValue, SpanEvent, SpanRecord, SpanStatus};
+use crate::route::Api;
 use crate::tee::BodyEnd;
 
 /// Decoded bodies are cut at this multiple of the capture cap (decompression bombs).
@@ -62,7 +63,11 @@ fn unix_nanos(ex: &Exchange, at: std::time::Instant) -> u64 {
 
 /// Builds the root span of one exchange; `cap` is the capture cap.
 pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
-    let api = ex.api;
+    let request = ex.request.as_ref().map(|b| decode(b, cap));
+    let request_json: Option<Value> = request
+        .as_ref()
+        .and_then(|d| serde_json::from_slice(&d.text).ok());
+    let api = ex.api.resolve(request_json.as_ref());
     let mut span = SpanRecord {
         trace_id: ex.trace_id,
         span_id: ex.span_id,
@@ -78,10 +83,6 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     span.set("mlflow.spanType", api.span_type());
 
     // The request.
-    let request = ex.request.as_ref().map(|b| decode(b, cap));
-    let request_json: Option<Value> = request
-        .as_ref()
-        .and_then(|d| serde_json::from_slice(&d.text).ok());
     if let Some(req) = &request {
         span.set(
             "mlflow.spanInputs",
@@ -102,21 +103,27 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     {
         span.set("mlflow.chat.tools", tools.to_string());
     }
-    if let Some(user) = req_field("user").and_then(Value::as_str) {
+    let user = req_field("user")
+        .or_else(|| req_field("metadata").and_then(|m| m.get("user_id")))
+        .and_then(Value::as_str);
+    if let Some(user) = user {
         span.set("user.id", user);
     }
 
     // The response.
-    let mut outcome = ChatOutcome::default();
+    let mut outcome = Outcome::default();
     let mut stream = false;
     let mut response_truncated = false;
     if let Some(body) = &ex.response {
         let dec = decode(body, cap);
         stream = is_event_stream(body);
-        outcome = openai_chat::parse(&dec.text, stream);
+        outcome = parse_response(api, &dec.text, stream);
         response_truncated = dec.truncated;
         match &outcome.response {
-            Some(v) if stream => span.set("mlflow.spanOutputs", v.to_string()),
+            // Streams are reconstructed; embeddings lose their vectors.
+            Some(v) if stream || api == Api::Embeddings => {
+                span.set("mlflow.spanOutputs", v.to_string())
+            }
             _ if !dec.text.is_empty() => span.set(
                 "mlflow.spanOutputs",
                 String::from_utf8_lossy(&dec.text).into_owned(),
@@ -130,7 +137,12 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
         if let Some(note) = &dec.note {
             span.set("llmtap.response.decode_error", note.as_str());
         }
-        if let (Some(facts), true) = (&outcome.stream, stream) {
+        // Token offsets index the decoded text; frame times index wire bytes.
+        let identity = body.content_encoding.as_deref().is_none_or(|e| {
+            e.split(',')
+                .all(|t| t.trim().is_empty() || t.trim().eq_ignore_ascii_case("identity"))
+        });
+        if let (Some(facts), true, true) = (&outcome.stream, stream, identity) {
             let first = facts
                 .first_token_offset
                 .and_then(|o| body.capture.arrival_of(o as u64));
@@ -151,7 +163,11 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
             span.set("llmtap.usage.reasoning_tokens", r);
         }
     }
-    let model = outcome.model.as_deref().or(request_model);
+    let model = outcome
+        .model
+        .as_deref()
+        .or(request_model)
+        .or(ex.deployment.as_deref());
     if let Some(m) = model {
         span.set("mlflow.llm.model", m);
     }
@@ -202,7 +218,7 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
         span.set("http.response.status_code", i64::from(s));
     }
 
-    if let Some((kind, message)) = failure(ex, &outcome, stream, response_truncated) {
+    if let Some((kind, message)) = failure(ex, api, &outcome, stream, response_truncated) {
         span.set("llmtap.error.type", kind);
         span.events.push(SpanEvent {
             name: "exception".into(),
@@ -217,10 +233,22 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     (span, built)
 }
 
+/// The response parser of each API.
+fn parse_response(api: Api, body: &[u8], stream: bool) -> Outcome {
+    match api {
+        Api::ChatCompletions | Api::Invocations => openai_chat::parse(body, stream),
+        Api::Responses => openai_chat::parse(body, stream),
+        Api::Messages => openai_chat::parse(body, stream),
+        Api::Completions => openai_chat::parse(body, stream),
+        Api::Embeddings => openai_chat::parse(body, stream),
+    }
+}
+
 /// Decides whether the call failed, and how to say so: (exception type, message).
 fn failure(
     ex: &Exchange,
-    outcome: &ChatOutcome,
+    api: Api,
+    outcome: &Outcome,
     stream: bool,
     truncated: bool,
 ) -> Option<(&'static str, String)> {
@@ -248,11 +276,11 @@ fn failure(
     if let Some(msg) = provider_msg {
         return Some(("ProviderError", msg));
     }
-    let saw_done = outcome.stream.as_ref().is_some_and(|s| s.saw_done);
-    if stream && !saw_done && !truncated {
+    let saw_end = outcome.stream.as_ref().is_some_and(|s| s.saw_end);
+    if stream && !saw_end && !truncated {
         return Some((
             "IncompleteStream",
-            "stream ended without [DONE]".to_string(),
+            format!("stream ended without {}", api.stream_end_marker()),
         ));
     }
     None

@@ -12,12 +12,14 @@
 //!   rendered as MLflow's `mlflow.chat.tokenUsage` attribute.
 //! - [`openai_chat`]: OpenAI Chat Completions responses, plain JSON or SSE
 //!   stream, reconstructed into one `chat.completion` object
-//!   ([`ChatOutcome`]).
+//!   ([`Outcome`]).
+//! - [`outcome`]: the [`Outcome`] every response parser returns.
 
 pub mod decode;
 pub mod openai_chat;
+pub mod outcome;
 pub mod sse;
 pub mod usage;
 
-pub use openai_chat::ChatOutcome;
+pub use outcome::{Outcome, ProviderError, StreamFacts};
 pub use usage::Usage;

@@ -1,5 +1,5 @@
 //! OpenAI Chat Completions responses: plain JSON or an SSE stream, turned
-//! into a [`ChatOutcome`].
+//! into an [`Outcome`].
 //!
 //! For a stream, the `chat.completion.chunk` deltas are merged back into the
 //! equivalent non-stream `chat.completion` object: content and refusal text
@@ -15,58 +15,15 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use super::outcome::{Outcome, ProviderError, StreamFacts};
 use super::sse::{self, SseEvent};
 use super::usage::Usage;
 
-/// Everything the tracer needs from one chat completion response.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ChatOutcome {
-    /// The response body as JSON; for a stream, the reconstructed
-    /// equivalent non-stream `chat.completion` object. `None` when the body
-    /// is not JSON at all / no chunk parsed.
-    pub response: Option<Value>,
-    /// `None` when the provider reported none.
-    pub usage: Option<Usage>,
-    pub model: Option<String>,
-    pub response_id: Option<String>,
-    /// Per choice, in index order, only those present.
-    pub finish_reasons: Vec<String>,
-    /// Provider-reported error (`{"error":{...}}` body or stream event).
-    pub error: Option<ProviderError>,
-    /// `Some` for [`parse_stream`].
-    pub stream: Option<StreamFacts>,
-}
-
-/// An error object reported by the provider.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ProviderError {
-    /// `error.message`, or the error JSON text when there is none.
-    pub message: String,
-    /// `error.type`, falling back to `error.code`.
-    pub kind: Option<String>,
-}
-
-/// Facts about the stream framing itself.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct StreamFacts {
-    /// Data events parsed as JSON chunks (error events not counted).
-    pub chunks: usize,
-    /// A `data: [DONE]` event was seen.
-    pub saw_done: bool,
-    /// `SseEvent::start` of the first chunk carrying non-empty content,
-    /// refusal, or a tool-call delta.
-    pub first_token_offset: Option<usize>,
-    /// Data events that were not valid JSON objects (never fatal).
-    pub bad_events: usize,
-    /// Byte range of the usage-only chunk event (`choices: []` + usage).
-    pub usage_only_chunk: Option<(usize, usize)>,
-}
-
 /// Parse a complete (non-stream) JSON response body.
-pub fn parse_json(body: &[u8]) -> ChatOutcome {
+pub fn parse_json(body: &[u8]) -> Outcome {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        return ChatOutcome::default();
+        return Outcome::default();
     };
     let mut finish: Vec<(u64, String)> = choices(&v)
         .iter()
@@ -74,7 +31,7 @@ pub fn parse_json(body: &[u8]) -> ChatOutcome {
         .filter_map(|(pos, c)| Some((index_of(c, pos), str_of(c.get("finish_reason"))?)))
         .collect();
     finish.sort_by_key(|(i, _)| *i);
-    ChatOutcome {
+    Outcome {
         usage: v.get("usage").and_then(Usage::from_openai),
         model: str_of(v.get("model")),
         response_id: str_of(v.get("id")),
@@ -86,14 +43,14 @@ pub fn parse_json(body: &[u8]) -> ChatOutcome {
 }
 
 /// Parse a captured SSE stream of `chat.completion.chunk` events.
-pub fn parse_stream(body: &[u8]) -> ChatOutcome {
+pub fn parse_stream(body: &[u8]) -> Outcome {
     let mut acc = StreamAcc::default();
     let mut facts = StreamFacts::default();
     let mut error = None;
     for ev in sse::decode_all(body) {
         let data = ev.data.trim();
         if data == "[DONE]" {
-            facts.saw_done = true;
+            facts.saw_end = true;
             continue;
         }
         match serde_json::from_str::<Value>(data) {
@@ -110,7 +67,7 @@ pub fn parse_stream(body: &[u8]) -> ChatOutcome {
         }
     }
     let (built, finish_reasons) = acc.build();
-    ChatOutcome {
+    Outcome {
         usage: acc.usage.as_ref().and_then(Usage::from_openai),
         model: str_of(acc.top.get("model")),
         response_id: str_of(acc.top.get("id")),
@@ -124,7 +81,7 @@ pub fn parse_stream(body: &[u8]) -> ChatOutcome {
 /// Chooses by content: a body starting (after whitespace) with `{` is JSON;
 /// otherwise it is SSE when `is_event_stream` or when it starts like an SSE
 /// field (`data:`, `event:`, `id:`, `:`), else it is treated as (non-)JSON.
-pub fn parse(body: &[u8], is_event_stream: bool) -> ChatOutcome {
+pub fn parse(body: &[u8], is_event_stream: bool) -> Outcome {
     let rest = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let rest = rest.trim_ascii_start();
     let sse_like = [&b"data:"[..], b"event:", b"id:", b":"]

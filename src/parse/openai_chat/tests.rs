@@ -9,11 +9,11 @@ macro_rules! fixture {
     };
 }
 
-fn facts(o: &ChatOutcome) -> &StreamFacts {
+fn facts(o: &Outcome) -> &StreamFacts {
     o.stream.as_ref().expect("stream facts")
 }
 
-fn message(o: &ChatOutcome, choice: usize) -> &Value {
+fn message(o: &Outcome, choice: usize) -> &Value {
     &o.response.as_ref().expect("response")["choices"][choice]["message"]
 }
 
@@ -87,9 +87,9 @@ fn error_bodies() {
 fn not_json_at_all() {
     assert_eq!(
         parse(b"<html>502 Bad Gateway</html>", false),
-        ChatOutcome::default()
+        Outcome::default()
     );
-    assert_eq!(parse_json(b"{\"id\": \"trunc"), ChatOutcome::default());
+    assert_eq!(parse_json(b"{\"id\": \"trunc"), Outcome::default());
 }
 
 #[test]
@@ -112,7 +112,7 @@ fn stream_basic() {
         Some("chatcmpl-9nQz8Xw1k2VbR0xG6L3fY7aTqP4sM")
     );
     let f = facts(&o);
-    assert_eq!((f.chunks, f.saw_done, f.bad_events), (11, true, 0));
+    assert_eq!((f.chunks, f.saw_end, f.bad_events), (11, true, 0));
     assert_eq!(
         (f.first_token_offset, f.usage_only_chunk),
         (Some(297), None)
@@ -212,7 +212,7 @@ fn stream_error_midstream() {
     assert_eq!(e.kind.as_deref(), Some("server_error"));
     assert_eq!(message(&o, 0)["content"], "Once upon a");
     let f = facts(&o);
-    assert_eq!((f.chunks, f.saw_done), (4, false));
+    assert_eq!((f.chunks, f.saw_end), (4, false));
     assert!(o.finish_reasons.is_empty() && o.usage.is_none());
 }
 
@@ -220,7 +220,7 @@ fn stream_error_midstream() {
 fn stream_cut_without_done() {
     let o = parse_stream(fixture!("stream_cut_no_done.sse"));
     let f = facts(&o);
-    assert_eq!((f.saw_done, f.chunks, f.bad_events), (false, 6, 1));
+    assert_eq!((f.saw_end, f.chunks, f.bad_events), (false, 6, 1));
     assert_eq!(message(&o, 0)["content"], "Hello! How can I");
     assert!(o.finish_reasons.is_empty());
     assert_eq!(
@@ -235,7 +235,7 @@ fn stream_odd_inputs() {
     let o =
         parse_stream(b"data: {nope\n\ndata: 42\n\n: keep-alive\n\nevent: ping\n\ndata: [DONE]\n\n");
     let f = facts(&o);
-    assert_eq!((f.chunks, f.bad_events, f.saw_done), (0, 2, true));
+    assert_eq!((f.chunks, f.bad_events, f.saw_end), (0, 2, true));
     assert_eq!(o.response, None);
     // Content-based choice: a JSON error body under an event-stream type.
     assert!(parse(fixture!("error_429.json"), true).stream.is_none());
