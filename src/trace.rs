@@ -11,7 +11,9 @@ use serde_json::Value;
 
 use crate::exchange::{CapturedBody, Exchange};
 use crate::parse::decode::decode_body;
-use crate::parse::{openai_chat, Outcome};
+use crate::parse::{
+    anthropic, openai_chat, openai_completions, openai_embeddings, openai_responses, Outcome,
+};
 use crate::record::{AttrValue, SpanEvent, SpanRecord, SpanStatus};
 use crate::route::Api;
 use crate::tee::BodyEnd;
@@ -84,10 +86,12 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
 
     // The request.
     if let Some(req) = &request {
-        span.set(
-            "mlflow.spanInputs",
-            String::from_utf8_lossy(&req.text).into_owned(),
-        );
+        let inputs = match (api, &request_json) {
+            // Token-array inputs can run to megabytes: summarised.
+            (Api::Embeddings, Some(v)) => openai_embeddings::request_summary(v).to_string(),
+            _ => String::from_utf8_lossy(&req.text).into_owned(),
+        };
+        span.set("mlflow.spanInputs", inputs);
         span.set("llmtap.request.bytes", req.total);
         if req.truncated {
             span.set("llmtap.request.truncated", true);
@@ -237,10 +241,10 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
 fn parse_response(api: Api, body: &[u8], stream: bool) -> Outcome {
     match api {
         Api::ChatCompletions | Api::Invocations => openai_chat::parse(body, stream),
-        Api::Responses => openai_chat::parse(body, stream),
-        Api::Messages => openai_chat::parse(body, stream),
-        Api::Completions => openai_chat::parse(body, stream),
-        Api::Embeddings => openai_chat::parse(body, stream),
+        Api::Responses => openai_responses::parse(body, stream),
+        Api::Messages => anthropic::parse(body, stream),
+        Api::Completions => openai_completions::parse(body, stream),
+        Api::Embeddings => openai_embeddings::parse(body, stream),
     }
 }
 

@@ -13,10 +13,22 @@
 //! - [`openai_chat`]: OpenAI Chat Completions responses, plain JSON or SSE
 //!   stream, reconstructed into one `chat.completion` object
 //!   ([`Outcome`]).
+//! - [`openai_responses`]: OpenAI Responses API, plain JSON or typed-event
+//!   stream (the terminal event's response, or one rebuilt from the items).
+//! - [`openai_completions`]: legacy OpenAI Completions, plain JSON or SSE
+//!   stream, reconstructed into one `text_completion` object.
+//! - [`openai_embeddings`]: OpenAI Embeddings, with the vectors replaced by
+//!   short placeholders.
+//! - [`anthropic`]: Anthropic Messages responses, plain JSON or SSE stream,
+//!   reconstructed into one `message` object ([`Outcome`]).
 //! - [`outcome`]: the [`Outcome`] every response parser returns.
 
+pub mod anthropic;
 pub mod decode;
 pub mod openai_chat;
+pub mod openai_completions;
+pub mod openai_embeddings;
+pub mod openai_responses;
 pub mod outcome;
 pub mod sse;
 pub mod usage;

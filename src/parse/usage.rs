@@ -8,6 +8,9 @@
 //! `output_tokens_details`. Both map onto [`Usage`]. Only what the provider
 //! reported is kept: optional counters stay `None` when absent, and a body
 //! without any token counts yields no `Usage` at all (never invented zeros).
+//! Anthropic Messages report `input_tokens` *excluding* prompt-cache reads and
+//! writes; [`Usage::from_anthropic`] folds them back in the way MLflow's own
+//! Anthropic autologging does.
 //! [`Usage::to_mlflow_json`] renders MLflow's `mlflow.chat.tokenUsage` value.
 
 use serde_json::{json, Map, Value};
@@ -70,6 +73,50 @@ impl Usage {
                 .or_else(|| count(obj.get("cache_read_input_tokens"))),
             cache_creation_input_tokens: count(obj.get("cache_creation_input_tokens")),
             reasoning_tokens: nested(obj, &details_out, "reasoning_tokens"),
+        })
+    }
+
+    /// From an Anthropic Messages `usage` object (non-stream body, or the
+    /// merge of a stream's `message_start` and `message_delta` usage).
+    ///
+    /// The rule is MLflow's own, from `_parse_usage` in
+    /// `mlflow/anthropic/autolog.py` (mlflow-tracing 3.17.2; introduced by
+    /// mlflow/mlflow PR #22516, "same logic as `_normalize_anthropic_input_tokens`
+    /// in `gateway/providers/anthropic.py`"):
+    ///
+    /// - `cache_read_input_tokens` / `cache_creation_input_tokens` are copied
+    ///   whenever present and not null, zero included;
+    /// - Anthropic's `input_tokens` excludes cache tokens, so
+    ///   `input_tokens = input_tokens + cache_read + cache_creation`;
+    /// - `total_tokens = input_tokens (normalised) + output_tokens` (Anthropic
+    ///   reports no total).
+    ///
+    /// MLflow also records `cache_creation_input_tokens_above_1hr` from
+    /// `cache_creation.ephemeral_1h_input_tokens`; [`Usage`] has no such
+    /// counter, so it is not carried. Returns `None` when `v` is not an object
+    /// or carries none of `input_tokens`, `output_tokens` and the two cache
+    /// counters; a missing `input_tokens` or `output_tokens` counts as 0.
+    pub fn from_anthropic(v: &Value) -> Option<Usage> {
+        let obj = v.as_object()?;
+        let input = count(obj.get("input_tokens"));
+        let output = count(obj.get("output_tokens"));
+        let cache_read = count(obj.get("cache_read_input_tokens"));
+        let cache_creation = count(obj.get("cache_creation_input_tokens"));
+        if input.is_none() && output.is_none() && cache_read.is_none() && cache_creation.is_none() {
+            return None;
+        }
+        let input_tokens = input
+            .unwrap_or(0)
+            .saturating_add(cache_read.unwrap_or(0))
+            .saturating_add(cache_creation.unwrap_or(0));
+        let output_tokens = output.unwrap_or(0);
+        Some(Usage {
+            input_tokens,
+            output_tokens,
+            total_tokens: input_tokens.saturating_add(output_tokens),
+            cache_read_input_tokens: cache_read,
+            cache_creation_input_tokens: cache_creation,
+            reasoning_tokens: None,
         })
     }
 
@@ -186,6 +233,83 @@ mod tests {
         ] {
             assert_eq!(Usage::from_openai(&v), None, "{v}");
         }
+    }
+
+    #[test]
+    fn anthropic_plain_usage_matches_mlflow_autolog() {
+        // MLflow's tests/anthropic/test_anthropic_autolog.py: 10 in / 18 out.
+        let u = Usage::from_anthropic(&json!({"input_tokens": 10, "output_tokens": 18}))
+            .expect("usage");
+        assert_eq!(
+            u.to_mlflow_json(),
+            json!({"input_tokens": 10, "output_tokens": 18, "total_tokens": 28})
+        );
+        // Explicit nulls (the SDK's `cache_*: None`) are not counters.
+        let v = json!({"input_tokens": 10, "output_tokens": 18,
+            "cache_creation_input_tokens": null, "cache_read_input_tokens": null});
+        assert_eq!(Usage::from_anthropic(&v), Some(u));
+    }
+
+    #[test]
+    fn anthropic_cache_tokens_fold_into_input() {
+        let v = json!({"input_tokens": 50, "output_tokens": 20,
+            "cache_creation_input_tokens": 15, "cache_read_input_tokens": 25,
+            "cache_creation": {"ephemeral_5m_input_tokens": 15, "ephemeral_1h_input_tokens": 0},
+            "service_tier": "standard"});
+        let u = Usage::from_anthropic(&v).expect("usage");
+        assert_eq!(
+            u,
+            Usage {
+                input_tokens: 90,
+                output_tokens: 20,
+                total_tokens: 110,
+                cache_read_input_tokens: Some(25),
+                cache_creation_input_tokens: Some(15),
+                reasoning_tokens: None,
+            }
+        );
+        assert_eq!(
+            u.to_mlflow_json(),
+            json!({"input_tokens": 90, "output_tokens": 20, "total_tokens": 110,
+                "cache_read_input_tokens": 25, "cache_creation_input_tokens": 15})
+        );
+        // Zero cache counters are still reported, as MLflow does.
+        let zeros = json!({"input_tokens": 12, "output_tokens": 3,
+            "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0});
+        let m = Usage::from_anthropic(&zeros)
+            .expect("usage")
+            .to_mlflow_json();
+        assert_eq!(
+            m,
+            json!({"input_tokens": 12, "output_tokens": 3, "total_tokens": 15,
+                "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0})
+        );
+    }
+
+    #[test]
+    fn anthropic_partial_and_invalid_usage() {
+        // A stream whose message_start was lost: only the delta's output count.
+        let u = Usage::from_anthropic(&json!({"output_tokens": 7})).expect("usage");
+        assert_eq!((u.input_tokens, u.output_tokens, u.total_tokens), (0, 7, 7));
+        let u = Usage::from_anthropic(&json!({"input_tokens": 4.0, "output_tokens": 1}))
+            .expect("usage");
+        assert_eq!(u.total_tokens, 5);
+        for v in [
+            json!(null),
+            json!([]),
+            json!({}),
+            json!({"service_tier": "standard"}),
+            json!({"input_tokens": "12"}),
+            json!({"input_tokens": -1, "cache_read_input_tokens": null}),
+        ] {
+            assert_eq!(Usage::from_anthropic(&v), None, "{v}");
+        }
+        let huge =
+            json!({"input_tokens": u64::MAX, "cache_read_input_tokens": 1, "output_tokens": 1});
+        assert_eq!(
+            Usage::from_anthropic(&huge).map(|u| u.total_tokens),
+            Some(u64::MAX)
+        );
     }
 
     #[test]
