@@ -562,3 +562,53 @@ async fn graceful_shutdown_flushes_traces() {
         );
     }
 }
+
+#[tokio::test]
+async fn deflate_and_zstd_responses_pass_compressed_and_are_parsed() {
+    let plain = fixture("openai_chat/plain.json");
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&plain).unwrap();
+    let deflated = z.finish().unwrap();
+    let zstded = zstd::encode_all(&plain[..], 3).unwrap();
+    for (encoding, body) in [("deflate", deflated), ("zstd", zstded)] {
+        let b = body.clone();
+        let provider = FakeProvider::start(move |_| {
+            Reply::json(200, b.clone()).header("content-encoding", encoding)
+        })
+        .await;
+        let tap = Tap::start(&provider.url(), &[]).await;
+        let got = post(
+            &tap.url(CHAT),
+            &chat_request(false),
+            &[("accept-encoding", encoding)],
+        )
+        .await;
+        assert_eq!(got.body, body, "{encoding}: byte for byte");
+        assert_eq!(got.headers["content-encoding"], encoding);
+        let span = tap.span(&got.trace_id()).await;
+        assert_eq!(
+            span.json("mlflow.chat.tokenUsage").unwrap()["total_tokens"],
+            28,
+            "{encoding}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_and_non_utf8_bodies_pass_through_and_are_traced_honestly() {
+    let garbage: &'static [u8] = b"\xff\xfe{\"not json\x00\x80";
+    let provider = FakeProvider::start(move |_| Reply::json(200, garbage)).await;
+    let tap = Tap::start(&provider.url(), &[]).await;
+    let got = post(&tap.url(CHAT), b"\xc3\x28 invalid utf8 {", &[]).await;
+    assert_eq!(&got.body[..], garbage);
+    assert_eq!(&provider.seen()[0].body[..], b"\xc3\x28 invalid utf8 {");
+    let span = tap.span(&got.trace_id()).await;
+    assert!(span
+        .str("mlflow.spanInputs")
+        .unwrap()
+        .contains("invalid utf8"));
+    assert!(span.attr("mlflow.chat.tokenUsage").is_none());
+    assert!(span.attr("mlflow.llm.model").is_none());
+    // The proxy still serves.
+    assert_eq!(post(&tap.url(CHAT), b"{}", &[]).await.status, 200);
+}
