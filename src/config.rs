@@ -96,6 +96,8 @@ pub struct ExportConfig {
     pub max_attempts: u32,
     pub timeout: Duration,
     pub parse_workers: usize,
+    /// Where batches the sink refused for good are kept.
+    pub dead_letter_dir: PathBuf,
 }
 
 /// The validated configuration.
@@ -173,6 +175,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "max_attempts",
             "timeout",
             "parse_workers",
+            "dead_letter_dir",
         ],
     ),
 ];
@@ -483,6 +486,14 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
         }),
         timeout: l.parsed(None, ("export", "timeout"), Duration::from_secs(30), dur),
         parse_workers: l.parsed(None, ("export", "parse_workers"), 1, parse_count),
+        dead_letter_dir: l
+            .string(
+                None,
+                &["LLMTAP_DEAD_LETTER_DIR"],
+                ("export", "dead_letter_dir"),
+            )
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("llmtap-deadletter")),
     };
 
     let sink = resolve_sink(&mut l);

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub traces_exported: AtomicU64,
     pub export_retries: AtomicU64,
     pub export_failures: AtomicU64,
+    /// Spans written to the dead-letter file.
+    pub dead_lettered: AtomicU64,
     dropped: DashMap<&'static str, AtomicU64>,
     pub parse_panics: AtomicU64,
     /// Exchanges and spans waiting in the export queues.
@@ -148,6 +150,11 @@ impl Metrics {
                 "llmtap_parse_panics_total",
                 "Exchanges whose parsing panicked (contained).",
                 &self.parse_panics,
+            ),
+            (
+                "llmtap_traces_dead_lettered_total",
+                "Spans the sink refused for good, kept in the dead-letter file.",
+                &self.dead_lettered,
             ),
         ];
         for (name, help, c) in counters {

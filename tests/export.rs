@@ -182,7 +182,7 @@ async fn transient_failures_are_retried_until_accepted() {
 }
 
 #[tokio::test]
-async fn a_refused_batch_is_dropped_and_counted_not_retried() {
+async fn a_refused_batch_goes_to_the_dead_letter_file_not_retried() {
     let (collector, traces) = collector(vec![400]).await;
     let provider = provider().await;
     let tap = Tap::start(
@@ -193,20 +193,74 @@ async fn a_refused_batch_is_dropped_and_counted_not_retried() {
         ],
     )
     .await;
-    post(&tap.url(CHAT), b"{}", &[]).await;
+    let id = post(&tap.url(CHAT), b"{}", &[]).await.trace_id();
     let m = tap.running.metrics.clone();
     wait_for("the refusal to be counted", || {
-        m.dropped_count("rejected") == 1
+        m.render().contains("llmtap_traces_dead_lettered_total 1")
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(traces.lock().unwrap().len(), 1, "not retried");
+    let file = tap
+        .trace_dir
+        .parent()
+        .unwrap()
+        .join("dead-letter/dead-letter.jsonl");
+    let line: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        line["reason"].as_str().unwrap().contains("HTTP 400"),
+        "{line}"
+    );
+    assert_eq!(
+        line["request"]["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"],
+        id[3..]
+    );
     // The proxy keeps serving and later traces still go out.
     post(&tap.url(CHAT), b"{}", &[]).await;
     wait_for("the next export", || {
         m.render().contains("llmtap_traces_exported_total 1")
     })
     .await;
+    assert_eq!(m.dropped_count("rejected"), 0, "nothing silently dropped");
+}
+
+#[tokio::test]
+async fn a_batch_too_large_for_the_sink_is_sent_in_halves() {
+    let (collector, traces) = collector(vec![413]).await;
+    let provider = provider().await;
+    let tap = Tap::start_with(
+        &provider.url(),
+        &[
+            ("MLFLOW_TRACKING_URI", &collector.url()),
+            ("MLFLOW_EXPERIMENT_ID", "1"),
+        ],
+        |c| {
+            c.export.batch_max_spans = 2;
+            c.export.batch_interval = Duration::from_secs(30);
+        },
+    )
+    .await;
+    post(&tap.url(CHAT), b"{}", &[]).await;
+    post(&tap.url(CHAT), b"{}", &[]).await;
+    let m = tap.running.metrics.clone();
+    wait_for("both halves exported", || {
+        m.render().contains("llmtap_traces_exported_total 2")
+    })
+    .await;
+    let sizes: Vec<usize> = traces
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| decode(s).resource_spans[0].scope_spans[0].spans.len())
+        .collect();
+    assert_eq!(sizes, vec![2, 1, 1]);
 }
 
 #[tokio::test]

@@ -8,11 +8,13 @@
 //!
 //! Both queues are bounded. The request path never waits: when the exchange
 //! queue is full (by count or by captured bytes) the trace is dropped and
-//! counted. A batch the sink keeps refusing is dropped and counted after its
-//! last attempt. Durable spooling (a later issue) slots in between the
+//! counted. A batch that keeps failing transiently is dropped and counted
+//! after its last attempt; one the sink refuses for good goes to the
+//! dead-letter file; one too large (413) is split in halves. Durable spooling (a later issue) slots in between the
 //! batcher and the sink: see [`Batcher::deliver`].
 
 pub mod batch;
+pub mod dead_letter;
 pub mod file;
 pub mod mlflow;
 pub mod retry;
@@ -24,6 +26,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::sync::mpsc;
 
@@ -132,6 +135,7 @@ impl Pipeline {
             cfg: e.clone(),
             service_name: cfg.service_name.clone(),
             metrics: metrics.clone(),
+            dead_letter: dead_letter::DeadLetter::new(e.dead_letter_dir.clone()),
         };
         let batcher = tokio::spawn(batcher.run());
         Some(Pipeline {
@@ -225,6 +229,7 @@ struct Batcher {
     cfg: ExportConfig,
     service_name: String,
     metrics: Arc<Metrics>,
+    dead_letter: dead_letter::DeadLetter,
 }
 
 impl Batcher {
@@ -243,42 +248,75 @@ impl Batcher {
     }
 
     /// Sends one batch until it is accepted, refused for good, or out of
-    /// attempts. (The disk spool will take what this gives up on.)
+    /// attempts. A batch too large for the sink is sent in halves; one the
+    /// sink refuses goes to the dead-letter file. (The disk spool will take
+    /// what runs out of attempts.)
     async fn deliver(&mut self, batch: Vec<Span>) {
-        let n = batch.len() as u64;
-        let req = crate::otlp::request(&self.service_name, batch);
-        let mut attempt = 0;
-        loop {
-            let result = self.sink.send(&req).await;
-            match result.verdict {
-                Verdict::Success => {
-                    self.metrics.traces_exported.fetch_add(n, Relaxed);
-                    return;
-                }
-                Verdict::DontRetry => {
-                    self.metrics.dropped("rejected", n);
-                    self.metrics.export_failures.fetch_add(1, Relaxed);
-                    tracing::error!(sink = self.sink.name(), spans = n, reason = %result.reason, "sink refused a batch; dropped");
-                    return;
-                }
-                Verdict::Retry { after } => {
-                    attempt += 1;
-                    if attempt >= self.cfg.max_attempts {
-                        self.metrics.dropped("export_failed", n);
-                        self.metrics.export_failures.fetch_add(1, Relaxed);
-                        tracing::error!(sink = self.sink.name(), spans = n, attempts = attempt, reason = %result.reason, "giving up on a batch; dropped");
-                        return;
+        let mut pending = vec![batch];
+        while let Some(batch) = pending.pop() {
+            let n = batch.len() as u64;
+            let req = crate::otlp::request(&self.service_name, batch);
+            let mut attempt = 0;
+            loop {
+                let result = self.sink.send(&req).await;
+                match result.verdict {
+                    Verdict::Success => {
+                        self.metrics.traces_exported.fetch_add(n, Relaxed);
                     }
-                    let wait = backoff(
-                        self.cfg.retry_initial,
-                        self.cfg.retry_max,
-                        attempt - 1,
-                        after,
-                    );
-                    self.metrics.export_retries.fetch_add(1, Relaxed);
-                    tracing::warn!(sink = self.sink.name(), spans = n, attempt, ?wait, reason = %result.reason, "export failed; retrying");
-                    tokio::time::sleep(wait).await;
+                    Verdict::Split if n > 1 => {
+                        let mut spans = req
+                            .resource_spans
+                            .into_iter()
+                            .flat_map(|r| r.scope_spans)
+                            .flat_map(|s| s.spans)
+                            .collect::<Vec<_>>();
+                        let second = spans.split_off(spans.len() / 2);
+                        tracing::info!(
+                            sink = self.sink.name(),
+                            spans = n,
+                            "batch too large for the sink; sending it in halves"
+                        );
+                        pending.push(second);
+                        pending.push(spans);
+                    }
+                    Verdict::Split | Verdict::DontRetry => {
+                        self.dead_letter(&req, n, &result.reason)
+                    }
+                    Verdict::Retry { after } => {
+                        attempt += 1;
+                        if attempt >= self.cfg.max_attempts {
+                            self.metrics.dropped("export_failed", n);
+                            self.metrics.export_failures.fetch_add(1, Relaxed);
+                            tracing::error!(sink = self.sink.name(), spans = n, attempts = attempt, reason = %result.reason, "giving up on a batch; dropped");
+                        } else {
+                            let wait = backoff(
+                                self.cfg.retry_initial,
+                                self.cfg.retry_max,
+                                attempt - 1,
+                                after,
+                            );
+                            self.metrics.export_retries.fetch_add(1, Relaxed);
+                            tracing::warn!(sink = self.sink.name(), spans = n, attempt, ?wait, reason = %result.reason, "export failed; retrying");
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                    }
                 }
+                break;
+            }
+        }
+    }
+
+    fn dead_letter(&self, req: &ExportTraceServiceRequest, n: u64, reason: &str) {
+        self.metrics.export_failures.fetch_add(1, Relaxed);
+        match self.dead_letter.write(self.sink.name(), reason, req) {
+            Ok(()) => {
+                self.metrics.dead_lettered.fetch_add(n, Relaxed);
+                tracing::error!(sink = self.sink.name(), spans = n, %reason, file = %self.dead_letter.path().display(), "sink refused a batch; written to the dead-letter file");
+            }
+            Err(e) => {
+                self.metrics.dropped("rejected", n);
+                tracing::error!(sink = self.sink.name(), spans = n, %reason, error = %e, "sink refused a batch and the dead-letter file could not be written; dropped");
             }
         }
     }

@@ -9,7 +9,10 @@ pub enum Verdict {
     Success,
     /// A transient failure: try again later, honouring the server's hint if any.
     Retry { after: Option<Duration> },
-    /// The sink refused the batch for good (a bad request, an unknown experiment).
+    /// The batch is too large for the sink (413): send it in halves.
+    Split,
+    /// The sink refused the batch for good (a bad request, an unknown
+    /// experiment): it goes to the dead-letter file with the reason.
     DontRetry,
 }
 
@@ -20,6 +23,7 @@ pub fn classify(status: u16, retry_after: Option<&str>) -> Verdict {
         408 | 429 | 500..=599 => Verdict::Retry {
             after: retry_after.and_then(parse_retry_after),
         },
+        413 => Verdict::Split,
         _ => Verdict::DontRetry,
     }
 }
@@ -75,7 +79,8 @@ mod tests {
 
     #[test]
     fn client_errors_do_not_retry() {
-        for s in [400, 401, 403, 404, 413, 422, 501] {
+        assert_eq!(classify(413, None), Verdict::Split);
+        for s in [400, 401, 403, 404, 422, 501] {
             let v = classify(s, None);
             if s == 501 {
                 // 501 is a 5xx: retried (a file-store server answers it; the

@@ -29,6 +29,11 @@ pub fn config(upstream: &str, extra_env: &[(&str, &str)], trace_dir: &std::path:
     env.insert("LLMTAP_ADMIN_LISTEN".into(), "127.0.0.1:0".into());
     env.insert("LLMTAP_UPSTREAM".into(), upstream.into());
     env.insert("LLMTAP_TRACE_DIR".into(), trace_dir.display().to_string());
+    let dead_letter = trace_dir.parent().unwrap_or(trace_dir).join("dead-letter");
+    env.insert(
+        "LLMTAP_DEAD_LETTER_DIR".into(),
+        dead_letter.display().to_string(),
+    );
     for (k, v) in extra_env {
         env.insert(k.to_string(), v.to_string());
     }
