@@ -98,6 +98,8 @@ pub struct ExportConfig {
     pub parse_workers: usize,
     /// Where batches the sink refused for good are kept.
     pub dead_letter_dir: PathBuf,
+    /// Traces per second the sink may receive (none = no limit).
+    pub max_traces_per_second: Option<f64>,
 }
 
 /// The validated configuration.
@@ -176,6 +178,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "timeout",
             "parse_workers",
             "dead_letter_dir",
+            "max_traces_per_second",
         ],
     ),
 ];
@@ -486,6 +489,18 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
         }),
         timeout: l.parsed(None, ("export", "timeout"), Duration::from_secs(30), dur),
         parse_workers: l.parsed(None, ("export", "parse_workers"), 1, parse_count),
+        max_traces_per_second: l.parsed(
+            Some("LLMTAP_MAX_TRACES_PER_SECOND"),
+            ("export", "max_traces_per_second"),
+            None,
+            |s| match s.trim() {
+                "none" | "0" | "" => Ok(None),
+                v => match v.parse::<f64>() {
+                    Ok(f) if f > 0.0 && f.is_finite() => Ok(Some(f)),
+                    _ => Err(format!("not a positive number: {v:?}")),
+                },
+            },
+        ),
         dead_letter_dir: l
             .string(
                 None,

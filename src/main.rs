@@ -22,6 +22,19 @@ struct Cli {
 enum Command {
     /// Run the proxy (the default).
     Serve(ServeArgs),
+    /// Send traces kept on disk (the embedded default's OTLP-JSON files, or a
+    /// dead-letter file) to the configured sink; safe to repeat.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ReplayArgs {
+    /// Files or directories (their *.jsonl files) to replay.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// TOML configuration file [env LLMTAP_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -69,10 +82,61 @@ async fn signal() -> &'static str {
     }
 }
 
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("llmtap: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+/// `llmtap replay PATH...`
+fn replay(args: ReplayArgs) -> ExitCode {
+    let flags = Flags {
+        config: args.config,
+        ..Flags::default()
+    };
+    let env: config::Env = std::env::vars().collect();
+    let cfg = match config::load(&flags, &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("llmtap: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cfg.log_format);
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(llmtap::export::replay::replay(&cfg, &args.paths)) {
+        Ok(r) => {
+            println!(
+                "replayed {} lines ({} unreadable): {} spans, {} exported, {} dead-lettered, {} dropped",
+                r.lines, r.bad_lines, r.spans, r.exported, r.dead_lettered, r.dropped
+            );
+            if r.exported == r.spans && r.bad_lines == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("llmtap replay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(a)) => a,
+        Some(Command::Replay(r)) => return replay(r),
         None => cli.serve,
     };
     let flags = Flags {

@@ -269,3 +269,56 @@ async fn every_call_of_a_burst_is_one_trace_and_the_experiment_id_is_honoured() 
     assert_eq!(tap::get(&tap.admin_url("/readyz")).await.status, 200);
     tap.running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_trace_files_twice_gives_each_trace_once() {
+    let mlflow = mlflow::shared().await;
+    let (_, experiment) = mlflow.unique_experiment("e2e-replay").await;
+    let provider = provider().await;
+    // No tracking server: traces go to OTLP-JSON files.
+    let tap = Tap::start(&provider.url(), &[]).await;
+    let request =
+        br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Capital of France?"}]}"#;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(
+            post(&tap.url("/v1/chat/completions"), request, &[])
+                .await
+                .trace_id(),
+        );
+    }
+    let tap::Tap {
+        running,
+        trace_dir,
+        _tmp: keep,
+    } = tap;
+    running.shutdown().await;
+    for round in 0..2 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_llmtap"))
+            .arg("replay")
+            .arg(&trace_dir)
+            .env("MLFLOW_TRACKING_URI", mlflow.uri())
+            .env("MLFLOW_EXPERIMENT_ID", &experiment)
+            .env("LLMTAP_DEAD_LETTER_DIR", keep.path().join("dl"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "round {round}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("5 spans, 5 exported"), "{stdout}");
+    }
+    let mut stored: Vec<String> = mlflow
+        .search_traces(&experiment)
+        .await
+        .iter()
+        .map(|t| t["trace_id"].as_str().unwrap().to_string())
+        .collect();
+    stored.sort();
+    ids.sort();
+    assert_eq!(stored, ids, "each trace exactly once after two replays");
+    let trace = mlflow.wait_trace(&ids[0], WAIT).await;
+    assert_eq!(usage(&trace)["total_tokens"], 28);
+}

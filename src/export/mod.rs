@@ -15,8 +15,11 @@
 
 pub mod batch;
 pub mod dead_letter;
+pub mod deliver;
 pub mod file;
 pub mod mlflow;
+pub mod rate;
+pub mod replay;
 pub mod retry;
 pub mod sink;
 
@@ -26,15 +29,14 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::sync::mpsc;
 
-use crate::config::{Config, ExportConfig, SinkConfig};
+use crate::config::{Config, SinkConfig};
 use crate::exchange::Exchange;
 use crate::metrics::Metrics;
 use batch::{next_batch, Limits};
-use retry::{backoff, Verdict};
+pub use deliver::Deliverer;
 use sink::Sink;
 
 /// The request path's handle: hands finished exchanges to the pipeline.
@@ -107,7 +109,7 @@ pub fn make_sink(cfg: &Config) -> Option<Sink> {
 impl Pipeline {
     /// Starts parse workers and the batcher; `None` when tracing is off.
     pub fn start(cfg: &Config, metrics: Arc<Metrics>) -> Option<Pipeline> {
-        let sink = make_sink(cfg)?;
+        let deliverer = Deliverer::new(cfg, metrics.clone())?;
         let e = cfg.export.clone();
         let (tx, rx) = sync_channel::<Exchange>(e.queue_capacity);
         let (span_tx, span_rx) = mpsc::channel::<Span>(e.batch_max_spans.saturating_mul(4));
@@ -131,11 +133,13 @@ impl Pipeline {
         drop(span_tx);
         let batcher = Batcher {
             rx: span_rx,
-            sink,
-            cfg: e.clone(),
-            service_name: cfg.service_name.clone(),
+            limits: Limits {
+                max_spans: e.batch_max_spans,
+                max_bytes: e.batch_max_bytes,
+                interval: e.batch_interval,
+            },
+            deliverer,
             metrics: metrics.clone(),
-            dead_letter: dead_letter::DeadLetter::new(e.dead_letter_dir.clone()),
         };
         let batcher = tokio::spawn(batcher.run());
         Some(Pipeline {
@@ -222,102 +226,21 @@ impl Worker {
     }
 }
 
-/// Gathers spans into batches and delivers each, with retries.
+/// Gathers spans into batches and hands each to the [`Deliverer`].
 struct Batcher {
     rx: mpsc::Receiver<Span>,
-    sink: Sink,
-    cfg: ExportConfig,
-    service_name: String,
+    limits: Limits,
+    deliverer: Deliverer,
     metrics: Arc<Metrics>,
-    dead_letter: dead_letter::DeadLetter,
 }
 
 impl Batcher {
     async fn run(mut self) {
-        let limits = Limits {
-            max_spans: self.cfg.batch_max_spans,
-            max_bytes: self.cfg.batch_max_bytes,
-            interval: self.cfg.batch_interval,
-        };
-        while let Some(batch) = next_batch(&mut self.rx, limits).await {
+        while let Some(batch) = next_batch(&mut self.rx, self.limits).await {
             self.metrics
                 .queue_depth
                 .fetch_sub(batch.len() as i64, Relaxed);
-            self.deliver(batch).await;
-        }
-    }
-
-    /// Sends one batch until it is accepted, refused for good, or out of
-    /// attempts. A batch too large for the sink is sent in halves; one the
-    /// sink refuses goes to the dead-letter file. (The disk spool will take
-    /// what runs out of attempts.)
-    async fn deliver(&mut self, batch: Vec<Span>) {
-        let mut pending = vec![batch];
-        while let Some(batch) = pending.pop() {
-            let n = batch.len() as u64;
-            let req = crate::otlp::request(&self.service_name, batch);
-            let mut attempt = 0;
-            loop {
-                let result = self.sink.send(&req).await;
-                match result.verdict {
-                    Verdict::Success => {
-                        self.metrics.traces_exported.fetch_add(n, Relaxed);
-                    }
-                    Verdict::Split if n > 1 => {
-                        let mut spans = req
-                            .resource_spans
-                            .into_iter()
-                            .flat_map(|r| r.scope_spans)
-                            .flat_map(|s| s.spans)
-                            .collect::<Vec<_>>();
-                        let second = spans.split_off(spans.len() / 2);
-                        tracing::info!(
-                            sink = self.sink.name(),
-                            spans = n,
-                            "batch too large for the sink; sending it in halves"
-                        );
-                        pending.push(second);
-                        pending.push(spans);
-                    }
-                    Verdict::Split | Verdict::DontRetry => {
-                        self.dead_letter(&req, n, &result.reason)
-                    }
-                    Verdict::Retry { after } => {
-                        attempt += 1;
-                        if attempt >= self.cfg.max_attempts {
-                            self.metrics.dropped("export_failed", n);
-                            self.metrics.export_failures.fetch_add(1, Relaxed);
-                            tracing::error!(sink = self.sink.name(), spans = n, attempts = attempt, reason = %result.reason, "giving up on a batch; dropped");
-                        } else {
-                            let wait = backoff(
-                                self.cfg.retry_initial,
-                                self.cfg.retry_max,
-                                attempt - 1,
-                                after,
-                            );
-                            self.metrics.export_retries.fetch_add(1, Relaxed);
-                            tracing::warn!(sink = self.sink.name(), spans = n, attempt, ?wait, reason = %result.reason, "export failed; retrying");
-                            tokio::time::sleep(wait).await;
-                            continue;
-                        }
-                    }
-                }
-                break;
-            }
-        }
-    }
-
-    fn dead_letter(&self, req: &ExportTraceServiceRequest, n: u64, reason: &str) {
-        self.metrics.export_failures.fetch_add(1, Relaxed);
-        match self.dead_letter.write(self.sink.name(), reason, req) {
-            Ok(()) => {
-                self.metrics.dead_lettered.fetch_add(n, Relaxed);
-                tracing::error!(sink = self.sink.name(), spans = n, %reason, file = %self.dead_letter.path().display(), "sink refused a batch; written to the dead-letter file");
-            }
-            Err(e) => {
-                self.metrics.dropped("rejected", n);
-                tracing::error!(sink = self.sink.name(), spans = n, %reason, error = %e, "sink refused a batch and the dead-letter file could not be written; dropped");
-            }
+            self.deliverer.deliver(batch).await;
         }
     }
 }

@@ -1,0 +1,119 @@
+//! Delivery of one batch to the sink: rate limit, attempts with jittered
+//! backoff, 413 splits, dead-lettering of refusals — the retry policy of
+//! [`super::retry`] applied. Shared by the live pipeline and `llmtap replay`.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+use super::dead_letter::DeadLetter;
+use super::rate::RateLimit;
+use super::retry::{backoff, Verdict};
+use super::sink::Sink;
+use crate::config::{Config, ExportConfig};
+use crate::metrics::Metrics;
+
+/// Sends batches to one sink; see the module docs.
+pub struct Deliverer {
+    sink: Sink,
+    cfg: ExportConfig,
+    service_name: String,
+    metrics: Arc<Metrics>,
+    dead_letter: DeadLetter,
+    rate: Option<RateLimit>,
+}
+
+impl Deliverer {
+    /// The deliverer for a configuration's sink (`None` when tracing is off).
+    pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Option<Deliverer> {
+        let sink = super::make_sink(cfg)?;
+        let e = &cfg.export;
+        Some(Deliverer {
+            sink,
+            cfg: e.clone(),
+            service_name: cfg.service_name.clone(),
+            metrics,
+            dead_letter: DeadLetter::new(e.dead_letter_dir.clone()),
+            rate: e.max_traces_per_second.map(RateLimit::new),
+        })
+    }
+
+    /// Sends one batch until it is accepted, refused for good, or out of
+    /// attempts. A batch too large for the sink is sent in halves; one the
+    /// sink refuses goes to the dead-letter file. (The disk spool will take
+    /// what runs out of attempts.)
+    pub async fn deliver(&mut self, batch: Vec<Span>) {
+        let mut pending = vec![batch];
+        while let Some(batch) = pending.pop() {
+            let n = batch.len() as u64;
+            if let Some(rate) = self.rate.as_mut() {
+                rate.acquire(batch.len()).await;
+            }
+            let req = crate::otlp::request(&self.service_name, batch);
+            let mut attempt = 0;
+            loop {
+                let result = self.sink.send(&req).await;
+                match result.verdict {
+                    Verdict::Success => {
+                        self.metrics.traces_exported.fetch_add(n, Relaxed);
+                    }
+                    Verdict::Split if n > 1 => {
+                        let mut spans = req
+                            .resource_spans
+                            .into_iter()
+                            .flat_map(|r| r.scope_spans)
+                            .flat_map(|s| s.spans)
+                            .collect::<Vec<_>>();
+                        let second = spans.split_off(spans.len() / 2);
+                        tracing::info!(
+                            sink = self.sink.name(),
+                            spans = n,
+                            "batch too large for the sink; sending it in halves"
+                        );
+                        pending.push(second);
+                        pending.push(spans);
+                    }
+                    Verdict::Split | Verdict::DontRetry => {
+                        self.dead_letter(&req, n, &result.reason)
+                    }
+                    Verdict::Retry { after } => {
+                        attempt += 1;
+                        if attempt >= self.cfg.max_attempts {
+                            self.metrics.dropped("export_failed", n);
+                            self.metrics.export_failures.fetch_add(1, Relaxed);
+                            tracing::error!(sink = self.sink.name(), spans = n, attempts = attempt, reason = %result.reason, "giving up on a batch; dropped");
+                        } else {
+                            let wait = backoff(
+                                self.cfg.retry_initial,
+                                self.cfg.retry_max,
+                                attempt - 1,
+                                after,
+                            );
+                            self.metrics.export_retries.fetch_add(1, Relaxed);
+                            tracing::warn!(sink = self.sink.name(), spans = n, attempt, ?wait, reason = %result.reason, "export failed; retrying");
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    fn dead_letter(&self, req: &ExportTraceServiceRequest, n: u64, reason: &str) {
+        self.metrics.export_failures.fetch_add(1, Relaxed);
+        match self.dead_letter.write(self.sink.name(), reason, req) {
+            Ok(()) => {
+                self.metrics.dead_lettered.fetch_add(n, Relaxed);
+                tracing::error!(sink = self.sink.name(), spans = n, %reason, file = %self.dead_letter.path().display(), "sink refused a batch; written to the dead-letter file");
+            }
+            Err(e) => {
+                self.metrics.dropped("rejected", n);
+                tracing::error!(sink = self.sink.name(), spans = n, %reason, error = %e, "sink refused a batch and the dead-letter file could not be written; dropped");
+            }
+        }
+    }
+}
