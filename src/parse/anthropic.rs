@@ -22,25 +22,22 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use super::common::{append, dispatch, json_body, json_events, non_empty, str_of};
 use super::outcome::{Outcome, ProviderError, StreamFacts};
-use super::sse::{self, SseEvent};
+use super::sse::SseEvent;
 use super::usage::Usage;
 
 /// Parse a complete (non-stream) JSON response body: a `message` or an
 /// `{"type":"error","error":{...}}` body.
 pub fn parse_json(body: &[u8]) -> Outcome {
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+    let Some(v) = json_body(body) else {
         return Outcome::default();
     };
     Outcome {
         usage: v.get("usage").and_then(Usage::from_anthropic),
-        model: str_of(v.get("model")),
-        response_id: str_of(v.get("id")),
         finish_reasons: non_empty(v.get("stop_reason")).into_iter().collect(),
         error: provider_error(&v),
-        stream: None,
-        response: Some(v),
+        ..Outcome::of_body(v)
     }
 }
 
@@ -49,32 +46,24 @@ pub fn parse_stream(body: &[u8]) -> Outcome {
     let mut acc = StreamAcc::default();
     let mut facts = StreamFacts::default();
     let mut error = None;
-    for ev in sse::decode_all(body) {
-        let data = ev.data.trim();
-        if data.is_empty() || data == "[DONE]" {
-            continue; // an event name without data; `[DONE]` from OpenAI-style proxies
+    // `[DONE]` (from OpenAI-style proxies) is not the end: `message_stop` is.
+    json_events(body, &mut facts, |facts, ev, chunk| {
+        let kind = chunk
+            .get("type")
+            .and_then(Value::as_str)
+            .or(ev.event.as_deref())
+            .unwrap_or_default();
+        if kind == "error" || chunk.get("error").is_some_and(|e| !e.is_null()) {
+            let err = provider_error(&chunk).unwrap_or_else(|| ProviderError {
+                message: chunk.to_string(),
+                kind: None,
+            });
+            error.get_or_insert(err);
+        } else {
+            facts.chunks += 1;
+            acc.absorb(kind, &chunk, ev, facts);
         }
-        match serde_json::from_str::<Value>(data) {
-            Ok(chunk) if chunk.is_object() => {
-                let kind = chunk
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .or(ev.event.as_deref())
-                    .unwrap_or_default();
-                if kind == "error" || chunk.get("error").is_some_and(|e| !e.is_null()) {
-                    let err = provider_error(&chunk).unwrap_or_else(|| ProviderError {
-                        message: chunk.to_string(),
-                        kind: None,
-                    });
-                    error.get_or_insert(err);
-                } else {
-                    facts.chunks += 1;
-                    acc.absorb(kind, &chunk, &ev, &mut facts);
-                }
-            }
-            _ => facts.bad_events += 1,
-        }
-    }
+    });
     let built = acc.build();
     Outcome {
         usage: acc.usage.as_ref().and_then(Usage::from_anthropic),
@@ -91,63 +80,22 @@ pub fn parse_stream(body: &[u8]) -> Outcome {
 /// otherwise it is SSE when `is_event_stream` or when it starts like an SSE
 /// field (`event:`, `data:`, `id:`, `:`), else it is treated as (non-)JSON.
 pub fn parse(body: &[u8], is_event_stream: bool) -> Outcome {
-    let rest = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let rest = rest.trim_ascii_start();
-    let sse_like = [&b"event:"[..], b"data:", b"id:", b":"]
-        .iter()
-        .any(|p| rest.starts_with(p));
-    if rest.starts_with(b"{") {
-        parse_json(body)
-    } else if is_event_stream || sse_like {
-        parse_stream(body)
-    } else {
-        parse_json(body)
-    }
-}
-
-fn str_of(v: Option<&Value>) -> Option<String> {
-    v.and_then(Value::as_str).map(str::to_owned)
-}
-
-/// A non-empty string field.
-fn non_empty(v: Option<&Value>) -> Option<String> {
-    str_of(v).filter(|s| !s.is_empty())
+    dispatch(body, is_event_stream, parse_json, parse_stream)
 }
 
 /// `{"type":"error","error":{"type":..,"message":..}}` (body or stream event),
-/// `{"error":"text"}`, or a bare `{"type":"error"}`.
+/// `{"error":"text"}`, or a bare `{"type":"error"}` (its JSON text as the
+/// message).
 fn provider_error(v: &Value) -> Option<ProviderError> {
-    let err = match v.get("error") {
-        Some(Value::Null) | None => {
+    match v.get("error") {
+        Some(e) if !e.is_null() => Some(ProviderError::from_value(e)),
+        _ => {
             let is_error = v.get("type").and_then(Value::as_str) == Some("error");
-            return is_error.then(|| ProviderError {
+            is_error.then(|| ProviderError {
                 message: v.to_string(),
                 kind: None,
-            });
+            })
         }
-        Some(e) => e,
-    };
-    if let Some(text) = err.as_str() {
-        return Some(ProviderError {
-            message: text.to_owned(),
-            kind: None,
-        });
-    }
-    let kind = ["type", "code"].iter().find_map(|k| match err.get(*k) {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    });
-    let message = str_of(err.get("message")).unwrap_or_else(|| err.to_string());
-    Some(ProviderError { message, kind })
-}
-
-/// Append a streamed text fragment (a non-string fragment is appended as JSON).
-fn append(dst: &mut String, v: Option<&Value>) {
-    match v {
-        Some(Value::String(s)) => dst.push_str(s),
-        None | Some(Value::Null) => {}
-        Some(other) => dst.push_str(&other.to_string()),
     }
 }
 

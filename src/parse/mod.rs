@@ -22,8 +22,15 @@
 //! - [`anthropic`]: Anthropic Messages responses, plain JSON or SSE stream,
 //!   reconstructed into one `message` object ([`Outcome`]).
 //! - [`outcome`]: the [`Outcome`] every response parser returns.
+//!
+//! Internally, `common` holds what every response parser shares (the
+//! JSON-or-SSE choice, reading a body, walking a stream's JSON events), and
+//! `choices` the stream merging that Chat Completions and legacy Completions
+//! share.
 
 pub mod anthropic;
+mod choices;
+mod common;
 pub mod decode;
 pub mod openai_chat;
 pub mod openai_completions;
@@ -32,6 +39,9 @@ pub mod openai_responses;
 pub mod outcome;
 pub mod sse;
 pub mod usage;
+
+#[cfg(test)]
+mod test_support;
 
 pub use outcome::{Outcome, ProviderError, StreamFacts};
 pub use usage::Usage;

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::common::{scalar_text, str_of};
 use super::usage::Usage;
 
 /// Everything the tracer needs from one response, whatever its API.
@@ -24,6 +25,19 @@ pub struct Outcome {
     pub stream: Option<StreamFacts>,
 }
 
+impl Outcome {
+    /// The outcome of a plain JSON body: the body itself as the response,
+    /// its top-level `model` and `id`; the rest left empty for the caller.
+    pub(crate) fn of_body(v: Value) -> Self {
+        Outcome {
+            model: str_of(v.get("model")),
+            response_id: str_of(v.get("id")),
+            response: Some(v),
+            ..Outcome::default()
+        }
+    }
+}
+
 /// An error object reported by the provider.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ProviderError {
@@ -31,6 +45,35 @@ pub struct ProviderError {
     pub message: String,
     /// `error.type`, falling back to `error.code`.
     pub kind: Option<String>,
+}
+
+impl ProviderError {
+    /// An error object (`message`, and `type` or else `code` as the kind) or
+    /// an error string, whatever the API.
+    pub(crate) fn from_value(err: &Value) -> Self {
+        if let Some(text) = err.as_str() {
+            return ProviderError {
+                message: text.to_owned(),
+                kind: None,
+            };
+        }
+        ProviderError {
+            message: str_of(err.get("message")).unwrap_or_else(|| err.to_string()),
+            kind: scalar_text(err, &["type", "code"]),
+        }
+    }
+
+    /// The OpenAI-style error of a body or stream chunk: `{"error": {...}}` /
+    /// `{"error": "text"}`, or vLLM's flat `{"object": "error", ...}`.
+    pub(crate) fn from_openai(v: &Value) -> Option<Self> {
+        match v.get("error") {
+            Some(e) if !e.is_null() => Some(Self::from_value(e)),
+            _ if v.get("object").and_then(Value::as_str) == Some("error") => {
+                Some(Self::from_value(v))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Facts about the stream framing itself.

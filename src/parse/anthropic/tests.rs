@@ -4,19 +4,14 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::parse::test_support::{
+    self, assert_choice_by_content, assert_not_json, facts, parse_any, response, typed_events,
+};
 
 macro_rules! fixture {
     ($name:literal) => {
-        include_bytes!(concat!("../../../tests/fixtures/anthropic/", $name)).as_slice()
+        test_support::fixture!("anthropic", $name)
     };
-}
-
-fn facts(o: &Outcome) -> &StreamFacts {
-    o.stream.as_ref().expect("stream facts")
-}
-
-fn response(o: &Outcome) -> &Value {
-    o.response.as_ref().expect("response")
 }
 
 fn content(o: &Outcome, block: usize) -> &Value {
@@ -32,14 +27,6 @@ fn usage(o: &Outcome) -> (u64, u64, u64, Option<u64>, Option<u64>) {
         u.cache_read_input_tokens,
         u.cache_creation_input_tokens,
     )
-}
-
-/// SSE text from `(event name, data)` pairs.
-fn sse_body(events: &[(&str, Value)]) -> String {
-    events
-        .iter()
-        .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
-        .collect()
 }
 
 #[test]
@@ -124,11 +111,7 @@ fn error_bodies() {
 
 #[test]
 fn not_json_at_all() {
-    assert_eq!(
-        parse(b"<html>502 Bad Gateway</html>", false),
-        Outcome::default()
-    );
-    assert_eq!(parse_json(b"{\"id\": \"trunc"), Outcome::default());
+    assert_not_json(parse, parse_json);
 }
 
 #[test]
@@ -244,24 +227,15 @@ fn stream_cut_keeps_raw_tool_input() {
 
 #[test]
 fn stream_without_usage_has_none() {
-    let body = sse_body(&[
-        (
-            "message_start",
-            json!({"type": "message_start", "message": {"id": "msg_1",
+    let body = typed_events(&[
+        json!({"type": "message_start", "message": {"id": "msg_1",
             "type": "message", "role": "assistant", "model": "m", "content": [],
             "stop_reason": null, "stop_sequence": null}}),
-        ),
-        (
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0,
+        json!({"type": "content_block_delta", "index": 0,
             "delta": {"type": "text_delta", "text": "hi"}}),
-        ),
-        (
-            "message_delta",
-            json!({"type": "message_delta",
+        json!({"type": "message_delta",
             "delta": {"stop_reason": "max_tokens", "stop_sequence": null}}),
-        ),
-        ("message_stop", json!({"type": "message_stop"})),
+        json!({"type": "message_stop"}),
     ]);
     let o = parse_stream(body.as_bytes());
     assert_eq!(o.usage, None);
@@ -275,23 +249,17 @@ fn stream_without_usage_has_none() {
 fn stream_message_delta_usage_overrides_start() {
     // Newer API versions repeat (and may revise) input and cache counts in
     // message_delta; the last value of each field wins.
-    let body = sse_body(&[
-        (
-            "message_start",
-            json!({"type": "message_start", "message": {"id": "msg_2",
+    let body = typed_events(&[
+        json!({"type": "message_start", "message": {"id": "msg_2",
             "model": "m", "role": "assistant", "content": [], "usage": {"input_tokens": 5,
             "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0, "output_tokens": 1}}}),
-        ),
-        (
-            "message_delta",
-            json!({"type": "message_delta",
+        json!({"type": "message_delta",
             "delta": {"stop_reason": "pause_turn", "stop_sequence": null,
                 "container": {"id": "container_1"}},
             "context_management": {"applied_edits": []},
             "usage": {"input_tokens": 6, "cache_read_input_tokens": 41203,
                 "cache_creation_input_tokens": null, "output_tokens": 21,
                 "server_tool_use": {"web_search_requests": 1}}}),
-        ),
     ]);
     let o = parse_stream(body.as_bytes());
     assert_eq!(usage(&o), (41209, 21, 41230, Some(41203), Some(0)));
@@ -311,60 +279,30 @@ fn stream_citations_and_server_tools() {
         json!({"type": "char_location", "cited_text": t,
         "document_index": 0, "document_title": "Doc", "start_char_index": 0, "end_char_index": 3})
     };
-    let body = sse_body(&[
-        (
-            "message_start",
-            json!({"type": "message_start", "message": {"id": "msg_3",
+    let body = typed_events(&[
+        json!({"type": "message_start", "message": {"id": "msg_3",
             "model": "m", "role": "assistant", "content": [], "stop_reason": null,
             "usage": {"input_tokens": 9, "output_tokens": 1}}}),
-        ),
-        (
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0,
+        json!({"type": "content_block_start", "index": 0,
             "content_block": {"type": "server_tool_use", "id": "srvtoolu_1",
                 "name": "web_search", "input": {}}}),
-        ),
-        (
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0,
+        json!({"type": "content_block_delta", "index": 0,
             "delta": {"type": "input_json_delta", "partial_json": "{\"query\": \"rust\"}"}}),
-        ),
-        (
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 1,
+        json!({"type": "content_block_start", "index": 1,
             "content_block": {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1",
                 "content": [{"type": "web_search_result", "url": "https://example.org"}]}}),
-        ),
-        (
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 2,
+        json!({"type": "content_block_start", "index": 2,
             "content_block": {"type": "text", "text": "", "citations": null}}),
-        ),
-        (
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 2,
+        json!({"type": "content_block_delta", "index": 2,
             "delta": {"type": "citations_delta", "citation": cite("abc")}}),
-        ),
-        (
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 2,
+        json!({"type": "content_block_delta", "index": 2,
             "delta": {"type": "text_delta", "text": "It says abc"}}),
-        ),
-        (
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 2,
+        json!({"type": "content_block_delta", "index": 2,
             "delta": {"type": "citations_delta", "citation": cite("def")}}),
-        ),
-        (
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 3,
+        json!({"type": "content_block_start", "index": 3,
             "content_block": {"type": "tool_use", "id": "toolu_2", "name": "noop", "input": {}}}),
-        ),
-        (
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 3,
+        json!({"type": "content_block_delta", "index": 3,
             "delta": {"type": "input_json_delta", "partial_json": ""}}),
-        ),
     ]);
     let o = parse_stream(body.as_bytes());
     assert_eq!(content(&o, 0)["input"], json!({"query": "rust"}));
@@ -396,27 +334,22 @@ fn stream_odd_inputs() {
     let crlf = String::from_utf8_lossy(fixture!("stream_text.sse")).replace('\n', "\r\n");
     let lf = parse_stream(fixture!("stream_text.sse"));
     assert_eq!(parse_stream(crlf.as_bytes()).response, lf.response);
-    // SSE under a non-stream content type is still parsed as a stream.
-    assert!(parse(fixture!("stream_text.sse"), false).stream.is_some());
-    assert_eq!(parse(b"", true).stream, Some(StreamFacts::default()));
+    // Content-based choice: SSE under a non-stream content type is still
+    // parsed as a stream (and a JSON body under an event-stream type as JSON).
+    let (json, sse) = (
+        fixture!("error_invalid_request.json"),
+        fixture!("stream_text.sse"),
+    );
+    assert_choice_by_content(parse, json, sse);
     // A delta before any start, with no index, and a start with no index.
-    let body = sse_body(&[
-        (
-            "content_block_delta",
-            json!({"type": "content_block_delta",
+    let body = typed_events(&[
+        json!({"type": "content_block_delta",
             "delta": {"type": "thinking_delta", "thinking": "hm"}}),
-        ),
-        (
-            "content_block_start",
-            json!({"type": "content_block_start",
+        json!({"type": "content_block_start",
             "content_block": {"type": "text", "text": "x"}}),
-        ),
-        (
-            "content_block_delta",
-            json!({"type": "content_block_delta",
+        json!({"type": "content_block_delta",
             "delta": {"type": "text_delta", "text": "y"}}),
-        ),
-        ("message_stop", json!({"type": "message_stop"})),
+        json!({"type": "message_stop"}),
     ]);
     let o = parse_stream(body.as_bytes());
     assert_eq!(
@@ -441,14 +374,8 @@ fn anthropic_byte() -> impl Strategy<Value = u8> {
 
 proptest! {
     #[test]
-    fn arbitrary_bytes_never_panic(
-        bytes in prop::collection::vec(anthropic_byte(), 0..600),
-        stream in any::<bool>(),
-    ) {
-        let o = parse(&bytes, stream);
-        if let Some(f) = &o.stream {
-            prop_assert!(!matches!(f.first_token_offset, Some(off) if off > bytes.len()));
-        }
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(anthropic_byte(), 0..600)) {
+        parse_any(parse, &bytes);
         let _ = parse_json(&bytes);
         let _ = parse_stream(&bytes);
     }

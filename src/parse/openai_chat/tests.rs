@@ -1,20 +1,22 @@
 //! Unit tests for the OpenAI Chat Completions parser, driven by the recorded
 //! fixtures under `tests/fixtures/openai_chat/`.
 
+use serde_json::{json, Value};
+
 use super::*;
+use crate::parse::test_support::{
+    self, assert_choice_by_content, assert_not_json, cached_and_reasoning, data_events, facts,
+    response, tokens,
+};
 
 macro_rules! fixture {
     ($name:literal) => {
-        include_bytes!(concat!("../../../tests/fixtures/openai_chat/", $name)).as_slice()
+        test_support::fixture!("openai_chat", $name)
     };
 }
 
-fn facts(o: &Outcome) -> &StreamFacts {
-    o.stream.as_ref().expect("stream facts")
-}
-
 fn message(o: &Outcome, choice: usize) -> &Value {
-    &o.response.as_ref().expect("response")["choices"][choice]["message"]
+    &response(o)["choices"][choice]["message"]
 }
 
 #[test]
@@ -26,15 +28,8 @@ fn plain_json() {
         Some("chatcmpl-9nR6pLaInJsOnReSpOnSe00000abc")
     );
     assert_eq!(o.finish_reasons, ["stop"]);
-    let u = o.usage.expect("usage");
-    assert_eq!(
-        (u.input_tokens, u.output_tokens, u.total_tokens),
-        (19, 9, 28)
-    );
-    assert_eq!(
-        (u.cache_read_input_tokens, u.reasoning_tokens),
-        (Some(0), Some(0))
-    );
+    assert_eq!(tokens(&o), (19, 9, 28));
+    assert_eq!(cached_and_reasoning(&o), (Some(0), Some(0)));
     assert_eq!(
         message(&o, 0)["content"],
         "Hello! How can I assist you today?"
@@ -85,17 +80,13 @@ fn error_bodies() {
 
 #[test]
 fn not_json_at_all() {
-    assert_eq!(
-        parse(b"<html>502 Bad Gateway</html>", false),
-        Outcome::default()
-    );
-    assert_eq!(parse_json(b"{\"id\": \"trunc"), Outcome::default());
+    assert_not_json(parse, parse_json);
 }
 
 #[test]
 fn stream_basic() {
     let o = parse(fixture!("stream_basic.sse"), true);
-    let r = o.response.as_ref().expect("response");
+    let r = response(&o);
     assert_eq!(r["object"], "chat.completion");
     assert_eq!(r["system_fingerprint"], "fp_0ba0d124f1");
     assert_eq!(r["created"], 1721596428);
@@ -130,13 +121,9 @@ fn stream_crlf_matches_lf() {
 #[test]
 fn stream_include_usage() {
     let o = parse(fixture!("stream_include_usage.sse"), true);
-    let u = o.usage.expect("usage");
-    assert_eq!(
-        (u.input_tokens, u.output_tokens, u.total_tokens),
-        (1342, 8, 1350)
-    );
-    assert_eq!(u.cache_read_input_tokens, Some(1280));
-    let r = o.response.as_ref().expect("response");
+    assert_eq!(tokens(&o), (1342, 8, 1350));
+    assert_eq!(cached_and_reasoning(&o).0, Some(1280));
+    let r = response(&o);
     assert_eq!(r["usage"]["prompt_tokens_details"]["cached_tokens"], 1280);
     assert_eq!(r["service_tier"], "default");
     assert_eq!(message(&o, 0)["content"], "The capital of France is Paris.");
@@ -147,12 +134,8 @@ fn stream_include_usage() {
 #[test]
 fn stream_usage_in_last_choice_chunk() {
     let o = parse_stream(fixture!("stream_usage_in_last_choice_chunk.sse"));
-    let u = o.usage.expect("usage");
-    assert_eq!(
-        (u.input_tokens, u.output_tokens, u.total_tokens),
-        (25, 6, 31)
-    );
-    assert_eq!(u.cache_read_input_tokens, None);
+    assert_eq!(tokens(&o), (25, 6, 31));
+    assert_eq!(cached_and_reasoning(&o).0, None);
     assert_eq!(o.finish_reasons, ["length"]);
     assert_eq!(o.model.as_deref(), Some("meta-llama/Llama-3.1-8B-Instruct"));
     assert_eq!(message(&o, 0)["content"], "Sure, here it is.");
@@ -181,9 +164,7 @@ fn stream_parallel_tool_calls() {
 #[test]
 fn stream_n2_interleaved() {
     let o = parse_stream(fixture!("stream_n2.sse"));
-    let choices = o.response.as_ref().expect("response")["choices"]
-        .as_array()
-        .expect("choices");
+    let choices = response(&o)["choices"].as_array().expect("choices");
     assert_eq!(choices.len(), 2);
     assert_eq!(
         (&choices[0]["index"], &choices[1]["index"]),
@@ -223,10 +204,7 @@ fn stream_cut_without_done() {
     assert_eq!((f.saw_end, f.chunks, f.bad_events), (false, 6, 1));
     assert_eq!(message(&o, 0)["content"], "Hello! How can I");
     assert!(o.finish_reasons.is_empty());
-    assert_eq!(
-        o.response.as_ref().expect("response")["choices"][0]["finish_reason"],
-        Value::Null
-    );
+    assert_eq!(response(&o)["choices"][0]["finish_reason"], Value::Null);
 }
 
 #[test]
@@ -237,11 +215,10 @@ fn stream_odd_inputs() {
     let f = facts(&o);
     assert_eq!((f.chunks, f.bad_events, f.saw_end), (0, 2, true));
     assert_eq!(o.response, None);
-    // Content-based choice: a JSON error body under an event-stream type.
-    assert!(parse(fixture!("error_429.json"), true).stream.is_none());
-    // SSE under a non-stream content type is still parsed as a stream.
-    assert!(parse(fixture!("stream_basic.sse"), false).stream.is_some());
-    assert_eq!(parse(b"", true).stream, Some(StreamFacts::default()));
+    // Content-based choice: a JSON error body under an event-stream type, SSE
+    // under a non-stream content type.
+    let (json, sse) = (fixture!("error_429.json"), fixture!("stream_basic.sse"));
+    assert_choice_by_content(parse, json, sse);
 }
 
 #[test]
@@ -256,9 +233,9 @@ fn stream_logprobs_and_legacy_function_call() {
             "function_call": {"name": "f", "arguments": "{\"x\""}}}]}),
         json!({"id": "c1", "choices": [{"index": 1, "delta": {"function_call": {"arguments": ":1}"}}}]}),
     ];
-    let body: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+    let body = data_events(&chunks);
     let o = parse_stream(body.as_bytes());
-    let r = o.response.as_ref().expect("response");
+    let r = response(&o);
     assert_eq!(
         r["choices"][0]["logprobs"],
         json!({"content": [lp("a"), lp("b")], "refusal": null})

@@ -1,12 +1,19 @@
 //! Unit tests for the OpenAI Responses parser, driven by the recorded-format
 //! fixtures under `tests/fixtures/openai_responses/`.
 
-use super::*;
 use proptest::prelude::*;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::parse::sse;
+use crate::parse::test_support::{
+    self, assert_choice_by_content, assert_not_json, cached_and_reasoning, facts, parse_any,
+    response, tokens, typed_events,
+};
 
 macro_rules! fixture {
     ($name:literal) => {
-        include_bytes!(concat!("../../../tests/fixtures/openai_responses/", $name)).as_slice()
+        test_support::fixture!("openai_responses", $name)
     };
 }
 
@@ -20,12 +27,8 @@ const STREAMS: &[&[u8]] = &[
     fixture!("stream_cut.sse"),
 ];
 
-fn facts(o: &Outcome) -> &StreamFacts {
-    o.stream.as_ref().expect("stream facts")
-}
-
 fn output(o: &Outcome, i: usize) -> &Value {
-    &o.response.as_ref().expect("response")["output"][i]
+    &response(o)["output"][i]
 }
 
 fn text(o: &Outcome, i: usize) -> &Value {
@@ -72,15 +75,8 @@ fn plain_json() {
         Some("resp_ed1cc0c8f023d142212a52a4da97868c04f1d2c3b4a59687")
     );
     assert_eq!(o.finish_reasons, ["completed"]);
-    let u = o.usage.expect("usage");
-    assert_eq!(
-        (u.input_tokens, u.output_tokens, u.total_tokens),
-        (1247, 38, 1285)
-    );
-    assert_eq!(
-        (u.cache_read_input_tokens, u.reasoning_tokens),
-        (Some(1152), Some(0))
-    );
+    assert_eq!(tokens(&o), (1247, 38, 1285));
+    assert_eq!(cached_and_reasoning(&o), (Some(1152), Some(0)));
     assert!(text(&o, 0)
         .as_str()
         .is_some_and(|t| t.starts_with("Under a silver moon")));
@@ -153,18 +149,14 @@ fn plain_incomplete_reports_reason_not_error() {
 
 #[test]
 fn not_json_at_all() {
-    assert_eq!(
-        parse(b"<html>502 Bad Gateway</html>", false),
-        Outcome::default()
-    );
-    assert_eq!(parse_json(b"{\"id\": \"trunc"), Outcome::default());
+    assert_not_json(parse, parse_json);
 }
 
 #[test]
 fn stream_text() {
     let body = fixture!("stream_text.sse");
     let o = parse(body, true);
-    let r = o.response.as_ref().expect("response");
+    let r = response(&o);
     // The terminal event's response is the reconstruction, verbatim.
     assert_eq!(r, &terminal_response(body));
     assert_eq!(
@@ -177,12 +169,8 @@ fn stream_text() {
         o.response_id.as_deref(),
         Some("resp_871f149ce31a1d527445bfd5c81a345d0a1b2c3d4e5f6071")
     );
-    let u = o.usage.expect("usage");
-    assert_eq!(
-        (u.input_tokens, u.output_tokens, u.total_tokens),
-        (1310, 14, 1324)
-    );
-    assert_eq!(u.cache_read_input_tokens, Some(1152));
+    assert_eq!(tokens(&o), (1310, 14, 1324));
+    assert_eq!(cached_and_reasoning(&o).0, Some(1152));
     assert!(o.error.is_none());
     let f = facts(&o);
     assert_eq!((f.chunks, f.saw_end, f.bad_events), (21, true, 0));
@@ -203,7 +191,7 @@ fn stream_text_rebuilt_from_deltas_alone() {
         text(&o, 0),
         "The capital of France is Paris. It sits on the Seine."
     );
-    let r = o.response.as_ref().expect("response");
+    let r = response(&o);
     assert_eq!(
         (&r["status"], &r["usage"]),
         (&json!("in_progress"), &Value::Null)
@@ -223,11 +211,7 @@ fn stream_function_calls() {
     assert_eq!(output(&o, 1)["call_id"], "call_H9tYw3JmQ6aNf1xKcZ5uB8rD");
     assert_eq!(o.finish_reasons, ["completed"]);
     assert_eq!(facts(&o).first_token_offset, Some(2556));
-    let u = o.usage.expect("usage");
-    assert_eq!(
-        (u.input_tokens, u.output_tokens, u.total_tokens),
-        (312, 58, 370)
-    );
+    assert_eq!(tokens(&o), (312, 58, 370));
     // Arguments merged from the deltas alone equal the final ones.
     let cut = parse_stream(&without(body, &DONE_EVENTS));
     for i in 0..2 {
@@ -237,25 +221,15 @@ fn stream_function_calls() {
     }
     // Finished items alone (no terminal event) equal the final output.
     let items = parse_stream(&without(body, &["response.completed"]));
-    assert_eq!(
-        items.response.as_ref().expect("response")["output"],
-        o.response.as_ref().expect("response")["output"]
-    );
+    assert_eq!(response(&items)["output"], response(&o)["output"]);
 }
 
 #[test]
 fn stream_reasoning() {
     let body = fixture!("stream_reasoning.sse");
     let o = parse_stream(body);
-    let u = o.usage.expect("usage");
-    assert_eq!(
-        (u.input_tokens, u.output_tokens, u.total_tokens),
-        (42, 219, 261)
-    );
-    assert_eq!(
-        (u.reasoning_tokens, u.cache_read_input_tokens),
-        (Some(192), Some(0))
-    );
+    assert_eq!(tokens(&o), (42, 219, 261));
+    assert_eq!(cached_and_reasoning(&o), (Some(0), Some(192)));
     let summary =
         "**Comparing fractions**\n\nI need to compare 9.11 and 9.9; 9.9 is 9.90, which is larger.";
     assert_eq!(output(&o, 0)["summary"][0]["text"], summary);
@@ -280,7 +254,7 @@ fn stream_failed() {
     assert_eq!(e.kind.as_deref(), Some("server_error"));
     assert_eq!(o.finish_reasons, ["failed"]);
     assert_eq!(o.usage, None);
-    let r = o.response.as_ref().expect("response");
+    let r = response(&o);
     assert_eq!(r["status"], "failed");
     // The failed response's empty output is filled with what was streamed.
     assert_eq!(text(&o, 0), "Once upon a time");
@@ -293,11 +267,7 @@ fn stream_incomplete() {
     let o = parse_stream(fixture!("stream_incomplete.sse"));
     assert_eq!(o.finish_reasons, ["max_output_tokens"]);
     assert!(o.error.is_none());
-    let u = o.usage.expect("usage");
-    assert_eq!(
-        (u.input_tokens, u.output_tokens, u.total_tokens),
-        (25, 16, 41)
-    );
+    assert_eq!(tokens(&o), (25, 16, 41));
     assert_eq!(output(&o, 0)["status"], "incomplete");
     assert!(text(&o, 0)
         .as_str()
@@ -327,7 +297,7 @@ fn stream_cut_mid_event() {
     assert_eq!(f.first_token_offset, Some(2499));
     assert_eq!(output(&o, 0)["type"], "reasoning");
     assert_eq!(text(&o, 1), "Photosynthesis converts light energy");
-    let r = o.response.as_ref().expect("response");
+    let r = response(&o);
     assert_eq!(
         (&r["status"], &r["usage"]),
         (&json!("in_progress"), &Value::Null)
@@ -376,12 +346,9 @@ fn stream_deltas_without_announced_items() {
         json!({"type": "response.output_text.delta", "output_index": 2, "content_index": 1,
             "delta": 7}),
     ];
-    let body: String = events
-        .iter()
-        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
-        .collect();
+    let body = typed_events(&events);
     let o = parse_stream(body.as_bytes());
-    let r = o.response.as_ref().expect("response");
+    let r = response(&o);
     assert_eq!(
         r["output"],
         json!([
@@ -406,9 +373,8 @@ fn stream_odd_inputs() {
     assert_eq!((f.chunks, f.bad_events, f.saw_end), (0, 2, false));
     assert_eq!(o.response, None);
     // Content-based choice in both directions.
-    assert!(parse(fixture!("error_400.json"), true).stream.is_none());
-    assert!(parse(fixture!("stream_text.sse"), false).stream.is_some());
-    assert_eq!(parse(b"", true).stream, Some(StreamFacts::default()));
+    let (json, sse) = (fixture!("error_400.json"), fixture!("stream_text.sse"));
+    assert_choice_by_content(parse, json, sse);
     // A terminal event without a response object still ends the stream.
     let o = parse_stream(b"data: {\"type\":\"response.completed\",\"response\":null}\n\n");
     assert_eq!((facts(&o).saw_end, o.response), (true, None));
@@ -483,8 +449,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
-        let _ = parse(&bytes, true);
-        let _ = parse(&bytes, false);
+        parse_any(parse, &bytes);
     }
 
     #[test]
