@@ -22,6 +22,7 @@ pub mod rate;
 pub mod replay;
 pub mod retry;
 pub mod sink;
+pub mod spool;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
