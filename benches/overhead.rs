@@ -117,6 +117,10 @@ fn config(upstream: SocketAddr, tracing: bool, dir: &std::path::Path) -> llmtap:
         ("LLMTAP_UPSTREAM", format!("http://{upstream}")),
         ("LLMTAP_TRACE_DIR", dir.display().to_string()),
         ("ENABLE_MLFLOW_TRACING", tracing.to_string()),
+        (
+            "LLMTAP_SPOOL_DIR",
+            dir.join(format!("spool-{tracing}")).display().to_string(),
+        ),
     ] {
         env.insert(k.into(), v);
     }

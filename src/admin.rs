@@ -23,6 +23,7 @@ enum Readiness {
 pub struct Admin {
     metrics: Arc<Metrics>,
     readiness: Readiness,
+    spool_threshold: Option<f64>,
 }
 
 impl Admin {
@@ -36,10 +37,23 @@ impl Admin {
                 std::time::Duration::from_secs(2),
             ))),
         };
-        Admin { metrics, readiness }
+        Admin {
+            metrics,
+            readiness,
+            spool_threshold: cfg.spool.as_ref().map(|s| s.ready_threshold),
+        }
     }
 
     async fn ready(&self) -> Result<(), String> {
+        if let (Some(fill), Some(threshold)) = (self.metrics.spool_fill(), self.spool_threshold) {
+            if fill > threshold {
+                return Err(format!(
+                    "the spool is {:.0}% full (threshold {:.0}%): the trace sink is not keeping up",
+                    fill * 100.0,
+                    threshold * 100.0
+                ));
+            }
+        }
         match &self.readiness {
             Readiness::Always => Ok(()),
             Readiness::Dir(d) => crate::export::file::probe(d),

@@ -102,6 +102,19 @@ pub struct ExportConfig {
     pub max_traces_per_second: Option<f64>,
 }
 
+/// The disk spool between the parse workers and the sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolSettings {
+    pub dir: PathBuf,
+    /// `None`: fsync before a trace counts as written ("always");
+    /// `Some(d)`: at most `d` after.
+    pub fsync_interval: Option<Duration>,
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    /// `/readyz` fails when the spool holds more than this share of `max_bytes`.
+    pub ready_threshold: f64,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -122,6 +135,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub sink: SinkConfig,
     pub export: ExportConfig,
+    /// `None` when spooling is off: traces then live in memory only.
+    pub spool: Option<SpoolSettings>,
     pub service_name: String,
     pub log_format: LogFormat,
     /// On SIGTERM/SIGINT: how long in-flight calls, then trace export, may take.
@@ -164,6 +179,17 @@ const KNOWN: &[(&str, &[&str])] = &[
         ],
     ),
     ("file_sink", &["dir", "max_file_bytes", "max_files"]),
+    (
+        "spool",
+        &[
+            "enabled",
+            "dir",
+            "fsync",
+            "max_bytes",
+            "segment_bytes",
+            "ready_threshold",
+        ],
+    ),
     (
         "export",
         &[
@@ -245,6 +271,7 @@ impl Layers<'_> {
             Some(toml::Value::String(s)) => s.clone(),
             Some(toml::Value::Integer(i)) => i.to_string(),
             Some(toml::Value::Boolean(b)) => b.to_string(),
+            Some(toml::Value::Float(f)) => f.to_string(),
             Some(other) => {
                 let msg = format!("{}.{}: unexpected {}", at.0, at.1, other.type_str());
                 self.errors.push(msg);
@@ -512,6 +539,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
     };
 
     let sink = resolve_sink(&mut l);
+    let spool = resolve_spool(&mut l);
     let mut errors = l.errors;
     if max_capture > usize::MAX as u64 {
         errors.push("capture.max_body_bytes: too large".into());
@@ -530,6 +558,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 routes,
                 sink,
                 export,
+                spool,
                 service_name,
                 log_format,
                 shutdown_grace,
@@ -543,6 +572,43 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
             Err(ConfigError(errors))
         }
     }
+}
+
+fn resolve_spool(l: &mut Layers<'_>) -> Option<SpoolSettings> {
+    let enabled = l.parsed(Some("LLMTAP_SPOOL"), ("spool", "enabled"), true, parse_bool);
+    let dir = l
+        .string(None, &["LLMTAP_SPOOL_DIR"], ("spool", "dir"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("llmtap-spool"));
+    let fsync_interval = l.parsed(
+        Some("LLMTAP_SPOOL_FSYNC"),
+        ("spool", "fsync"),
+        Some(Duration::from_millis(100)),
+        |s| match s.trim() {
+            "always" => Ok(None),
+            other => parse_duration(other).map(Some),
+        },
+    );
+    let max_bytes = l.parsed(
+        Some("LLMTAP_SPOOL_MAX_BYTES"),
+        ("spool", "max_bytes"),
+        1 << 30,
+        parse_bytes,
+    );
+    let segment_bytes = l.parsed(None, ("spool", "segment_bytes"), 16 << 20, parse_bytes);
+    let ready_threshold = l.parsed(None, ("spool", "ready_threshold"), 0.8, |s| {
+        match s.trim().parse::<f64>() {
+            Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+            _ => Err(format!("expected a fraction between 0 and 1, got {s:?}")),
+        }
+    });
+    enabled.then_some(SpoolSettings {
+        dir,
+        fsync_interval,
+        max_bytes,
+        segment_bytes,
+        ready_threshold,
+    })
 }
 
 fn resolve_sink(l: &mut Layers<'_>) -> SinkConfig {

@@ -114,7 +114,7 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
         }
         admin_task.abort();
     });
-    tracing::info!(%addr, %admin_addr, upstream = %cfg.upstream, sink = ?sink_label(&cfg), "llmtap listening");
+    tracing::info!(%addr, %admin_addr, upstream = %cfg.upstream, sink = %sink_label(&cfg), "llmtap listening");
     Ok(Running {
         addr,
         admin_addr,

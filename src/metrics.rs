@@ -63,6 +63,8 @@ pub struct Metrics {
     pub parse_panics: AtomicU64,
     /// Exchanges and spans waiting in the export queues.
     pub queue_depth: AtomicI64,
+    /// The spool's latest statistics and its size cap (None: spool off).
+    pub spool: std::sync::Mutex<Option<(crate::export::spool::SpoolStats, u64)>>,
 }
 
 impl Metrics {
@@ -166,19 +168,96 @@ impl Metrics {
         }
         out.push_str("# HELP llmtap_traces_dropped_total Traces lost, by reason.\n");
         out.push_str("# TYPE llmtap_traces_dropped_total counter\n");
-        for reason in ["queue_full", "export_failed", "rejected"] {
+        for reason in ["queue_full", "export_failed", "rejected", "spool_full"] {
             let n = self.dropped_count(reason);
             let _ = writeln!(
                 out,
                 "llmtap_traces_dropped_total{{reason=\"{reason}\"}} {n}"
             );
         }
+        self.render_spool(&mut out);
         let depth = self.queue_depth.load(Relaxed).max(0);
         let _ = writeln!(
             out,
             "# HELP llmtap_export_queue_depth Traces waiting to be parsed or exported.\n# TYPE llmtap_export_queue_depth gauge\nllmtap_export_queue_depth {depth}"
         );
         out
+    }
+}
+
+impl Metrics {
+    fn render_spool(&self, out: &mut String) {
+        let Some((s, max)) = self.spool.lock().ok().and_then(|g| g.clone()) else {
+            return;
+        };
+        let age = s.oldest_unacked_age.map_or(0.0, |a| a.as_secs_f64());
+        for (name, kind, help, value) in [
+            (
+                "llmtap_spool_bytes",
+                "gauge",
+                "Bytes of spool files on disk.",
+                s.bytes_on_disk as f64,
+            ),
+            (
+                "llmtap_spool_max_bytes",
+                "gauge",
+                "The spool's size cap.",
+                max as f64,
+            ),
+            (
+                "llmtap_spool_records",
+                "gauge",
+                "Traces in the spool not yet accepted by the sink.",
+                s.records_pending as f64,
+            ),
+            (
+                "llmtap_spool_records_written_total",
+                "counter",
+                "Traces written to the spool.",
+                s.records_written as f64,
+            ),
+            (
+                "llmtap_spool_records_acked_total",
+                "counter",
+                "Spooled traces the sink accepted.",
+                s.records_acked as f64,
+            ),
+            (
+                "llmtap_spool_records_dropped_total",
+                "counter",
+                "Traces not spooled because it was full.",
+                s.records_dropped_full as f64,
+            ),
+            (
+                "llmtap_spool_corrupt_records_total",
+                "counter",
+                "Damaged spool regions skipped.",
+                s.records_corrupt_skipped as f64,
+            ),
+            (
+                "llmtap_spool_write_errors_total",
+                "counter",
+                "Spool writes that failed.",
+                s.write_errors as f64,
+            ),
+            (
+                "llmtap_spool_oldest_unsent_seconds",
+                "gauge",
+                "Age of the oldest trace not yet accepted by the sink.",
+                age,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+    }
+
+    /// The spool's fill ratio, if it is on.
+    pub fn spool_fill(&self) -> Option<f64> {
+        let (s, max) = self.spool.lock().ok()?.clone()?;
+        Some(s.bytes_on_disk as f64 / max.max(1) as f64)
     }
 }
 

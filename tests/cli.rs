@@ -14,7 +14,11 @@ fn llmtap() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_llmtap"));
     c.env_remove("MLFLOW_TRACKING_URI")
         .env_remove("LLMTAP_CONFIG")
-        .env_remove("ENABLE_MLFLOW_TRACING");
+        .env_remove("ENABLE_MLFLOW_TRACING")
+        .env(
+            "LLMTAP_SPOOL_DIR",
+            std::env::temp_dir().join(format!("llmtap-cli-spool-{}", std::process::id())),
+        );
     c
 }
 

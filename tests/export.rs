@@ -291,7 +291,7 @@ async fn a_dead_tracking_server_never_slows_the_proxy() {
 }
 
 #[tokio::test]
-async fn a_full_queue_drops_traces_not_calls() {
+async fn with_the_spool_a_dead_sink_drops_nothing() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
@@ -301,6 +301,41 @@ async fn a_full_queue_drops_traces_not_calls() {
         &[
             ("MLFLOW_TRACKING_URI", &dead),
             ("MLFLOW_EXPERIMENT_ID", "1"),
+        ],
+        |c| {
+            c.export.queue_capacity = 2;
+            c.export.batch_max_spans = 1;
+        },
+    )
+    .await;
+    for _ in 0..30 {
+        assert_eq!(post(&tap.url(CHAT), b"{}", &[]).await.status, 200);
+    }
+    let m = tap.running.metrics.clone();
+    wait_for("30 traces in the spool", || {
+        m.render().contains("llmtap_spool_records_written_total 30")
+    })
+    .await;
+    let text = m.render();
+    assert!(text.contains("llmtap_spool_records 30"), "{text}");
+    for reason in ["queue_full", "spool_full", "export_failed", "rejected"] {
+        assert_eq!(m.dropped_count(reason), 0, "{reason}");
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_traces_not_calls() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let provider = provider().await;
+    // Without the spool, memory is all there is.
+    let tap = Tap::start_with(
+        &provider.url(),
+        &[
+            ("MLFLOW_TRACKING_URI", &dead),
+            ("MLFLOW_EXPERIMENT_ID", "1"),
+            ("LLMTAP_SPOOL", "false"),
         ],
         |c| {
             c.export.queue_capacity = 2;

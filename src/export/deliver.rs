@@ -23,11 +23,21 @@ pub struct Deliverer {
     metrics: Arc<Metrics>,
     dead_letter: DeadLetter,
     rate: Option<RateLimit>,
+    /// Retry transient failures without limit (the spool holds the batch).
+    persistent: bool,
 }
 
 impl Deliverer {
     /// The deliverer for a configuration's sink (`None` when tracing is off).
-    pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Option<Deliverer> {
+    /// Spans exported or dead-lettered so far (delivered somewhere for good).
+    pub fn delivered(&self) -> u64 {
+        self.metrics.traces_exported.load(Relaxed) + self.metrics.dead_lettered.load(Relaxed)
+    }
+
+    /// `persistent`: retry transient failures without limit (the batch is
+    /// safe in the spool meanwhile) instead of giving up after
+    /// `export.max_attempts`.
+    pub fn new(cfg: &Config, metrics: Arc<Metrics>, persistent: bool) -> Option<Deliverer> {
         let sink = super::make_sink(cfg)?;
         let e = &cfg.export;
         Some(Deliverer {
@@ -37,6 +47,7 @@ impl Deliverer {
             metrics,
             dead_letter: DeadLetter::new(e.dead_letter_dir.clone()),
             rate: e.max_traces_per_second.map(RateLimit::new),
+            persistent,
         })
     }
 
@@ -80,7 +91,7 @@ impl Deliverer {
                     }
                     Verdict::Retry { after } => {
                         attempt += 1;
-                        if attempt >= self.cfg.max_attempts {
+                        if !self.persistent && attempt >= self.cfg.max_attempts {
                             self.metrics.dropped("export_failed", n);
                             self.metrics.export_failures.fetch_add(1, Relaxed);
                             tracing::error!(sink = self.sink.name(), spans = n, attempts = attempt, reason = %result.reason, "giving up on a batch; dropped");

@@ -23,6 +23,7 @@ pub mod replay;
 pub mod retry;
 pub mod sink;
 pub mod spool;
+pub mod spooled;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -110,7 +111,7 @@ pub fn make_sink(cfg: &Config) -> Option<Sink> {
 impl Pipeline {
     /// Starts parse workers and the batcher; `None` when tracing is off.
     pub fn start(cfg: &Config, metrics: Arc<Metrics>) -> Option<Pipeline> {
-        let deliverer = Deliverer::new(cfg, metrics.clone())?;
+        let deliverer = Deliverer::new(cfg, metrics.clone(), cfg.spool.is_some())?;
         let e = cfg.export.clone();
         let (tx, rx) = sync_channel::<Exchange>(e.queue_capacity);
         let (span_tx, span_rx) = mpsc::channel::<Span>(e.batch_max_spans.saturating_mul(4));
@@ -132,17 +133,44 @@ impl Pipeline {
             })
             .collect();
         drop(span_tx);
-        let batcher = Batcher {
-            rx: span_rx,
-            limits: Limits {
-                max_spans: e.batch_max_spans,
-                max_bytes: e.batch_max_bytes,
-                interval: e.batch_interval,
-            },
-            deliverer,
-            metrics: metrics.clone(),
+        let limits = Limits {
+            max_spans: e.batch_max_spans,
+            max_bytes: e.batch_max_bytes,
+            interval: e.batch_interval,
         };
-        let batcher = tokio::spawn(batcher.run());
+        let batcher = match cfg.spool.as_ref().map(|s| (s, spooled::open(s))) {
+            Some((settings, Ok(spool))) => {
+                tracing::info!(dir = %settings.dir.display(), pending = spool.stats().records_pending, "spool open; traces it holds will be sent");
+                let spool = Arc::new(Mutex::new(spool));
+                let notify = Arc::new(tokio::sync::Notify::new());
+                let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let writer = spooled::writer(
+                    span_rx,
+                    spool.clone(),
+                    notify.clone(),
+                    done.clone(),
+                    metrics.clone(),
+                    settings.clone(),
+                );
+                let delivery =
+                    spooled::deliver(spool, notify, done, deliverer, metrics.clone(), limits);
+                tokio::spawn(async move {
+                    tokio::join!(writer, delivery);
+                })
+            }
+            other => {
+                if let Some((settings, Err(err))) = other {
+                    tracing::error!(dir = %settings.dir.display(), error = %err, "spool cannot be opened: traces are kept in memory only");
+                }
+                let batcher = Batcher {
+                    rx: span_rx,
+                    limits,
+                    deliverer,
+                    metrics: metrics.clone(),
+                };
+                tokio::spawn(batcher.run())
+            }
+        };
         Some(Pipeline {
             submitter: Submitter {
                 tx,
@@ -168,6 +196,7 @@ impl Pipeline {
             batcher,
         } = self;
         drop(submitter);
+        let batcher_abort = batcher.abort_handle();
         let flush = async move {
             let _ = tokio::task::spawn_blocking(move || {
                 for w in workers {
@@ -177,10 +206,12 @@ impl Pipeline {
             .await;
             let _ = batcher.await;
         };
+        let abort = batcher_abort;
         if tokio::time::timeout(grace, flush).await.is_err() {
+            abort.abort();
             tracing::warn!(
                 ?grace,
-                "export did not finish within the grace period; unsent traces are lost"
+                "export did not finish within the grace period; unsent traces stay in the spool (if on) for the next start"
             );
         }
     }

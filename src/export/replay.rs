@@ -1,6 +1,7 @@
 //! `llmtap replay PATH...`: resend traces kept on disk — the embedded
-//! default's OTLP-JSON files (one export request per line) or a dead-letter
-//! file (one `{"reason", "request"}` per line) — to the configured sink, with
+//! default's OTLP-JSON files (one export request per line), a dead-letter
+//! file (one `{"reason", "request"}` per line), or a spool directory (its
+//! records are acknowledged as they are delivered) — to the configured sink, with
 //! the live pipeline's delivery rules. Re-sending is safe: MLflow upserts
 //! spans by trace and span id, so a trace delivered twice is still one trace.
 //! Files are read line by line; memory stays bounded by one batch.
@@ -47,11 +48,15 @@ pub fn spans_of_line(line: &str) -> Option<Vec<Span>> {
 /// Replays every file in `paths` (a directory means its `*.jsonl` files).
 pub async fn replay(cfg: &Config, paths: &[std::path::PathBuf]) -> Result<Report, String> {
     let metrics = Arc::new(Metrics::default());
-    let mut deliverer = Deliverer::new(cfg, metrics.clone())
+    let mut deliverer = Deliverer::new(cfg, metrics.clone(), false)
         .ok_or("tracing is disabled (ENABLE_MLFLOW_TRACING=false): nowhere to replay to")?;
     let mut report = Report::default();
     let max = cfg.export.batch_max_spans;
-    for path in expand(paths)? {
+    for path in paths.iter().filter(|p| is_spool(p)) {
+        replay_spool(cfg, path, &mut deliverer, &mut report).await?;
+    }
+    let files: Vec<_> = paths.iter().filter(|p| !is_spool(p)).cloned().collect();
+    for path in expand(&files)? {
         let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut batch = Vec::new();
         for line in std::io::BufReader::new(file).lines() {
@@ -82,6 +87,67 @@ pub async fn replay(cfg: &Config, paths: &[std::path::PathBuf]) -> Result<Report
     report.dead_lettered = metrics.dead_lettered.load(Relaxed);
     report.dropped = metrics.dropped_count("export_failed") + metrics.dropped_count("rejected");
     Ok(report)
+}
+
+/// A directory holding spool segment files.
+fn is_spool(p: &Path) -> bool {
+    std::fs::read_dir(p).is_ok_and(|d| {
+        d.filter_map(|e| e.ok()).any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("seg-") && name.ends_with(".spool")
+        })
+    })
+}
+
+/// Sends and acknowledges everything a spool directory holds.
+async fn replay_spool(
+    cfg: &Config,
+    dir: &Path,
+    deliverer: &mut Deliverer,
+    report: &mut Report,
+) -> Result<(), String> {
+    use prost::Message;
+    let mut settings = cfg.spool.clone().unwrap_or(crate::config::SpoolSettings {
+        dir: dir.to_path_buf(),
+        fsync_interval: None,
+        max_bytes: u64::MAX / 2,
+        segment_bytes: 16 << 20,
+        ready_threshold: 1.0,
+    });
+    settings.dir = dir.to_path_buf();
+    let mut spool =
+        super::spooled::open(&settings).map_err(|e| format!("{}: {e}", dir.display()))?;
+    loop {
+        let batch = spool
+            .next_batch(cfg.export.batch_max_spans, cfg.export.batch_max_bytes)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        if batch.is_empty() {
+            break;
+        }
+        let ids: Vec<_> = batch.iter().map(|(id, _)| *id).collect();
+        let mut spans = Vec::new();
+        for (_, payload) in batch {
+            report.lines += 1;
+            match Span::decode(payload.as_slice()) {
+                Ok(s) => spans.push(s),
+                Err(_) => report.bad_lines += 1,
+            }
+        }
+        report.spans += spans.len() as u64;
+        let before = deliverer.delivered();
+        deliverer.deliver(spans).await;
+        // Acknowledge only what went somewhere (exported or dead-lettered).
+        if deliverer.delivered() > before {
+            spool
+                .ack(&ids)
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+        } else {
+            spool.nack(&ids);
+            break;
+        }
+    }
+    spool.flush().map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 fn expand(paths: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>, String> {

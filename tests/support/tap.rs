@@ -34,6 +34,8 @@ pub fn config(upstream: &str, extra_env: &[(&str, &str)], trace_dir: &std::path:
         "LLMTAP_DEAD_LETTER_DIR".into(),
         dead_letter.display().to_string(),
     );
+    let spool = trace_dir.parent().unwrap_or(trace_dir).join("spool");
+    env.insert("LLMTAP_SPOOL_DIR".into(), spool.display().to_string());
     for (k, v) in extra_env {
         env.insert(k.to_string(), v.to_string());
     }
