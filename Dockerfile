@@ -45,7 +45,7 @@ RUN mkdir -p src \
 COPY . .
 RUN rm -rf target/release/.fingerprint/llmtap-* \
  && cargo build --release --locked \
- && mkdir -p /out/usr/local/bin /out/var/lib/llmtap/traces \
+ && mkdir -p /out/usr/local/bin /out/var/lib/llmtap/traces /out/var/lib/llmtap/spool /out/var/lib/llmtap/deadletter \
  && cp target/release/llmtap /out/usr/local/bin/llmtap \
  && /out/usr/local/bin/llmtap --version
 
@@ -57,8 +57,9 @@ LABEL org.opencontainers.image.title="llmtap" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 COPY --from=builder /out/usr/local/bin/llmtap /usr/local/bin/llmtap
-# The trace directory (used when no MLflow tracking server is configured),
-# owned by the non-root user. Copying its parent makes `traces` a copied entry,
+# llmtap's state, owned by the non-root user: the trace files (used when no
+# MLflow tracking server is configured), the disk spool (every trace waits
+# there until the sink accepted it) and the dead-letter file. Copying its parent makes `traces` a copied entry,
 # so --chown applies to it under every builder.
 COPY --from=builder --chown=65532:65532 /out/var/lib/llmtap /var/lib/llmtap
 
@@ -67,7 +68,9 @@ COPY --from=builder --chown=65532:65532 /out/var/lib/llmtap /var/lib/llmtap
 # so listen on all interfaces rather than the binary's 127.0.0.1 default.
 ENV LLMTAP_LISTEN=0.0.0.0:8788 \
     LLMTAP_ADMIN_LISTEN=0.0.0.0:8789 \
-    LLMTAP_TRACE_DIR=/var/lib/llmtap/traces
+    LLMTAP_TRACE_DIR=/var/lib/llmtap/traces \
+    LLMTAP_SPOOL_DIR=/var/lib/llmtap/spool \
+    LLMTAP_DEAD_LETTER_DIR=/var/lib/llmtap/deadletter
 
 # 8788: the proxy; 8789: admin (/healthz, /readyz, /metrics).
 EXPOSE 8788 8789
