@@ -56,6 +56,7 @@ pub struct Metrics {
     ttft: DashMap<&'static str, Histogram>,
     pub traces_exported: AtomicU64,
     pub export_retries: AtomicU64,
+    retries_by_reason: DashMap<&'static str, AtomicU64>,
     pub export_failures: AtomicU64,
     /// Spans written to the dead-letter file.
     pub dead_lettered: AtomicU64,
@@ -84,6 +85,15 @@ impl Metrics {
     /// Time to the first token of a stream.
     pub fn time_to_first_token(&self, api: &'static str, d: Duration) {
         self.ttft.entry(api).or_default().observe(d);
+    }
+
+    /// An export attempt to be retried, and why it failed.
+    pub fn retry(&self, class: &'static str) {
+        self.export_retries.fetch_add(1, Relaxed);
+        self.retries_by_reason
+            .entry(class)
+            .or_default()
+            .fetch_add(1, Relaxed);
     }
 
     /// A trace dropped, with why (`queue_full`, `export_failed`, ...).
@@ -164,6 +174,16 @@ impl Metrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 c.load(Relaxed)
+            );
+        }
+        out.push_str("# HELP llmtap_trace_export_retries_by_reason_total Export attempts retried, by failure.\n");
+        out.push_str("# TYPE llmtap_trace_export_retries_by_reason_total counter\n");
+        for e in self.retries_by_reason.iter() {
+            let _ = writeln!(
+                out,
+                "llmtap_trace_export_retries_by_reason_total{{reason=\"{}\"}} {}",
+                e.key(),
+                e.value().load(Relaxed)
             );
         }
         out.push_str("# HELP llmtap_traces_dropped_total Traces lost, by reason.\n");

@@ -162,7 +162,9 @@ async fn transient_failures_are_retried_until_accepted() {
     .await;
     let text = m.render();
     assert!(
-        text.contains("llmtap_trace_export_retries_total 3"),
+        text.contains("llmtap_trace_export_retries_total 3")
+            && text.contains("llmtap_trace_export_retries_by_reason_total{reason=\"http_5xx\"} 2")
+            && text.contains("llmtap_trace_export_retries_by_reason_total{reason=\"http_429\"} 1"),
         "{text}"
     );
     // Every attempt carried the same span: MLflow's upsert keeps one trace.

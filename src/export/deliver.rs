@@ -102,7 +102,7 @@ impl Deliverer {
                                 attempt - 1,
                                 after,
                             );
-                            self.metrics.export_retries.fetch_add(1, Relaxed);
+                            self.metrics.retry(result.class);
                             tracing::warn!(sink = self.sink.name(), spans = n, attempt, ?wait, reason = %result.reason, "export failed; retrying");
                             tokio::time::sleep(wait).await;
                             continue;

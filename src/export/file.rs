@@ -33,7 +33,7 @@ impl FileSink {
         line.push('\n');
         match self.append(line.as_bytes()) {
             Ok(()) => Attempt::ok(),
-            Err(e) => Attempt::transient(format!("writing {}: {e}", self.cfg.dir.display())),
+            Err(e) => Attempt::io(format!("writing {}: {e}", self.cfg.dir.display())),
         }
     }
 

@@ -199,12 +199,20 @@ fn answer_attempt(a: &Answer, what: &str) -> Attempt {
     let verdict = classify(a.status.as_u16(), a.retry_after.as_deref());
     let text = String::from_utf8_lossy(&a.body);
     let snippet: String = text.chars().take(300).collect();
+    let class = match a.status.as_u16() {
+        408 => "http_408",
+        429 => "http_429",
+        500..=599 => "http_5xx",
+        200..=299 => "",
+        _ => "http_4xx",
+    };
     Attempt {
         verdict,
         reason: match verdict {
             Verdict::Success => String::new(),
             _ => format!("{what}: HTTP {}: {snippet}", a.status.as_u16()),
         },
+        class,
     }
 }
 

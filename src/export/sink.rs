@@ -13,6 +13,9 @@ pub struct Attempt {
     pub verdict: Verdict,
     /// Why it failed (empty on success).
     pub reason: String,
+    /// The kind of failure, for the retries-by-reason metric: `connect`,
+    /// `timeout`, `io`, `http_408`, `http_429`, `http_5xx`, `http_4xx`.
+    pub class: &'static str,
 }
 
 impl Attempt {
@@ -20,13 +23,31 @@ impl Attempt {
         Attempt {
             verdict: Verdict::Success,
             reason: String::new(),
+            class: "",
         }
     }
 
+    /// A transport failure: no answer came back (`timeout` when the reason
+    /// says the time ran out, else `connect`).
     pub fn transient(reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        let class = if reason.contains("no answer within") || reason.contains("timed out") {
+            "timeout"
+        } else {
+            "connect"
+        };
         Attempt {
             verdict: Verdict::Retry { after: None },
-            reason: reason.into(),
+            reason,
+            class,
+        }
+    }
+
+    /// A local I/O failure (the file sink).
+    pub fn io(reason: impl Into<String>) -> Self {
+        Attempt {
+            class: "io",
+            ..Attempt::transient(reason)
         }
     }
 
@@ -34,6 +55,7 @@ impl Attempt {
         Attempt {
             verdict: Verdict::DontRetry,
             reason: reason.into(),
+            class: "local",
         }
     }
 }
