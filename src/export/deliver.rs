@@ -55,8 +55,18 @@ impl Deliverer {
     /// attempts. A batch too large for the sink is sent in halves; one the
     /// sink refuses goes to the dead-letter file. (The disk spool will take
     /// what runs out of attempts.)
-    pub async fn deliver(&mut self, batch: Vec<Span>) {
-        let mut pending = vec![batch];
+    pub async fn deliver(&mut self, mut batch: Vec<Span>) {
+        // Under a rate limit, send at most a second's worth at a time, so a
+        // backlog flows steadily instead of in one late request.
+        let mut pending = Vec::new();
+        if let Some(most) = self.rate.as_ref().map(RateLimit::burst) {
+            while batch.len() > most {
+                let rest = batch.split_off(most);
+                pending.push(std::mem::replace(&mut batch, rest));
+            }
+        }
+        pending.push(batch);
+        pending.reverse();
         while let Some(batch) = pending.pop() {
             let n = batch.len() as u64;
             if let Some(rate) = self.rate.as_mut() {

@@ -28,6 +28,11 @@ impl RateLimit {
         }
     }
 
+    /// The most traces that may go at once.
+    pub fn burst(&self) -> usize {
+        self.burst as usize
+    }
+
     fn refill(&mut self) {
         let now = Instant::now();
         let add = now.saturating_duration_since(self.at).as_secs_f64() * self.rate;
