@@ -20,6 +20,12 @@
 //!   `python/supervise.py`, which kills the server's whole process group and
 //!   removes the temp dir as soon as this process exits (the supervisor's stdin
 //!   pipe, held open in a static, reaches EOF).
+//! - **A private, restartable server** ([`Private`]): its own temp dir,
+//!   sqlite store and port, which [`Private::stop`] (SIGTERM to the server's
+//!   process group) or [`Private::kill`] (SIGKILL) takes away, waiting until
+//!   the port is closed, and [`Private::start_again`] brings back on the same
+//!   port with the same store — for fault tests. Same venv and supervisor as
+//!   the shared one; every start costs ~4–17 s.
 //! - **Helpers**: REST calls (experiments, traces, search), span read-back via
 //!   the MLflow Python client (`python/get_spans.py`), and running inline
 //!   Python scripts with the venv's interpreter (e.g. the official OpenAI SDK).
@@ -67,10 +73,19 @@ pub struct Mlflow {
     port: u16,
     venv: PathBuf,
     dir: PathBuf,
+    /// The supervisor and server while running (`None` while a [`Private`]
+    /// server is stopped).
+    process: Mutex<Option<ServerProcess>>,
+}
+
+/// A running supervisor and its server.
+struct ServerProcess {
     /// Write end of the supervisor's stdin. Never written; it closes when the
     /// process exits, which tells the supervisor to kill the server.
-    _keepalive: Mutex<ChildStdin>,
-    supervisor: Mutex<Child>,
+    _keepalive: ChildStdin,
+    supervisor: Child,
+    /// The server's process group (the supervisor makes it a group leader).
+    server_pgid: u32,
 }
 
 static SHARED: tokio::sync::OnceCell<Result<Mlflow, String>> = tokio::sync::OnceCell::const_new();
@@ -452,88 +467,323 @@ impl Mlflow {
             .unwrap_or_else(|e| panic!("cannot create a temp dir for mlflow server: {e}"))
             .keep();
         let port = free_port();
-        let log_path = dir.join("server.log");
-        // Append mode: the supervisor and the server write to it through
-        // separate descriptors.
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
-        let artifacts = dir.join("artifacts");
-        fs::create_dir_all(&artifacts)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", artifacts.display()));
-
-        let mut cmd = Command::new(python);
-        cmd.arg(support_python_dir().join("supervise.py"));
-        let keep_dir = std::env::var_os("LLMTAP_KEEP_MLFLOW_DIR")
-            .map(|v| !v.is_empty() && v != "0")
-            .unwrap_or(false);
-        if !keep_dir {
-            cmd.arg("--cleanup").arg(&dir);
-        }
-        cmd.arg(&log_path)
-            .arg("--")
-            .arg(python)
-            .args(["-m", "mlflow", "server", "--host", "127.0.0.1", "--port"])
-            .arg(port.to_string())
-            .arg("--backend-store-uri")
-            .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
-            .arg("--default-artifact-root")
-            .arg(&artifacts)
-            .args(["--workers", "1"])
-            .current_dir(&dir)
-            .env("MLFLOW_DISABLE_TELEMETRY", "true")
-            .env("DO_NOT_TRACK", "true")
-            .env("PYTHONUNBUFFERED", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::from(log.try_clone().expect("clone log handle")))
-            .stderr(Stdio::from(log));
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", python.display()));
-        let stdin = child.stdin.take().expect("supervisor stdin is piped");
-        let uri = format!("http://127.0.0.1:{port}");
-        stderr_line(&format!(
-            "starting mlflow server {MLFLOW_VERSION} at {uri} (dir {})",
-            dir.display()
-        ));
-
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().expect("wait on supervisor") {
-                let tail = file_tail(&log_path, 60);
+        let process = match launch(python, &dir, port) {
+            Ok(process) => process,
+            Err(reason) => {
                 let _ = fs::remove_dir_all(&dir);
-                return Err(format!(
-                    "mlflow server exited during startup ({status}); server.log tail:\n{tail}"
-                ));
+                return Err(reason);
             }
-            if health_ok(port) {
-                break;
-            }
-            if started.elapsed() > STARTUP_TIMEOUT {
-                drop(stdin); // the supervisor kills the server and removes the dir
-                let tail = file_tail(&log_path, 60);
-                let _ = child.wait();
-                return Err(format!(
-                    "mlflow server at {uri} did not answer GET /health with OK within \
-                     {STARTUP_TIMEOUT:?}; server.log tail:\n{tail}"
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        stderr_line(&format!(
-            "mlflow server up at {uri} after {:.1}s",
-            started.elapsed().as_secs_f64()
-        ));
+        };
         Ok(Mlflow {
-            uri,
+            uri: format!("http://127.0.0.1:{port}"),
             port,
             venv: venv.to_path_buf(),
             dir,
-            _keepalive: Mutex::new(stdin),
-            supervisor: Mutex::new(child),
+            process: Mutex::new(Some(process)),
         })
+    }
+}
+
+/// `LLMTAP_KEEP_MLFLOW_DIR` is set (keep server dirs after exit).
+fn keep_dirs() -> bool {
+    std::env::var_os("LLMTAP_KEEP_MLFLOW_DIR")
+        .map(|v| !v.is_empty() && v != "0")
+        .unwrap_or(false)
+}
+
+/// Blocking: starts `mlflow server` on `port` with its sqlite store, artifacts
+/// and `server.log` in `dir` (created on first use, reused as they are on a
+/// restart), under `python/supervise.py`, and waits for `/health`. On failure
+/// the server is gone; `dir` is left in place if the server exited by itself
+/// (the caller decides), and may be removed by the supervisor on a timeout.
+fn launch(python: &Path, dir: &Path, port: u16) -> Result<ServerProcess, String> {
+    let log_path = dir.join("server.log");
+    // Append mode: the supervisor and the server write to it through
+    // separate descriptors (and a restarted server adds to the same log).
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
+    let artifacts = dir.join("artifacts");
+    fs::create_dir_all(&artifacts)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", artifacts.display()));
+    let log_start = fs::metadata(&log_path).map_or(0, |m| m.len());
+
+    let mut cmd = Command::new(python);
+    cmd.arg(support_python_dir().join("supervise.py"));
+    if !keep_dirs() {
+        cmd.arg("--cleanup").arg(dir);
+    }
+    cmd.arg(&log_path)
+        .arg("--")
+        .arg(python)
+        .args(["-m", "mlflow", "server", "--host", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .arg("--backend-store-uri")
+        .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
+        .arg("--default-artifact-root")
+        .arg(&artifacts)
+        .args(["--workers", "1"])
+        .current_dir(dir)
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
+        .env("DO_NOT_TRACK", "true")
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(log.try_clone().expect("clone log handle")))
+        .stderr(Stdio::from(log));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", python.display()));
+    let stdin = child.stdin.take().expect("supervisor stdin is piped");
+    let uri = format!("http://127.0.0.1:{port}");
+    stderr_line(&format!(
+        "starting mlflow server {MLFLOW_VERSION} at {uri} (dir {})",
+        dir.display()
+    ));
+
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait on supervisor") {
+            let tail = file_tail(&log_path, 60);
+            return Err(format!(
+                "mlflow server exited during startup ({status}); server.log tail:\n{tail}"
+            ));
+        }
+        if health_ok(port) {
+            break;
+        }
+        if started.elapsed() > STARTUP_TIMEOUT {
+            let tail = file_tail(&log_path, 60);
+            if let Some(pgid) = supervised_pgid(&log_path, log_start, child.id()) {
+                kill_group(pgid, "KILL");
+            }
+            drop(stdin);
+            let _ = child.wait();
+            return Err(format!(
+                "mlflow server at {uri} did not answer GET /health with OK within \
+                 {STARTUP_TIMEOUT:?}; server.log tail:\n{tail}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // supervise.py logs the group before the server can answer.
+    let server_pgid = supervised_pgid(&log_path, log_start, child.id()).unwrap_or_else(|| {
+        panic!(
+            "supervise.py (pid {}) did not log the server's process group in {}",
+            child.id(),
+            log_path.display()
+        )
+    });
+    stderr_line(&format!(
+        "mlflow server up at {uri} after {:.1}s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(ServerProcess {
+        _keepalive: stdin,
+        supervisor: child,
+        server_pgid,
+    })
+}
+
+/// The process group supervise.py (pid `supervisor`) started, from its
+/// `[supervise.py PID] started pid/pgid N: ...` line in the log (read from
+/// byte `from` on, so a restart's log lines are told apart).
+fn supervised_pgid(log_path: &Path, from: u64, supervisor: u32) -> Option<u32> {
+    let bytes = fs::read(log_path).ok()?;
+    let text = String::from_utf8_lossy(bytes.get(from as usize..).unwrap_or(&[]));
+    let prefix = format!("[supervise.py {supervisor}] started pid/pgid ");
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(&prefix)?;
+        rest.split(':').next()?.trim().parse().ok()
+    })
+}
+
+/// `kill -SIGNAL -- -PGID` (the whole process group).
+fn kill_group(pgid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg("--")
+        .arg(format!("-{pgid}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Whether anything accepts TCP connections on 127.0.0.1:`port`.
+fn port_open(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+// ----- a private, restartable server ---------------------------------------------------
+
+/// An MLflow server of one's own that can be stopped and started again on the
+/// same port with the same sqlite store: for fault tests that take the
+/// tracking server away. It derefs to [`Mlflow`] for all the helpers.
+///
+/// Like [`shared`], it runs under `python/supervise.py`, so a test process
+/// that dies takes the running server (and its temp dir) with it. Dropping a
+/// `Private` kills the server and removes its dir (unless
+/// `LLMTAP_KEEP_MLFLOW_DIR=1`). Each start costs about as long as the shared
+/// server's (~10-15 s on a 2-core machine).
+pub struct Private {
+    server: Mlflow,
+    python: PathBuf,
+}
+
+impl std::ops::Deref for Private {
+    type Target = Mlflow;
+    fn deref(&self) -> &Mlflow {
+        &self.server
+    }
+}
+
+impl Private {
+    /// A new server: venv (installed if needed), temp dir, a port chosen now
+    /// and kept for every restart, `/health` answering.
+    pub async fn start() -> Private {
+        tokio::task::spawn_blocking(|| {
+            let venv = venv_dir();
+            let python = ensure_venv();
+            const ATTEMPTS: usize = 3;
+            for attempt in 1..=ATTEMPTS {
+                match Mlflow::start_once(&venv, &python) {
+                    Ok(server) => return Private { server, python },
+                    Err(reason)
+                        if attempt < ATTEMPTS && reason.contains("address already in use") =>
+                    {
+                        stderr_line(&format!(
+                            "private mlflow server lost its port (attempt {attempt}/{ATTEMPTS}), \
+                             retrying"
+                        ));
+                    }
+                    Err(reason) => panic!("private mlflow server: {reason}"),
+                }
+            }
+            unreachable!()
+        })
+        .await
+        .unwrap_or_else(|e| match e.try_into_panic() {
+            Ok(payload) => std::panic::resume_unwind(payload),
+            Err(e) => panic!("private mlflow startup task failed: {e}"),
+        })
+    }
+
+    /// Whether the server is running (between [`Private::start`] or
+    /// [`Private::start_again`] and [`Private::stop`]).
+    pub fn is_running(&self) -> bool {
+        self.server.process.lock().unwrap().is_some()
+    }
+
+    /// Stops the server as an operator would: SIGTERM to its process group,
+    /// SIGKILL after 10 s, then waits until the supervisor has exited and
+    /// nothing accepts connections on the port. Returns how long it took.
+    /// The dir (sqlite store, log) stays for [`Private::start_again`].
+    ///
+    /// MLflow 3.x takes several seconds to wind down its job runner and
+    /// workers on SIGTERM, answering (or not) meanwhile; [`Private::kill`] is
+    /// the abrupt, immediate version.
+    pub async fn stop(&self) -> Duration {
+        self.halt("TERM").await
+    }
+
+    /// Kills the server at once (SIGKILL to its process group: a crash, no
+    /// graceful shutdown), then waits as [`Private::stop`] does.
+    pub async fn kill(&self) -> Duration {
+        self.halt("KILL").await
+    }
+
+    async fn halt(&self, signal: &'static str) -> Duration {
+        let process = self.server.process.lock().unwrap().take();
+        let Some(process) = process else {
+            panic!("private mlflow server at {} is not running", self.uri());
+        };
+        let port = self.port();
+        let uri = self.uri().to_string();
+        let took = tokio::task::spawn_blocking(move || {
+            let ServerProcess {
+                _keepalive,
+                mut supervisor,
+                server_pgid,
+            } = process;
+            let started = Instant::now();
+            kill_group(server_pgid, signal);
+            let mut killed = signal == "KILL";
+            // The supervisor exits once the server's group is gone, keeping
+            // the dir (the command exited "by itself").
+            loop {
+                if supervisor.try_wait().expect("wait on supervisor").is_some() {
+                    break;
+                }
+                if !killed && started.elapsed() > Duration::from_secs(10) {
+                    kill_group(server_pgid, "KILL");
+                    killed = true;
+                }
+                if started.elapsed() > Duration::from_secs(30) {
+                    let _ = supervisor.kill();
+                    let _ = supervisor.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            drop(_keepalive);
+            while port_open(port) {
+                if started.elapsed() > Duration::from_secs(40) {
+                    panic!("{uri} still accepts connections 40 s after the server was stopped");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            started.elapsed()
+        })
+        .await
+        .expect("stopping the private mlflow server");
+        stderr_line(&format!(
+            "private mlflow server at {} stopped (SIG{signal}) in {:.1}s",
+            self.uri(),
+            took.as_secs_f64()
+        ));
+        took
+    }
+
+    /// Starts the server again on the same port with the same store; returns
+    /// once `/health` answers, with how long that took.
+    pub async fn start_again(&self) -> Duration {
+        assert!(
+            !self.is_running(),
+            "private mlflow server at {} is already running",
+            self.uri()
+        );
+        let python = self.python.clone();
+        let dir = self.dir().to_path_buf();
+        let port = self.port();
+        let started = Instant::now();
+        let process = tokio::task::spawn_blocking(move || launch(&python, &dir, port))
+            .await
+            .expect("restarting the private mlflow server")
+            .unwrap_or_else(|reason| panic!("restarting the private mlflow server: {reason}"));
+        *self.server.process.lock().unwrap() = Some(process);
+        started.elapsed()
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        let process = self.server.process.lock().map(|mut p| p.take());
+        if let Ok(Some(mut process)) = process {
+            kill_group(process.server_pgid, "KILL");
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = process.supervisor.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if !keep_dirs() {
+            let _ = fs::remove_dir_all(self.server.dir());
+        }
     }
 }
 
