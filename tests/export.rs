@@ -357,3 +357,47 @@ async fn a_full_queue_drops_traces_not_calls() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn shutdown_with_a_dead_sink_leaves_traces_spooled_without_waiting_out_the_grace() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let provider = provider().await;
+    let tap = Tap::start_with(
+        &provider.url(),
+        &[
+            ("MLFLOW_TRACKING_URI", &dead),
+            ("MLFLOW_EXPERIMENT_ID", "1"),
+        ],
+        |c| c.shutdown_grace = Duration::from_secs(60),
+    )
+    .await;
+    for _ in 0..5 {
+        post(&tap.url(CHAT), b"{}", &[]).await;
+    }
+    let tap::Tap {
+        running,
+        trace_dir,
+        _tmp: keep,
+    } = tap;
+    let started = std::time::Instant::now();
+    running.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}: the grace period was waited out",
+        started.elapsed()
+    );
+    // The traces are still on disk for the next start.
+    let spool_dir = trace_dir.parent().unwrap().join("spool");
+    let settings = llmtap::config::SpoolSettings {
+        dir: spool_dir,
+        fsync_interval: None,
+        max_bytes: 1 << 30,
+        segment_bytes: 1 << 20,
+        ready_threshold: 0.8,
+    };
+    let spool = llmtap::export::spooled::open(&settings).unwrap();
+    assert_eq!(spool.stats().records_pending, 5);
+    drop(keep);
+}

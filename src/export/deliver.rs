@@ -5,6 +5,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
@@ -25,6 +27,9 @@ pub struct Deliverer {
     rate: Option<RateLimit>,
     /// Retry transient failures without limit (the spool holds the batch).
     persistent: bool,
+    /// When it turns true (shutdown), a persistent deliverer stops retrying:
+    /// the batch stays in the spool for the next start.
+    closing: Option<watch::Receiver<bool>>,
 }
 
 impl Deliverer {
@@ -48,14 +53,42 @@ impl Deliverer {
             dead_letter: DeadLetter::new(e.dead_letter_dir.clone()),
             rate: e.max_traces_per_second.map(RateLimit::new),
             persistent,
+            closing: None,
         })
+    }
+
+    /// Stop retrying once `closing` turns true (persistent mode only).
+    pub fn stop_retrying_on(&mut self, closing: watch::Receiver<bool>) {
+        self.closing = Some(closing);
+    }
+
+    fn is_closing(&self) -> bool {
+        self.persistent && self.closing.as_ref().is_some_and(|c| *c.borrow())
+    }
+
+    /// Sleeps `wait`; false if shutdown began meanwhile (persistent mode).
+    async fn pause(&mut self, wait: std::time::Duration) -> bool {
+        match self.closing.as_mut().filter(|_| self.persistent) {
+            Some(closing) => {
+                let mut closing = closing.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => true,
+                    _ = closing.wait_for(|c| *c) => false,
+                }
+            }
+            None => {
+                tokio::time::sleep(wait).await;
+                true
+            }
+        }
     }
 
     /// Sends one batch until it is accepted, refused for good, or out of
     /// attempts. A batch too large for the sink is sent in halves; one the
-    /// sink refuses goes to the dead-letter file. (The disk spool will take
-    /// what runs out of attempts.)
-    pub async fn deliver(&mut self, mut batch: Vec<Span>) {
+    /// sink refuses goes to the dead-letter file. Returns false when a
+    /// persistent deliverer stopped retrying because shutdown began (the
+    /// caller keeps the batch; parts of it may have gone already).
+    pub async fn deliver(&mut self, mut batch: Vec<Span>) -> bool {
         // Under a rate limit, send at most a second's worth at a time, so a
         // backlog flows steadily instead of in one late request.
         let mut pending = Vec::new();
@@ -112,9 +145,15 @@ impl Deliverer {
                                 attempt - 1,
                                 after,
                             );
+                            if self.is_closing() {
+                                tracing::info!(sink = self.sink.name(), spans = n, reason = %result.reason, "shutting down: the batch stays in the spool");
+                                return false;
+                            }
                             self.metrics.retry(result.class);
                             tracing::warn!(sink = self.sink.name(), spans = n, attempt, ?wait, reason = %result.reason, "export failed; retrying");
-                            tokio::time::sleep(wait).await;
+                            if !self.pause(wait).await {
+                                return false;
+                            }
                             continue;
                         }
                     }
@@ -122,6 +161,7 @@ impl Deliverer {
                 break;
             }
         }
+        true
     }
 
     fn dead_letter(&self, req: &ExportTraceServiceRequest, n: u64, reason: &str) {

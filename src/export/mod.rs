@@ -93,6 +93,8 @@ pub struct Pipeline {
     submitter: Submitter,
     workers: Vec<std::thread::JoinHandle<()>>,
     batcher: tokio::task::JoinHandle<()>,
+    /// Turns true at shutdown, once every queued trace is spooled.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// Builds the sink a configuration names (`None` when tracing is off).
@@ -111,7 +113,9 @@ pub fn make_sink(cfg: &Config) -> Option<Sink> {
 impl Pipeline {
     /// Starts parse workers and the batcher; `None` when tracing is off.
     pub fn start(cfg: &Config, metrics: Arc<Metrics>) -> Option<Pipeline> {
-        let deliverer = Deliverer::new(cfg, metrics.clone(), cfg.spool.is_some())?;
+        let mut deliverer = Deliverer::new(cfg, metrics.clone(), cfg.spool.is_some())?;
+        let (closing, closing_rx) = tokio::sync::watch::channel(false);
+        deliverer.stop_retrying_on(closing_rx);
         let e = cfg.export.clone();
         let (tx, rx) = sync_channel::<Exchange>(e.queue_capacity);
         let (span_tx, span_rx) = mpsc::channel::<Span>(e.batch_max_spans.saturating_mul(4));
@@ -180,6 +184,7 @@ impl Pipeline {
             },
             workers,
             batcher,
+            closing,
         })
     }
 
@@ -194,6 +199,7 @@ impl Pipeline {
             submitter,
             workers,
             batcher,
+            closing,
         } = self;
         drop(submitter);
         let batcher_abort = batcher.abort_handle();
@@ -204,6 +210,10 @@ impl Pipeline {
                 }
             })
             .await;
+            // Every trace is parsed; with the spool on, the rest is on disk
+            // (or will be within the writer's last group): stop retrying a
+            // failing sink instead of spending the grace period on it.
+            let _ = closing.send(true);
             let _ = batcher.await;
         };
         let abort = batcher_abort;

@@ -206,8 +206,10 @@ pub async fn deliver(
                 Err(e) => tracing::error!(error = %e, "spool: a record is not a span; skipped"),
             }
         }
-        if !spans.is_empty() {
-            deliverer.deliver(spans).await;
+        if !spans.is_empty() && !deliverer.deliver(spans).await {
+            // Shutting down with the sink failing: the batch stays spooled.
+            with_spool(&spool, &metrics, move |s| s.nack(&ids)).await;
+            return;
         }
         with_spool(&spool, &metrics, move |s| {
             if let Err(e) = s.ack(&ids) {
