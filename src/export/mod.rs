@@ -129,6 +129,7 @@ impl Pipeline {
                     queued_bytes: queued_bytes.clone(),
                     metrics: metrics.clone(),
                     cap: cfg.max_capture_bytes,
+                    build: crate::trace::build,
                 };
                 std::thread::Builder::new()
                     .name(format!("llmtap-parse-{i}"))
@@ -234,7 +235,11 @@ struct Worker {
     queued_bytes: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     cap: usize,
+    /// [`crate::trace::build`]; a seam for the panic-containment test.
+    build: BuildFn,
 }
+
+type BuildFn = fn(&Exchange, usize) -> (crate::record::SpanRecord, crate::trace::Built);
 
 impl Worker {
     fn run(self) {
@@ -246,8 +251,7 @@ impl Worker {
             let Ok(ex) = next else { return };
             self.queued_bytes.fetch_sub(captured_len(&ex), Relaxed);
             self.metrics.queue_depth.fetch_sub(1, Relaxed);
-            let built =
-                std::panic::catch_unwind(AssertUnwindSafe(|| crate::trace::build(&ex, self.cap)));
+            let built = std::panic::catch_unwind(AssertUnwindSafe(|| (self.build)(&ex, self.cap)));
             let (record, facts) = match built {
                 Ok(b) => b,
                 Err(_) => {
@@ -286,3 +290,6 @@ impl Batcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,58 @@
+//! The parse worker contains a panic to its one exchange.
+
+use super::*;
+use crate::route::Api;
+use std::time::{Instant, SystemTime};
+
+fn exchange(path: &str) -> Exchange {
+    Exchange {
+        trace_id: [1; 16],
+        span_id: [2; 8],
+        api: Api::ChatCompletions,
+        provider: "openai",
+        deployment: None,
+        method: "POST".into(),
+        path: path.into(),
+        started_wall: SystemTime::now(),
+        started: Instant::now(),
+        ended: Instant::now(),
+        request: None,
+        response_head: None,
+        response: None,
+        proxy_error: None,
+        proxy_status: None,
+    }
+}
+
+fn panics_on_boom(ex: &Exchange, cap: usize) -> (crate::record::SpanRecord, crate::trace::Built) {
+    assert!(ex.path != "/boom", "a parser bug");
+    crate::trace::build(ex, cap)
+}
+
+#[test]
+fn a_panicking_parse_loses_only_its_own_trace() {
+    let (tx, rx) = sync_channel(8);
+    let (span_tx, mut span_rx) = mpsc::channel(8);
+    let metrics = Arc::new(Metrics::default());
+    let worker = Worker {
+        rx: Arc::new(Mutex::new(rx)),
+        span_tx,
+        queued_bytes: Arc::new(AtomicUsize::new(0)),
+        metrics: metrics.clone(),
+        cap: 1024,
+        build: panics_on_boom,
+    };
+    for path in ["/v1/chat/completions", "/boom", "/v1/chat/completions"] {
+        tx.send(exchange(path)).unwrap();
+    }
+    drop(tx);
+    // The panic message below in the test output is expected.
+    let joined = std::thread::spawn(move || worker.run()).join();
+    assert!(joined.is_ok(), "the worker survived");
+    let mut spans = 0;
+    while span_rx.try_recv().is_ok() {
+        spans += 1;
+    }
+    assert_eq!(spans, 2, "the other exchanges were traced");
+    assert_eq!(metrics.parse_panics.load(Relaxed), 1);
+}
