@@ -95,23 +95,27 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
+/// Configuration (exit status 2 when it is bad), logging, and the runtime.
+fn setup(flags: &Flags) -> Result<(config::Config, tokio::runtime::Runtime), ExitCode> {
+    let env: config::Env = std::env::vars().collect();
+    let cfg = config::load(flags, &env).map_err(|e| {
+        eprintln!("llmtap: {e}");
+        ExitCode::from(2)
+    })?;
+    init_logging(cfg.log_format);
+    let runtime = runtime().ok_or(ExitCode::FAILURE)?;
+    Ok((cfg, runtime))
+}
+
 /// `llmtap replay PATH...`
 fn replay(args: ReplayArgs) -> ExitCode {
     let flags = Flags {
         config: args.config,
         ..Flags::default()
     };
-    let env: config::Env = std::env::vars().collect();
-    let cfg = match config::load(&flags, &env) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("llmtap: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    init_logging(cfg.log_format);
-    let Some(runtime) = runtime() else {
-        return ExitCode::FAILURE;
+    let (cfg, runtime) = match setup(&flags) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     match runtime.block_on(llmtap::export::replay::replay(&cfg, &args.paths)) {
         Ok(r) => {
@@ -146,24 +150,9 @@ fn main() -> ExitCode {
         config: args.config,
         log_format: args.log_format,
     };
-    let env: config::Env = std::env::vars().collect();
-    let cfg = match config::load(&flags, &env) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("llmtap: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    init_logging(cfg.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("llmtap: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let (cfg, runtime) = match setup(&flags) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let running = match llmtap::start(cfg).await {
