@@ -231,15 +231,8 @@ async fn idle_stream_is_cut_and_traced() {
     })
     .await;
     let tap = Tap::start(&provider.url(), &[("LLMTAP_IDLE_TIMEOUT", "300ms")]).await;
-    let req = Request::post(tap.url(CHAT))
-        .body(Full::new(Bytes::from(chat_request(true))))
-        .unwrap();
-    let resp = tap::client().request(req).await.unwrap();
-    let id = resp.headers()["x-llmtap-trace-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let result = resp.into_body().collect().await;
+    let (id, body) = tap::post_streaming(&tap.url(CHAT), chat_request(true)).await;
+    let result = body.collect().await;
     assert!(
         result.is_err(),
         "the client sees the stream cut, not a clean end"
@@ -326,15 +319,8 @@ async fn client_hang_up_mid_stream_is_traced_with_partial_output() {
     })
     .await;
     let tap = Tap::start(&provider.url(), &[]).await;
-    let req = Request::post(tap.url(CHAT))
-        .body(Full::new(Bytes::from(chat_request(true))))
-        .unwrap();
-    let resp = tap::client().request(req).await.unwrap();
-    let id = resp.headers()["x-llmtap-trace-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let mut b = resp.into_body();
+    let (id, body) = tap::post_streaming(&tap.url(CHAT), chat_request(true)).await;
+    let mut b = body;
     for _ in 0..3 {
         b.frame().await.unwrap().unwrap();
     }
@@ -385,15 +371,8 @@ async fn stream_reset_by_the_provider_is_an_error_trace() {
     })
     .await;
     let tap = Tap::start(&provider.url(), &[]).await;
-    let req = Request::post(tap.url(CHAT))
-        .body(Full::new(Bytes::from(chat_request(true))))
-        .unwrap();
-    let resp = tap::client().request(req).await.unwrap();
-    let id = resp.headers()["x-llmtap-trace-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(resp.into_body().collect().await.is_err());
+    let (id, body) = tap::post_streaming(&tap.url(CHAT), chat_request(true)).await;
+    assert!(body.collect().await.is_err());
     let span = tap.span(&id).await;
     assert_eq!(span.status_code(), 2);
     assert!(

@@ -168,6 +168,24 @@ impl Got {
     }
 }
 
+/// POSTs `body` and returns the trace id and the response body unread, so a
+/// test can read the stream frame by frame (or stop reading).
+pub async fn post_streaming(url: &str, body: Vec<u8>) -> (String, hyper::body::Incoming) {
+    let req = Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = client().request(req).await.expect("request through llmtap");
+    let id = resp
+        .headers()
+        .get("x-llmtap-trace-id")
+        .expect("x-llmtap-trace-id header")
+        .to_str()
+        .unwrap()
+        .to_string();
+    (id, resp.into_body())
+}
+
 /// POSTs `body` with an API key and returns the whole response.
 pub async fn post(url: &str, body: &[u8], headers: &[(&str, &str)]) -> Got {
     let mut req = Request::post(url)
