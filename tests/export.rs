@@ -58,6 +58,12 @@ async fn provider() -> FakeProvider {
     FakeProvider::start(move |_| Reply::json(200, plain.clone())).await
 }
 
+/// A loopback URL where nothing listens: a tracking server that is down.
+fn dead_uri() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", closed.local_addr().unwrap())
+}
+
 async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     for _ in 0..300 {
         if ok() {
@@ -267,9 +273,7 @@ async fn a_batch_too_large_for_the_sink_is_sent_in_halves() {
 
 #[tokio::test]
 async fn a_dead_tracking_server_never_slows_the_proxy() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let dead = dead_uri();
     let provider = provider().await;
     let tap = Tap::start(
         &provider.url(),
@@ -294,9 +298,7 @@ async fn a_dead_tracking_server_never_slows_the_proxy() {
 
 #[tokio::test]
 async fn with_the_spool_a_dead_sink_drops_nothing() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let dead = dead_uri();
     let provider = provider().await;
     let tap = Tap::start_with(
         &provider.url(),
@@ -327,9 +329,7 @@ async fn with_the_spool_a_dead_sink_drops_nothing() {
 
 #[tokio::test]
 async fn a_full_queue_drops_traces_not_calls() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let dead = dead_uri();
     let provider = provider().await;
     // Without the spool, memory is all there is.
     let tap = Tap::start_with(
@@ -360,9 +360,7 @@ async fn a_full_queue_drops_traces_not_calls() {
 
 #[tokio::test]
 async fn shutdown_with_a_dead_sink_leaves_traces_spooled_without_waiting_out_the_grace() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let dead = dead_uri();
     let provider = provider().await;
     let tap = Tap::start_with(
         &provider.url(),

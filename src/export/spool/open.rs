@@ -2,6 +2,7 @@
 //! acks), count damage, and place the read pass at the first unacked record.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
 use std::time::Instant;
 
 use super::record::{
@@ -94,16 +95,8 @@ impl<F: SpoolFs> Spool<F> {
             (RangeSet::default(), 0)
         };
         let path = segment_path(&self.cfg.dir, seq);
-        let disk_len = self
-            .fs
-            .len(&path)
-            .map_err(|e| io_err("reading length of", &path, e))?;
-        let mut head = [0u8; FILE_HEADER_LEN as usize];
-        let n = self
-            .fs
-            .read_at(&path, 0, &mut head)
-            .map_err(|e| io_err("reading", &path, e))?;
-        match check_header(&head[..n], SEGMENT_MAGIC) {
+        let (disk_len, header) = self.read_header(&path, SEGMENT_MAGIC)?;
+        match header {
             Header::Valid => {}
             Header::Unsupported(found) => {
                 return Err(SpoolError::UnsupportedVersion { path, found })
@@ -155,19 +148,25 @@ impl<F: SpoolFs> Spool<F> {
         Ok((seg, first_ms))
     }
 
-    /// Loads an ack file's ranges, skipping damaged ack records.
-    fn load_acks(&mut self, seq: u64) -> Result<(RangeSet, u64), SpoolError> {
-        let path = acks_path(&self.cfg.dir, seq);
+    /// A file's length and what its header says.
+    fn read_header(&mut self, path: &Path, magic: [u8; 8]) -> Result<(u64, Header), SpoolError> {
         let len = self
             .fs
-            .len(&path)
-            .map_err(|e| io_err("reading length of", &path, e))?;
+            .len(path)
+            .map_err(|e| io_err("reading length of", path, e))?;
         let mut head = [0u8; FILE_HEADER_LEN as usize];
         let n = self
             .fs
-            .read_at(&path, 0, &mut head)
-            .map_err(|e| io_err("reading", &path, e))?;
-        match check_header(&head[..n], ACKS_MAGIC) {
+            .read_at(path, 0, &mut head)
+            .map_err(|e| io_err("reading", path, e))?;
+        Ok((len, check_header(&head[..n], magic)))
+    }
+
+    /// Loads an ack file's ranges, skipping damaged ack records.
+    fn load_acks(&mut self, seq: u64) -> Result<(RangeSet, u64), SpoolError> {
+        let path = acks_path(&self.cfg.dir, seq);
+        let (len, header) = self.read_header(&path, ACKS_MAGIC)?;
+        match header {
             Header::Valid => {}
             Header::Unsupported(found) => {
                 return Err(SpoolError::UnsupportedVersion { path, found })
