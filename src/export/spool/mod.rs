@@ -168,6 +168,9 @@ pub struct SpoolStats {
     pub records_acked: u64,
     /// Appends refused because the spool was full.
     pub records_dropped_full: u64,
+    /// Appends that failed otherwise (an I/O error such as ENOSPC, a failed
+    /// fsync, a record over the size limit): the record is not stored.
+    pub records_dropped_error: u64,
     /// Damaged regions skipped (a flipped payload byte: one record; a
     /// damaged length or torn tail: everything up to the next valid record).
     pub records_corrupt_skipped: u64,

@@ -13,6 +13,16 @@ impl<F: SpoolFs> Spool<F> {
     /// write (or, with [`Fsync::Always`], the fsync) fails; either way the
     /// record is not stored and later appends work once the fault clears.
     pub fn append(&mut self, payload: &[u8]) -> Result<RecordId, SpoolError> {
+        let appended = self.try_append(payload);
+        if let Err(e) = &appended {
+            if !matches!(e, SpoolError::Full { .. }) {
+                self.stats.records_dropped_error += 1;
+            }
+        }
+        appended
+    }
+
+    fn try_append(&mut self, payload: &[u8]) -> Result<RecordId, SpoolError> {
         if payload.len() > MAX_PAYLOAD {
             return Err(SpoolError::TooLarge {
                 len: payload.len(),

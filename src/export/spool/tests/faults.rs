@@ -30,6 +30,11 @@ fn disk_full_fails_the_append_then_recovers() {
     let st = s.stats();
     assert_eq!((st.write_errors, st.records_written), (2, 2));
     assert_eq!(
+        (st.records_dropped_error, st.records_dropped_full),
+        (2, 0),
+        "both lost records counted as dropped, not as refused by the cap"
+    );
+    assert_eq!(
         numbers(&drain(&mut s).into_iter().map(|r| r.1).collect::<Vec<_>>()),
         [0, 3]
     );
