@@ -109,7 +109,22 @@ async fn load(url: &str, body: &'static [u8], requests: usize, concurrency: usiz
     Stats { lat, wall }
 }
 
-fn config(upstream: SocketAddr, tracing: bool, dir: &std::path::Path) -> llmtap::config::Config {
+/// How an llmtap under test traces: not at all, with the default spool
+/// (fsync every 100 ms), or with `fsync = "always"` (responses end only once
+/// their exchange is fsynced).
+#[derive(Clone, Copy)]
+enum Tracing {
+    Off,
+    On,
+    Always,
+}
+
+fn config(upstream: SocketAddr, mode: Tracing, dir: &std::path::Path) -> llmtap::config::Config {
+    let (tracing, fsync, name) = match mode {
+        Tracing::Off => (false, "100ms", "off"),
+        Tracing::On => (true, "100ms", "on"),
+        Tracing::Always => (true, "always", "always"),
+    };
     let mut env = llmtap::config::Env::new();
     for (k, v) in [
         ("LLMTAP_LISTEN", "127.0.0.1:0".to_string()),
@@ -119,8 +134,9 @@ fn config(upstream: SocketAddr, tracing: bool, dir: &std::path::Path) -> llmtap:
         ("ENABLE_MLFLOW_TRACING", tracing.to_string()),
         (
             "LLMTAP_SPOOL_DIR",
-            dir.join(format!("spool-{tracing}")).display().to_string(),
+            dir.join(format!("spool-{name}")).display().to_string(),
         ),
+        ("LLMTAP_SPOOL_FSYNC", fsync.to_string()),
     ] {
         env.insert(k.into(), v);
     }
@@ -157,8 +173,9 @@ fn main() {
     rt.block_on(async move {
         let upstream = provider().await;
         let dir = tempfile::tempdir().unwrap();
-        let plain = llmtap::start(config(upstream, false, dir.path())).await.unwrap();
-        let traced = llmtap::start(config(upstream, true, dir.path())).await.unwrap();
+        let plain = llmtap::start(config(upstream, Tracing::Off, dir.path())).await.unwrap();
+        let traced = llmtap::start(config(upstream, Tracing::On, dir.path())).await.unwrap();
+        let durable = llmtap::start(config(upstream, Tracing::Always, dir.path())).await.unwrap();
         let chat: &'static [u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Capital of France?"}]}"#;
         let stream: &'static [u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Capital of France?"}],"stream":true}"#;
         println!("{requests} requests per run, {concurrency} concurrent; latency in microseconds; ratio and delta of p50 vs direct\n");
@@ -166,8 +183,9 @@ fn main() {
             let direct = format!("http://{upstream}/v1/chat/completions");
             let via_plain = format!("http://{}/v1/chat/completions", plain.addr);
             let via_traced = format!("http://{}/v1/chat/completions", traced.addr);
+            let via_durable = format!("http://{}/v1/chat/completions", durable.addr);
             // Warm up connections and caches.
-            for u in [&direct, &via_plain, &via_traced] {
+            for u in [&direct, &via_plain, &via_traced, &via_durable] {
                 load(u, body, 200, concurrency.min(8)).await;
             }
             println!("{what}:\n{:<28} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8} {:>9}", "", "p50", "p90", "p99", "mean", "req/s", "ratio", "delta");
@@ -176,13 +194,18 @@ fn main() {
             let p = load(&via_plain, body, requests, concurrency).await;
             row("llmtap, tracing off", &p, &base);
             let t = load(&via_traced, body, requests, concurrency).await;
-            row("llmtap, tracing on (files)", &t, &base);
+            row("llmtap, tracing on", &t, &base);
+            let a = load(&via_durable, body, requests, concurrency).await;
+            row("llmtap, fsync always", &a, &base);
             println!();
         }
-        let metrics = traced.metrics.render();
-        let exported = metrics.lines().find(|l| l.starts_with("llmtap_traces_exported_total")).unwrap_or("");
-        let dropped: Vec<&str> = metrics.lines().filter(|l| l.starts_with("llmtap_traces_dropped_total{")).collect();
-        println!("traced instance: {exported}; {}", dropped.join("; "));
+        for (name, instance) in [("tracing on", &traced), ("fsync always", &durable)] {
+            let metrics = instance.metrics.render();
+            let exported = metrics.lines().find(|l| l.starts_with("llmtap_traces_exported_total")).unwrap_or("");
+            let dropped: Vec<&str> = metrics.lines().filter(|l| l.starts_with("llmtap_traces_dropped_total{")).collect();
+            println!("{name}: {exported}; {}", dropped.join("; "));
+        }
+        durable.shutdown().await;
         traced.shutdown().await;
         plain.shutdown().await;
     });

@@ -15,7 +15,11 @@
 //!    buffered, coalesced or re-encoded.
 //! 6. **logging** — when the response body ends (completed, errored or
 //!    cancelled) the exchange is handed to the export pipeline with a
-//!    non-blocking send. Parsing and export happen there, never here.
+//!    non-blocking send. Parsing and export happen there, never here. With
+//!    the spool's `fsync = "always"`, a completed body's end (its last frame
+//!    or terminator) waits until the exchange is fsynced in the journal
+//!    ([`crate::export::journal`]), so a call the client saw finish is never
+//!    lost to a crash.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
@@ -163,6 +167,7 @@ impl Proxy {
                     content_type,
                     content_encoding,
                 });
+                None
             });
             return Ok((tee.boxed_unsync(), false));
         }
@@ -216,13 +221,24 @@ impl Proxy {
         let trace_header = draft
             .as_ref()
             .map(|d| exchange::mlflow_trace_id(&d.trace_id));
+        // llmtap's own answer; like a proxied response's end, it waits for the
+        // trace to be durable when the journal asks for that.
         let fail = |status: StatusCode, message: String, draft: &Option<Arc<Draft>>| {
             self.metrics.request(label, status.as_u16());
             tracing::warn!(api = label, path = %path, status = status.as_u16(), error = %message, trace_id = trace_header.as_deref().unwrap_or("-"), "upstream call failed");
-            if let (Some(d), Some(s)) = (draft, &self.submitter) {
-                s.submit(d.finish(None, None, Some((status.as_u16(), message.clone()))));
+            let hold = match (draft, &self.submitter) {
+                (Some(d), Some(s)) => {
+                    s.submit(d.finish(None, None, Some((status.as_u16(), message.clone()))))
+                }
+                _ => None,
+            };
+            let response = answer(status, &message, trace_header.as_deref());
+            async move {
+                if let Some(hold) = hold {
+                    let _ = hold.await;
+                }
+                response
             }
-            answer(status, &message, trace_header.as_deref())
         };
 
         let upstream_base = upstream.base.clone();
@@ -234,6 +250,7 @@ impl Proxy {
                     format!("bad request target: {e}"),
                     &draft,
                 )
+                .await
             }
         };
         parts.version = Version::HTTP_11;
@@ -245,7 +262,7 @@ impl Proxy {
             .await
         {
             Ok(b) => b,
-            Err(message) => return fail(StatusCode::BAD_REQUEST, message, &draft),
+            Err(message) => return fail(StatusCode::BAD_REQUEST, message, &draft).await,
         };
 
         let total_at = self
@@ -269,7 +286,7 @@ impl Proxy {
             Ok(resp) => resp,
             Err(failure) => {
                 let (status, message) = failure.describe(&upstream_base);
-                return fail(status, message, &draft);
+                return fail(status, message, &draft).await;
             }
         };
 
@@ -308,7 +325,7 @@ impl Proxy {
                         content_type: head.content_type.clone(),
                         content_encoding: head.content_encoding.clone(),
                     };
-                    submitter.submit(d.finish(Some(head), Some(response), None));
+                    submitter.submit(d.finish(Some(head), Some(response), None))
                 });
                 if hide {
                     HideUsage::new(tee)

@@ -7,7 +7,8 @@
 //! server -> forward (route, tee) -> client -> upstream provider
 //!                 | at the end of the response body (off the request path)
 //!                 v
-//!   exchange -> export queue -> trace::build (parse::*) -> otlp -> batch -> sink
+//!   exchange -> journal (disk; spool on) -> trace::build (parse::*) -> otlp
+//!     -> spool (disk) -> batch -> sink
 //! ```
 //!
 //! Modules:
@@ -21,7 +22,8 @@
 //! - [`client`]: the pooled outbound client (rustls, h2/http1.1).
 //! - [`parse`]: pure parsers (SSE, decompression, provider formats).
 //! - [`exchange`], [`trace`], [`record`], [`otlp`]: captured facts -> span -> OTLP.
-//! - [`export`]: queues, parse workers, batching, retry, sinks (MLflow, files).
+//! - [`export`]: the exchange journal, parse workers, the spool, batching,
+//!   retry, sinks (MLflow, files), replay.
 //! - [`metrics`]: Prometheus counters and histograms.
 #![forbid(unsafe_code)]
 

@@ -66,6 +66,10 @@ pub struct Metrics {
     pub queue_depth: AtomicI64,
     /// The spool's latest statistics and its size cap (None: spool off).
     pub spool: std::sync::Mutex<Option<(crate::export::spool::SpoolStats, u64)>>,
+    /// The exchange journal's latest statistics and its size cap.
+    pub journal: std::sync::Mutex<Option<(crate::export::spool::SpoolStats, u64)>>,
+    /// Journal records that could not be decoded back into an exchange.
+    pub journal_undecodable: AtomicU64,
 }
 
 impl Metrics {
@@ -196,6 +200,7 @@ impl Metrics {
             );
         }
         self.render_spool(&mut out);
+        self.render_journal(&mut out);
         let depth = self.queue_depth.load(Relaxed).max(0);
         let _ = writeln!(
             out,
@@ -205,73 +210,141 @@ impl Metrics {
     }
 }
 
+/// One unlabelled metric per row: name, type, help, value.
+fn write_rows(out: &mut String, rows: &[(&str, &str, &str, f64)]) {
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+}
+
 impl Metrics {
     fn render_spool(&self, out: &mut String) {
         let Some((s, max)) = self.spool.lock().ok().and_then(|g| g.clone()) else {
             return;
         };
         let age = s.oldest_unacked_age.map_or(0.0, |a| a.as_secs_f64());
-        for (name, kind, help, value) in [
+        write_rows(
+            out,
+            &[
+                (
+                    "llmtap_spool_bytes",
+                    "gauge",
+                    "Bytes of spool files on disk.",
+                    s.bytes_on_disk as f64,
+                ),
+                (
+                    "llmtap_spool_max_bytes",
+                    "gauge",
+                    "The spool's size cap.",
+                    max as f64,
+                ),
+                (
+                    "llmtap_spool_records",
+                    "gauge",
+                    "Traces in the spool not yet accepted by the sink.",
+                    s.records_pending as f64,
+                ),
+                (
+                    "llmtap_spool_records_written_total",
+                    "counter",
+                    "Traces written to the spool.",
+                    s.records_written as f64,
+                ),
+                (
+                    "llmtap_spool_records_acked_total",
+                    "counter",
+                    "Spooled traces the sink accepted.",
+                    s.records_acked as f64,
+                ),
+                (
+                    "llmtap_spool_records_dropped_total",
+                    "counter",
+                    "Traces not spooled: the spool was at its cap, or the disk refused the write.",
+                    (s.records_dropped_full + s.records_dropped_error) as f64,
+                ),
+                (
+                    "llmtap_spool_corrupt_records_total",
+                    "counter",
+                    "Damaged spool regions skipped.",
+                    s.records_corrupt_skipped as f64,
+                ),
+                (
+                    "llmtap_spool_write_errors_total",
+                    "counter",
+                    "Spool writes that failed.",
+                    s.write_errors as f64,
+                ),
+                (
+                    "llmtap_spool_oldest_unsent_seconds",
+                    "gauge",
+                    "Age of the oldest trace not yet accepted by the sink.",
+                    age,
+                ),
+            ],
+        );
+    }
+
+    fn render_journal(&self, out: &mut String) {
+        let Some((s, _)) = self.journal.lock().ok().and_then(|g| g.clone()) else {
+            return;
+        };
+        let age = s.oldest_unacked_age.map_or(0.0, |a| a.as_secs_f64());
+        write_rows(
+            out,
+            &[
             (
-                "llmtap_spool_bytes",
+                "llmtap_journal_bytes",
                 "gauge",
-                "Bytes of spool files on disk.",
+                "Bytes of exchange journal files on disk.",
                 s.bytes_on_disk as f64,
             ),
             (
-                "llmtap_spool_max_bytes",
+                "llmtap_journal_records",
                 "gauge",
-                "The spool's size cap.",
-                max as f64,
-            ),
-            (
-                "llmtap_spool_records",
-                "gauge",
-                "Traces in the spool not yet accepted by the sink.",
+                "Finished calls in the journal whose traces are not spooled yet.",
                 s.records_pending as f64,
             ),
             (
-                "llmtap_spool_records_written_total",
+                "llmtap_journal_records_written_total",
                 "counter",
-                "Traces written to the spool.",
+                "Finished calls written to the journal.",
                 s.records_written as f64,
             ),
             (
-                "llmtap_spool_records_acked_total",
+                "llmtap_journal_records_dropped_total",
                 "counter",
-                "Spooled traces the sink accepted.",
-                s.records_acked as f64,
+                "Finished calls not journaled: the journal was at its cap, or the disk refused the write.",
+                (s.records_dropped_full + s.records_dropped_error) as f64,
             ),
             (
-                "llmtap_spool_records_dropped_total",
+                "llmtap_journal_corrupt_records_total",
                 "counter",
-                "Traces not spooled because it was full.",
-                s.records_dropped_full as f64,
-            ),
-            (
-                "llmtap_spool_corrupt_records_total",
-                "counter",
-                "Damaged spool regions skipped.",
+                "Damaged journal regions skipped.",
                 s.records_corrupt_skipped as f64,
             ),
             (
-                "llmtap_spool_write_errors_total",
+                "llmtap_journal_undecodable_total",
                 "counter",
-                "Spool writes that failed.",
+                "Journal records that could not be read back as a call.",
+                self.journal_undecodable.load(Relaxed) as f64,
+            ),
+            (
+                "llmtap_journal_write_errors_total",
+                "counter",
+                "Journal writes that failed.",
                 s.write_errors as f64,
             ),
             (
-                "llmtap_spool_oldest_unsent_seconds",
+                "llmtap_journal_oldest_seconds",
                 "gauge",
-                "Age of the oldest trace not yet accepted by the sink.",
+                "Age of the oldest finished call whose trace is not spooled yet.",
                 age,
             ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
+            ],
+        );
     }
 
     /// The spool's fill ratio, if it is on.

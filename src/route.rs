@@ -29,6 +29,21 @@ pub enum Api {
 }
 
 impl Api {
+    /// Every API.
+    pub const ALL: [Api; 6] = [
+        Api::ChatCompletions,
+        Api::Responses,
+        Api::Messages,
+        Api::Completions,
+        Api::Embeddings,
+        Api::Invocations,
+    ];
+
+    /// The API a [`Api::label`] names.
+    pub fn from_label(label: &str) -> Option<Api> {
+        Api::ALL.into_iter().find(|a| a.label() == label)
+    }
+
     /// Label used in metrics and logs.
     pub fn label(self) -> &'static str {
         match self {
@@ -151,6 +166,14 @@ fn segment_after<'a>(path: &'a str, marker: &str) -> Option<&'a str> {
     let mut parts = path.split('/');
     parts.find(|p| *p == marker)?;
     parts.next().filter(|s| !s.is_empty())
+}
+
+/// Every name [`provider`] returns.
+const PROVIDERS: [&str; 4] = ["azure.ai.openai", "databricks", "anthropic", "openai"];
+
+/// The provider name [`provider`] would return, if `name` is one.
+pub fn known_provider(name: &str) -> Option<&'static str> {
+    PROVIDERS.into_iter().find(|p| *p == name)
 }
 
 /// The provider name (`gen_ai.provider.name`, `mlflow.llm.provider`) of a call.

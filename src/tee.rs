@@ -6,6 +6,7 @@
 //! reference-counted, so the copy is a list of cheap clones (the frame that
 //! crosses the cap is sliced). Flattening happens later, off the request path.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -45,6 +46,23 @@ impl Capture {
         let mut c = Capture::new(cap);
         c.record(body);
         c
+    }
+
+    /// A capture rebuilt from its parts (read back from the journal): `data`
+    /// is what was kept of a body `total_bytes` long.
+    pub fn restored(data: Bytes, total_bytes: u64, frame_times: Vec<(u64, Instant)>) -> Self {
+        let kept = data.len();
+        Capture {
+            cap: kept,
+            kept,
+            chunks: if data.is_empty() {
+                Vec::new()
+            } else {
+                vec![data]
+            },
+            total_bytes: total_bytes.max(kept as u64),
+            frame_times,
+        }
     }
 
     fn record(&mut self, data: &Bytes) {
@@ -110,12 +128,30 @@ pub enum BodyEnd {
     Cancelled,
 }
 
-type OnEnd = Box<dyn FnOnce(Capture, BodyEnd) + Send + Sync>;
+/// What a completed body waits for before its end reaches the reader: the
+/// trace of the call being durable (journal with `fsync = "always"`).
+pub type Hold = tokio::sync::oneshot::Receiver<()>;
+
+type OnEnd = Box<dyn FnOnce(Capture, BodyEnd) -> Option<Hold> + Send + Sync>;
+
+/// The end of a body, held back until a [`Hold`] resolves.
+struct Held {
+    until: Hold,
+    /// The last data frame, or `None` for the end of the stream itself.
+    frame: Option<Frame<Bytes>>,
+}
 
 /// A body wrapper that copies and reports; see the module docs.
+///
+/// When `on_end` returns a [`Hold`] for a completed body, the body's end is
+/// held until it resolves (either way: sent or dropped): the last data frame
+/// when the inner body knows it is the last (Content-Length, HTTP/2
+/// end-of-stream), else the end of the stream (the chunked terminator). The
+/// reader thus sees the call complete only once its trace is safe.
 pub struct Tee<B> {
     inner: B,
     state: Option<(Capture, OnEnd)>,
+    held: Option<Held>,
 }
 
 impl<B: Body<Data = Bytes>> Tee<B> {
@@ -123,22 +159,34 @@ impl<B: Body<Data = Bytes>> Tee<B> {
     pub fn new(
         inner: B,
         cap: usize,
-        on_end: impl FnOnce(Capture, BodyEnd) + Send + Sync + 'static,
+        on_end: impl FnOnce(Capture, BodyEnd) -> Option<Hold> + Send + Sync + 'static,
     ) -> Self {
         let mut tee = Tee {
             inner,
             state: Some((Capture::new(cap), Box::new(on_end))),
+            held: None,
         };
         // An empty body may never be polled at all: it is complete already.
         if tee.inner.is_end_stream() {
-            tee.fire(BodyEnd::Complete);
+            tee.complete(None);
         }
         tee
     }
 
-    fn fire(&mut self, end: BodyEnd) {
-        if let Some((capture, on_end)) = self.state.take() {
-            on_end(capture, end);
+    fn fire(&mut self, end: BodyEnd) -> Option<Hold> {
+        let (capture, on_end) = self.state.take()?;
+        on_end(capture, end)
+    }
+
+    /// Reports completion. Returns `last` when it may go out now; holds it
+    /// (or the end of the stream, for `None`) when `on_end` asked to.
+    fn complete(&mut self, last: Option<Frame<Bytes>>) -> Option<Frame<Bytes>> {
+        match self.fire(BodyEnd::Complete) {
+            Some(until) => {
+                self.held = Some(Held { until, frame: last });
+                None
+            }
+            None => last,
         }
     }
 }
@@ -156,25 +204,45 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
+        if let Some(held) = this.held.as_mut() {
+            // Resolved or dropped, the wait is over.
+            let _ = std::task::ready!(Pin::new(&mut held.until).poll(cx));
+            let frame = this.held.take().and_then(|h| h.frame);
+            return Poll::Ready(frame.map(Ok));
+        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some((capture, _))) = (frame.data_ref(), this.state.as_mut()) {
                     capture.record(data);
                 }
-                if this.inner.is_end_stream() {
-                    this.fire(BodyEnd::Complete);
+                if this.state.is_some() && this.inner.is_end_stream() {
+                    return match this.complete(Some(frame)) {
+                        Some(frame) => Poll::Ready(Some(Ok(frame))),
+                        None => Pin::new(this).poll_frame(cx),
+                    };
                 }
+                Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => this.fire(BodyEnd::Error(e.to_string())),
-            Poll::Ready(None) => this.fire(BodyEnd::Complete),
-            Poll::Pending => {}
+            Poll::Ready(Some(Err(e))) => {
+                this.fire(BodyEnd::Error(e.to_string()));
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                if this.state.is_some() {
+                    this.complete(None);
+                    if this.held.is_some() {
+                        return Pin::new(this).poll_frame(cx);
+                    }
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.held.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

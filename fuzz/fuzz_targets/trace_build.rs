@@ -24,14 +24,7 @@ use llmtap::route::Api;
 use llmtap::tee::{BodyEnd, Capture};
 use prost::Message;
 
-const APIS: [Api; 6] = [
-    Api::ChatCompletions,
-    Api::Responses,
-    Api::Messages,
-    Api::Completions,
-    Api::Embeddings,
-    Api::Invocations,
-];
+const APIS: [Api; 6] = Api::ALL;
 const ENCODINGS: [Option<&str>; 8] = [
     None,
     Some("gzip"),

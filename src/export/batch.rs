@@ -15,18 +15,29 @@ pub struct Limits {
     pub interval: Duration,
 }
 
+/// What a batch's byte bound counts.
+pub trait Weight {
+    fn weight(&self) -> usize;
+}
+
+impl Weight for Span {
+    fn weight(&self) -> usize {
+        self.encoded_len()
+    }
+}
+
 /// Waits for the next batch: returns as soon as `max_spans` or `max_bytes` is
 /// reached, or `interval` after the first span arrived. `None` once the
 /// channel is closed and drained; a closed channel flushes what it has.
-pub async fn next_batch(rx: &mut Receiver<Span>, limits: Limits) -> Option<Vec<Span>> {
+pub async fn next_batch<T: Weight>(rx: &mut Receiver<T>, limits: Limits) -> Option<Vec<T>> {
     let first = rx.recv().await?;
-    let mut bytes = first.encoded_len();
+    let mut bytes = first.weight();
     let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + limits.interval;
     while batch.len() < limits.max_spans && bytes < limits.max_bytes {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(span)) => {
-                bytes += span.encoded_len();
+                bytes += span.weight();
                 batch.push(span);
             }
             Ok(None) | Err(_) => break,

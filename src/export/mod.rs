@@ -1,22 +1,28 @@
-//! The export pipeline, entirely off the request path:
+//! The export pipeline, entirely off the request path. With the spool on
+//! (the default):
 //!
 //! ```text
-//! request path --try_send--> [exchange queue] --> parse workers (threads)
-//!     --> [span queue] --> batcher --> sink (MLflow OTLP/HTTP, or files)
-//!                                        ^ retry with jittered backoff
+//! request path --try_send--> [entry queue] --> journal writer --> exchange journal (disk)
+//!     parse workers (threads) <-- read back --'
+//!         --> [span queue] --> spool writer --> spool (disk) --> delivery --> sink
+//!                                   `-- acks the journal records    (retry, rate limit)
 //! ```
 //!
-//! Both queues are bounded. The request path never waits: when the exchange
-//! queue is full (by count or by captured bytes) the trace is dropped and
-//! counted. A batch that keeps failing transiently is dropped and counted
-//! after its last attempt; one the sink refuses for good goes to the
-//! dead-letter file; one too large (413) is split in halves. Durable spooling (a later issue) slots in between the
-//! batcher and the sink: see [`Batcher::deliver`].
+//! With it off, exchanges go from an in-memory queue straight to the parse
+//! workers and spans to the batcher (memory only).
+//!
+//! Every queue is bounded. The request path never waits for parsing or
+//! export: the entry queue is full (by count or captured bytes) only when the
+//! disk cannot keep up, and then the trace is dropped and counted. The one
+//! thing a call can wait for is its own exchange's fsync, and only with
+//! `fsync = "always"` ([`journal`]). A batch refused for good goes to the
+//! dead-letter file; one too large (413) is split in halves.
 
 pub mod batch;
 pub mod dead_letter;
 pub mod deliver;
 pub mod file;
+pub mod journal;
 pub mod mlflow;
 pub mod rate;
 pub mod replay;
@@ -27,7 +33,7 @@ pub mod spooled;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,11 +50,28 @@ use sink::Sink;
 /// The request path's handle: hands finished exchanges to the pipeline.
 #[derive(Clone)]
 pub struct Submitter {
-    tx: SyncSender<Exchange>,
+    intake: Intake,
     queued_bytes: Arc<AtomicUsize>,
     max_bytes: usize,
     metrics: Arc<Metrics>,
 }
+
+/// Where submitted exchanges go.
+#[derive(Clone)]
+enum Intake {
+    /// Straight to the parse workers (spool off).
+    Memory(SyncSender<Exchange>),
+    /// To the exchange journal's writer; `hold`: the caller waits for the
+    /// exchange to be durable (`fsync = "always"`).
+    Journal {
+        tx: mpsc::Sender<journal::Entry>,
+        hold: bool,
+    },
+}
+
+/// Resolves once a submitted exchange is durable (or could not be written);
+/// the response's last bytes wait for it (see [`crate::tee::Tee`]).
+pub type Durable = tokio::sync::oneshot::Receiver<()>;
 
 fn captured_len(ex: &Exchange) -> usize {
     let req = ex.request.as_ref().map_or(0, |b| b.capture.kept());
@@ -57,23 +80,41 @@ fn captured_len(ex: &Exchange) -> usize {
 }
 
 impl Submitter {
-    /// Queues an exchange for tracing without ever blocking.
-    pub fn submit(&self, ex: Exchange) {
+    /// Queues an exchange for tracing without ever blocking. With the journal
+    /// in `fsync = "always"` mode, returns what to wait on before the call
+    /// counts as finished.
+    pub fn submit(&self, ex: Exchange) -> Option<Durable> {
         let len = captured_len(&ex);
         if self.queued_bytes.load(Relaxed) + len > self.max_bytes {
             self.drop_one("export queue over its byte bound");
-            return;
+            return None;
         }
         self.queued_bytes.fetch_add(len, Relaxed);
-        match self.tx.try_send(ex) {
-            Ok(()) => {
-                self.metrics.queue_depth.fetch_add(1, Relaxed);
+        let (sent, durable) = match &self.intake {
+            Intake::Memory(tx) => (tx.try_send(ex).is_ok(), None),
+            Intake::Journal { tx, hold } => {
+                let (durable_tx, durable) = match hold {
+                    true => {
+                        let (t, r) = tokio::sync::oneshot::channel();
+                        (Some(t), Some(r))
+                    }
+                    false => (None, None),
+                };
+                let entry = journal::Entry {
+                    exchange: ex,
+                    durable: durable_tx,
+                    len,
+                };
+                (tx.try_send(entry).is_ok(), durable)
             }
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.queued_bytes.fetch_sub(len, Relaxed);
-                self.drop_one("export queue full");
-            }
+        };
+        if !sent {
+            self.queued_bytes.fetch_sub(len, Relaxed);
+            self.drop_one("export queue full");
+            return None;
         }
+        self.metrics.queue_depth.fetch_add(1, Relaxed);
+        durable
     }
 
     fn drop_one(&self, why: &str) {
@@ -85,6 +126,19 @@ impl Submitter {
                 "{why}: trace dropped (the call itself was proxied)"
             );
         }
+    }
+}
+
+/// A parse worker's output: the span (None when parsing failed for good) and
+/// the journal record it came from, acknowledged once the span is spooled.
+pub struct Parsed {
+    pub span: Option<Span>,
+    pub journal: Option<spool::RecordId>,
+}
+
+impl batch::Weight for Parsed {
+    fn weight(&self) -> usize {
+        self.span.as_ref().map_or(0, batch::Weight::weight)
     }
 }
 
@@ -117,14 +171,94 @@ impl Pipeline {
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
         deliverer.stop_retrying_on(closing_rx);
         let e = cfg.export.clone();
-        let (tx, rx) = sync_channel::<Exchange>(e.queue_capacity);
-        let (span_tx, span_rx) = mpsc::channel::<Span>(e.batch_max_spans.saturating_mul(4));
+        let (span_tx, span_rx) = mpsc::channel::<Parsed>(e.batch_max_spans.saturating_mul(4));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
-        let rx = Arc::new(Mutex::new(rx));
-        let workers = (0..e.parse_workers)
-            .map(|i| {
+        let limits = Limits {
+            max_spans: e.batch_max_spans,
+            max_bytes: e.batch_max_bytes,
+            interval: e.batch_interval,
+        };
+        let stores = cfg.spool.as_ref().and_then(|settings| {
+            let opened = spooled::open(settings).and_then(|s| Ok((s, journal::open(settings)?)));
+            match opened {
+                Ok((spool, journal)) => {
+                    tracing::info!(
+                        dir = %settings.dir.display(),
+                        spooled = spool.stats().records_pending,
+                        journaled = journal.stats().records_pending,
+                        "spool open; traces it holds will be sent"
+                    );
+                    Some((settings, spool, journal))
+                }
+                Err(err) => {
+                    tracing::error!(dir = %settings.dir.display(), error = %err, "spool cannot be opened: traces are kept in memory only");
+                    None
+                }
+            }
+        });
+        let (intake, sources, batcher) = match stores {
+            Some((settings, spool, journal)) => {
+                let journal = Arc::new(Mutex::new(journal));
+                let wake = Arc::new(journal::Wake::default());
+                let (tx, rx) = mpsc::channel(e.queue_capacity.max(1));
+                let journal_writer = journal::writer(
+                    rx,
+                    journal.clone(),
+                    wake.clone(),
+                    queued_bytes.clone(),
+                    metrics.clone(),
+                    settings.clone(),
+                );
+                let sources = (0..e.parse_workers)
+                    .map(|_| {
+                        Source::Journal(journal::Reader::new(
+                            journal.clone(),
+                            wake.clone(),
+                            metrics.clone(),
+                        ))
+                    })
+                    .collect::<Vec<_>>();
+                let spool = Arc::new(Mutex::new(spool));
+                let notify = Arc::new(tokio::sync::Notify::new());
+                let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let writer = spooled::writer(
+                    span_rx,
+                    spool.clone(),
+                    Some(journal),
+                    notify.clone(),
+                    done.clone(),
+                    metrics.clone(),
+                    settings.clone(),
+                );
+                let delivery =
+                    spooled::deliver(spool, notify, done, deliverer, metrics.clone(), limits);
+                let batcher = tokio::spawn(async move {
+                    tokio::join!(journal_writer, writer, delivery);
+                });
+                let hold = settings.fsync_interval.is_none();
+                (Intake::Journal { tx, hold }, sources, batcher)
+            }
+            None => {
+                let (tx, rx) = sync_channel::<Exchange>(e.queue_capacity);
+                let rx = Arc::new(Mutex::new(rx));
+                let sources = (0..e.parse_workers)
+                    .map(|_| Source::Memory(rx.clone()))
+                    .collect();
+                let batcher = Batcher {
+                    rx: span_rx,
+                    limits,
+                    deliverer,
+                    metrics: metrics.clone(),
+                };
+                (Intake::Memory(tx), sources, tokio::spawn(batcher.run()))
+            }
+        };
+        let workers = sources
+            .into_iter()
+            .enumerate()
+            .map(|(i, source)| {
                 let w = Worker {
-                    rx: rx.clone(),
+                    source,
                     span_tx: span_tx.clone(),
                     queued_bytes: queued_bytes.clone(),
                     metrics: metrics.clone(),
@@ -138,47 +272,9 @@ impl Pipeline {
             })
             .collect();
         drop(span_tx);
-        let limits = Limits {
-            max_spans: e.batch_max_spans,
-            max_bytes: e.batch_max_bytes,
-            interval: e.batch_interval,
-        };
-        let batcher = match cfg.spool.as_ref().map(|s| (s, spooled::open(s))) {
-            Some((settings, Ok(spool))) => {
-                tracing::info!(dir = %settings.dir.display(), pending = spool.stats().records_pending, "spool open; traces it holds will be sent");
-                let spool = Arc::new(Mutex::new(spool));
-                let notify = Arc::new(tokio::sync::Notify::new());
-                let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                let writer = spooled::writer(
-                    span_rx,
-                    spool.clone(),
-                    notify.clone(),
-                    done.clone(),
-                    metrics.clone(),
-                    settings.clone(),
-                );
-                let delivery =
-                    spooled::deliver(spool, notify, done, deliverer, metrics.clone(), limits);
-                tokio::spawn(async move {
-                    tokio::join!(writer, delivery);
-                })
-            }
-            other => {
-                if let Some((settings, Err(err))) = other {
-                    tracing::error!(dir = %settings.dir.display(), error = %err, "spool cannot be opened: traces are kept in memory only");
-                }
-                let batcher = Batcher {
-                    rx: span_rx,
-                    limits,
-                    deliverer,
-                    metrics: metrics.clone(),
-                };
-                tokio::spawn(batcher.run())
-            }
-        };
         Some(Pipeline {
             submitter: Submitter {
-                tx,
+                intake,
                 queued_bytes,
                 max_bytes: e.queue_max_bytes,
                 metrics,
@@ -228,10 +324,18 @@ impl Pipeline {
     }
 }
 
+/// Where a parse worker takes exchanges from.
+enum Source {
+    /// The in-memory queue (spool off).
+    Memory(Arc<Mutex<Receiver<Exchange>>>),
+    /// The exchange journal (spool on).
+    Journal(journal::Reader),
+}
+
 /// A parse worker: exchange in, span out. A panic is contained to its exchange.
 struct Worker {
-    rx: Arc<Mutex<Receiver<Exchange>>>,
-    span_tx: mpsc::Sender<Span>,
+    source: Source,
+    span_tx: mpsc::Sender<Parsed>,
     queued_bytes: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     cap: usize,
@@ -242,39 +346,56 @@ struct Worker {
 type BuildFn = fn(&Exchange, usize) -> (crate::record::SpanRecord, crate::trace::Built);
 
 impl Worker {
-    fn run(self) {
-        loop {
-            let next = match self.rx.lock() {
-                Ok(rx) => rx.recv(),
-                Err(_) => return,
-            };
-            let Ok(ex) = next else { return };
-            self.queued_bytes.fetch_sub(captured_len(&ex), Relaxed);
-            self.metrics.queue_depth.fetch_sub(1, Relaxed);
-            let built = std::panic::catch_unwind(AssertUnwindSafe(|| (self.build)(&ex, self.cap)));
-            let (record, facts) = match built {
-                Ok(b) => b,
-                Err(_) => {
-                    self.metrics.parse_panics.fetch_add(1, Relaxed);
-                    tracing::error!(trace_id = %crate::exchange::mlflow_trace_id(&ex.trace_id), "parsing an exchange panicked; its trace is lost");
-                    continue;
-                }
-            };
-            if let Some(ttft) = facts.time_to_first_token {
-                self.metrics.time_to_first_token(ex.api.label(), ttft);
+    /// The next exchange (None: unreadable journal record) and its journal id;
+    /// `None` once the source is closed and empty.
+    fn next(&mut self) -> Option<(Option<Exchange>, Option<spool::RecordId>)> {
+        match &mut self.source {
+            Source::Memory(rx) => {
+                let ex = rx.lock().ok()?.recv().ok()?;
+                self.queued_bytes.fetch_sub(captured_len(&ex), Relaxed);
+                self.metrics.queue_depth.fetch_sub(1, Relaxed);
+                Some((Some(ex), None))
             }
-            let span = crate::otlp::to_span(&record);
-            self.metrics.queue_depth.fetch_add(1, Relaxed);
-            if self.span_tx.blocking_send(span).is_err() {
+            Source::Journal(reader) => reader.next().map(|i| (i.exchange, Some(i.id))),
+        }
+    }
+
+    fn run(mut self) {
+        while let Some((ex, journal)) = self.next() {
+            let span = ex.and_then(|ex| self.parse(&ex));
+            if span.is_some() {
+                self.metrics.queue_depth.fetch_add(1, Relaxed);
+            }
+            if self
+                .span_tx
+                .blocking_send(Parsed { span, journal })
+                .is_err()
+            {
                 return;
             }
         }
+    }
+
+    fn parse(&self, ex: &Exchange) -> Option<Span> {
+        let built = std::panic::catch_unwind(AssertUnwindSafe(|| (self.build)(ex, self.cap)));
+        let (record, facts) = match built {
+            Ok(b) => b,
+            Err(_) => {
+                self.metrics.parse_panics.fetch_add(1, Relaxed);
+                tracing::error!(trace_id = %crate::exchange::mlflow_trace_id(&ex.trace_id), "parsing an exchange panicked; its trace is lost");
+                return None;
+            }
+        };
+        if let Some(ttft) = facts.time_to_first_token {
+            self.metrics.time_to_first_token(ex.api.label(), ttft);
+        }
+        Some(crate::otlp::to_span(&record))
     }
 }
 
 /// Gathers spans into batches and hands each to the [`Deliverer`].
 struct Batcher {
-    rx: mpsc::Receiver<Span>,
+    rx: mpsc::Receiver<Parsed>,
     limits: Limits,
     deliverer: Deliverer,
     metrics: Arc<Metrics>,
@@ -283,10 +404,13 @@ struct Batcher {
 impl Batcher {
     async fn run(mut self) {
         while let Some(batch) = next_batch(&mut self.rx, self.limits).await {
+            let spans: Vec<Span> = batch.into_iter().filter_map(|p| p.span).collect();
             self.metrics
                 .queue_depth
-                .fetch_sub(batch.len() as i64, Relaxed);
-            self.deliverer.deliver(batch).await;
+                .fetch_sub(spans.len() as i64, Relaxed);
+            if !spans.is_empty() {
+                self.deliverer.deliver(spans).await;
+            }
         }
     }
 }

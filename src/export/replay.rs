@@ -89,18 +89,23 @@ pub async fn replay(cfg: &Config, paths: &[std::path::PathBuf]) -> Result<Report
     Ok(report)
 }
 
-/// A directory holding spool segment files.
+/// A directory holding spool segment files (its own or its journal's).
 fn is_spool(p: &Path) -> bool {
-    std::fs::read_dir(p).is_ok_and(|d| {
-        d.filter_map(|e| e.ok()).any(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            name.starts_with("seg-") && name.ends_with(".spool")
+    let has_segments = |p: &Path| {
+        std::fs::read_dir(p).is_ok_and(|d| {
+            d.filter_map(|e| e.ok()).any(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("seg-") && name.ends_with(".spool")
+            })
         })
-    })
+    };
+    has_segments(p) || has_segments(&p.join(super::journal::DIR))
 }
 
-/// Sends and acknowledges everything a spool directory holds.
+/// Sends and acknowledges everything a spool directory holds: the spans in
+/// its spool, then the exchanges in its journal (parsed here, as the live
+/// pipeline would have).
 async fn replay_spool(
     cfg: &Config,
     dir: &Path,
@@ -116,12 +121,39 @@ async fn replay_spool(
         ready_threshold: 1.0,
     });
     settings.dir = dir.to_path_buf();
-    let mut spool =
-        super::spooled::open(&settings).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let spool = super::spooled::open(&settings).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let span = |payload: &[u8]| Span::decode(payload).ok();
+    drain(cfg, spool, &span, deliverer, report)
+        .await
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let journal_dir = dir.join(super::journal::DIR);
+    if !journal_dir.is_dir() {
+        return Ok(());
+    }
+    let journal =
+        super::journal::open(&settings).map_err(|e| format!("{}: {e}", journal_dir.display()))?;
+    let cap = cfg.max_capture_bytes;
+    let parsed = |payload: &[u8]| {
+        let ex = super::journal::codec::decode(payload).ok()?;
+        let (record, _) = crate::trace::build(&ex, cap);
+        Some(crate::otlp::to_span(&record))
+    };
+    drain(cfg, journal, &parsed, deliverer, report)
+        .await
+        .map_err(|e| format!("{}: {e}", journal_dir.display()))
+}
+
+/// Delivers a spool's records as spans, acknowledging each batch that went
+/// somewhere (exported or dead-lettered); stops at the first that did not.
+async fn drain(
+    cfg: &Config,
+    mut spool: super::spool::Spool,
+    to_span: &dyn Fn(&[u8]) -> Option<Span>,
+    deliverer: &mut Deliverer,
+    report: &mut Report,
+) -> Result<(), super::spool::SpoolError> {
     loop {
-        let batch = spool
-            .next_batch(cfg.export.batch_max_spans, cfg.export.batch_max_bytes)
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let batch = spool.next_batch(cfg.export.batch_max_spans, cfg.export.batch_max_bytes)?;
         if batch.is_empty() {
             break;
         }
@@ -129,25 +161,27 @@ async fn replay_spool(
         let mut spans = Vec::new();
         for (_, payload) in batch {
             report.lines += 1;
-            match Span::decode(payload.as_slice()) {
-                Ok(s) => spans.push(s),
-                Err(_) => report.bad_lines += 1,
+            match to_span(&payload) {
+                Some(s) => spans.push(s),
+                None => report.bad_lines += 1,
             }
         }
         report.spans += spans.len() as u64;
+        if spans.is_empty() {
+            // Nothing readable in this batch: nothing to send, nothing to keep.
+            spool.ack(&ids)?;
+            continue;
+        }
         let before = deliverer.delivered();
         deliverer.deliver(spans).await;
-        // Acknowledge only what went somewhere (exported or dead-lettered).
         if deliverer.delivered() > before {
-            spool
-                .ack(&ids)
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            spool.ack(&ids)?;
         } else {
             spool.nack(&ids);
             break;
         }
     }
-    spool.flush().map_err(|e| format!("{}: {e}", dir.display()))
+    spool.flush()
 }
 
 fn expand(paths: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>, String> {
@@ -207,5 +241,66 @@ mod tests {
         assert_eq!(spans_of_line(&dl).unwrap().len(), 1);
         assert!(spans_of_line("not json").is_none());
         assert!(spans_of_line("{\"resourceSpans\":7}").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_spool_dir_with_unparsed_exchanges_is_parsed_sent_and_emptied() {
+        use crate::config::{Env, Flags};
+        let tmp = tempfile::tempdir().unwrap();
+        let spool_dir = tmp.path().join("spool");
+        let out = tmp.path().join("out");
+        let env: Env = [
+            ("LLMTAP_TRACE_DIR", out.to_str().unwrap()),
+            ("LLMTAP_SPOOL_DIR", spool_dir.to_str().unwrap()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let cfg = crate::config::resolve(&Flags::default(), &env, None).unwrap();
+        let settings = cfg.spool.clone().expect("spool on");
+        // What a killed process leaves: an exchange journaled, never parsed.
+        let started = std::time::Instant::now();
+        let ex = crate::exchange::Exchange {
+            trace_id: [0x5a; 16],
+            span_id: [0x5b; 8],
+            api: crate::route::Api::ChatCompletions,
+            provider: "openai",
+            deployment: None,
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            started_wall: std::time::SystemTime::now(),
+            started,
+            ended: started,
+            request: None,
+            response_head: None,
+            response: None,
+            proxy_error: Some("upstream unreachable".into()),
+            proxy_status: Some(502),
+        };
+        {
+            let mut j = crate::export::journal::open(&settings).unwrap();
+            j.append(&crate::export::journal::codec::encode(&ex, 1 << 20))
+                .unwrap();
+            j.append(b"garbage").unwrap();
+            j.flush().unwrap();
+        }
+        assert!(is_spool(&spool_dir), "a journal alone makes a spool dir");
+        let report = replay(&cfg, std::slice::from_ref(&spool_dir))
+            .await
+            .unwrap();
+        assert_eq!((report.spans, report.bad_lines), (1, 1), "{report:?}");
+        let written: String = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect();
+        let spans = spans_of_line(written.lines().next().unwrap()).unwrap();
+        assert_eq!(spans[0].trace_id, vec![0x5a; 16]);
+        assert_eq!(
+            spans[0].status.as_ref().unwrap().code,
+            2,
+            "the 502 is an error span"
+        );
+        let j = crate::export::journal::open(&settings).unwrap();
+        assert_eq!(j.stats().records_pending, 0, "acknowledged once sent");
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! parse workers --span queue--> spool writer --group commit--> disk spool
+//!                                   | then acks the spans' exchanges in the journal
 //!                                                  | notify
 //!                                                  v
 //!                          delivery task: next_batch -> Deliverer (retries
@@ -25,7 +26,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::batch::Limits;
 use super::spool::{Fsync, RealFs, Spool, SpoolConfig, SpoolError};
-use super::Deliverer;
+use super::{journal, Deliverer, Parsed};
 use crate::config::SpoolSettings;
 use crate::metrics::Metrics;
 
@@ -53,23 +54,38 @@ pub fn open(s: &SpoolSettings) -> Result<Spool<RealFs>, SpoolError> {
     )
 }
 
-fn publish(spool: &Spool<RealFs>, metrics: &Metrics) {
-    if let Ok(mut slot) = metrics.spool.lock() {
+/// Which statistics a spool's figures are published as.
+#[derive(Debug, Clone, Copy)]
+pub enum Slot {
+    /// The span spool (`llmtap_spool_*`).
+    Spool,
+    /// The exchange journal (`llmtap_journal_*`).
+    Journal,
+}
+
+/// Publishes a spool's statistics to its metrics slot.
+pub fn publish(spool: &Spool<RealFs>, metrics: &Metrics, slot: Slot) {
+    let slot = match slot {
+        Slot::Spool => &metrics.spool,
+        Slot::Journal => &metrics.journal,
+    };
+    if let Ok(mut slot) = slot.lock() {
         *slot = Some((spool.stats(), spool.config().max_bytes));
     }
 }
 
-/// Runs `f` on the spool off the async threads.
-async fn with_spool<T: Send + 'static>(
+/// Runs `f` on a spool off the async threads, then publishes its statistics.
+pub async fn with_spool<T: Send + 'static>(
     spool: &Shared,
     metrics: &Arc<Metrics>,
+    slot: Slot,
     f: impl FnOnce(&mut Spool<RealFs>) -> T + Send + 'static,
 ) -> Option<T> {
     let (spool, metrics) = (spool.clone(), metrics.clone());
     tokio::task::spawn_blocking(move || {
         let mut guard = spool.lock().ok()?;
         let out = f(&mut guard);
-        publish(&guard, &metrics);
+        publish(&guard, &metrics, slot);
         Some(out)
     })
     .await
@@ -77,72 +93,153 @@ async fn with_spool<T: Send + 'static>(
     .flatten()
 }
 
+/// What a writer does while its queue is idle: flush its spool every `tick`.
+pub struct Idle<'a> {
+    pub spool: &'a Shared,
+    pub metrics: &'a Arc<Metrics>,
+    pub slot: Slot,
+    pub tick: Duration,
+}
+
+/// The next group commit's items: the first to arrive, then whatever is
+/// already queued, up to `max` items and `max_weight` (by `weight`). The
+/// spool is flushed on every idle tick. `None` once the queue is closed.
+pub async fn next_group<T>(
+    rx: &mut mpsc::Receiver<T>,
+    idle: &Idle<'_>,
+    max: usize,
+    max_weight: usize,
+    weight: impl Fn(&T) -> usize,
+) -> Option<Vec<T>> {
+    let first = loop {
+        tokio::select! {
+            item = rx.recv() => break item?,
+            _ = tokio::time::sleep(idle.tick) => {
+                with_spool(idle.spool, idle.metrics, idle.slot, |s| s.flush()).await;
+            }
+        }
+    };
+    let mut total = weight(&first);
+    let mut group = vec![first];
+    while group.len() < max && total < max_weight {
+        match rx.try_recv() {
+            Ok(item) => {
+                total += weight(&item);
+                group.push(item);
+            }
+            Err(_) => break,
+        }
+    }
+    Some(group)
+}
+
 /// Appends spans as they come, one group commit at a time; flushes on the
 /// interval and at the end.
 pub async fn writer(
-    mut rx: mpsc::Receiver<Span>,
+    mut rx: mpsc::Receiver<Parsed>,
     spool: Shared,
+    journal: Option<journal::Shared>,
     notify: Arc<Notify>,
     done: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     settings: SpoolSettings,
 ) {
     let always = settings.fsync_interval.is_none();
-    let tick = settings.fsync_interval.unwrap_or(Duration::from_secs(1));
-    loop {
-        let first = tokio::select! {
-            s = rx.recv() => s,
-            _ = tokio::time::sleep(tick) => {
-                with_spool(&spool, &metrics, |s| s.flush()).await;
-                continue;
-            }
-        };
-        let Some(first) = first else { break };
-        let mut group = vec![first];
-        while group.len() < GROUP {
-            match rx.try_recv() {
-                Ok(s) => group.push(s),
-                Err(_) => break,
-            }
-        }
-        metrics.queue_depth.fetch_sub(group.len() as i64, Relaxed);
-        let payloads: Vec<Vec<u8>> = group.iter().map(Message::encode_to_vec).collect();
-        let lost = with_spool(&spool, &metrics, move |s| {
-            let mut lost = 0u64;
-            for p in &payloads {
-                match s.append(p) {
-                    Ok(_) => {}
-                    Err(SpoolError::Full { .. }) => lost += 1,
-                    Err(e) => {
-                        lost += 1;
-                        tracing::error!(error = %e, "spool: a trace could not be written; it is lost");
-                    }
-                }
-            }
-            if always {
-                if let Err(e) = s.flush() {
-                    tracing::error!(error = %e, "spool: fsync failed; the last traces may not survive a power loss");
-                }
+    let idle = Idle {
+        spool: &spool,
+        metrics: &metrics,
+        slot: Slot::Spool,
+        tick: settings.fsync_interval.unwrap_or(Duration::from_secs(1)),
+    };
+    while let Some(group) = next_group(&mut rx, &idle, GROUP, usize::MAX, |_| 0).await {
+        let journaled: Vec<_> = group.iter().filter_map(|p| p.journal).collect();
+        let payloads: Vec<Vec<u8>> = group
+            .iter()
+            .filter_map(|p| p.span.as_ref())
+            .map(Message::encode_to_vec)
+            .collect();
+        metrics
+            .queue_depth
+            .fetch_sub(payloads.len() as i64, Relaxed);
+        let count = payloads.len() as u64;
+        let (journal, acks_metrics) = (journal.clone(), metrics.clone());
+        let lost = with_spool(&spool, &metrics, Slot::Spool, move |s| {
+            let lost = append_group(s, payloads, always);
+            // The spans are spooled (or their loss counted): their exchanges
+            // need not be parsed again.
+            if let Some(j) = &journal {
+                journal::ack(j, &acks_metrics, &journaled);
             }
             lost
         })
         .await
-        .unwrap_or(group.len() as u64);
-        if lost > 0 {
-            metrics.dropped("spool_full", lost);
-            let n = metrics.dropped_count("spool_full");
-            if n == lost || n.is_power_of_two() {
-                tracing::warn!(
-                    dropped_total = n,
-                    "spool full or failing: traces dropped (the calls themselves were proxied)"
-                );
-            }
-        }
+        .unwrap_or(Lost {
+            count,
+            error: Some("the spool is unavailable".into()),
+        });
+        lost.report(&metrics, "spool");
         notify.notify_one();
     }
-    with_spool(&spool, &metrics, |s| s.flush()).await;
+    with_spool(&spool, &metrics, Slot::Spool, |s| s.flush()).await;
     done.store(true, Relaxed);
     notify.notify_one();
+}
+
+/// What appending a group lost: how many records, and the first error.
+pub struct Lost {
+    pub count: u64,
+    pub error: Option<String>,
+}
+
+impl Lost {
+    /// Counts the loss (`llmtap_traces_dropped_total{reason="spool_full"}`,
+    /// the cap or the disk) and logs it when the total passes a power of
+    /// two, so a full disk at high traffic does not flood the log.
+    pub fn report(&self, metrics: &Metrics, what: &str) {
+        if self.count == 0 {
+            return;
+        }
+        metrics.dropped("spool_full", self.count);
+        let total = metrics.dropped_count("spool_full");
+        let before = total - self.count;
+        if before == 0 || before.ilog2() != total.ilog2() {
+            tracing::warn!(
+                dropped_total = total,
+                error = self.error.as_deref().unwrap_or("full"),
+                "{what} full or failing: traces dropped (the calls themselves were proxied)"
+            );
+        }
+    }
+}
+
+/// Appends one group commit's records (fsyncing once at the end with
+/// `always`); what could not be stored is returned, not logged one by one.
+pub fn append_group(
+    s: &mut Spool<RealFs>,
+    payloads: impl IntoIterator<Item = Vec<u8>>,
+    always: bool,
+) -> Lost {
+    let mut lost = Lost {
+        count: 0,
+        error: None,
+    };
+    for p in payloads {
+        if let Err(e) = s.append(&p) {
+            lost.count += 1;
+            if lost.error.is_none() && !matches!(e, SpoolError::Full { .. }) {
+                lost.error = Some(e.to_string());
+            }
+        }
+    }
+    if always {
+        if let Err(e) = s.flush() {
+            let failures = s.stats().sync_errors;
+            if failures.is_power_of_two() {
+                tracing::error!(error = %e, failures, "fsync failed; the last records may not survive a power loss");
+            }
+        }
+    }
+    lost
 }
 
 /// Sends what the spool holds, batch by batch, acking what the sink took.
@@ -164,7 +261,7 @@ pub async fn deliver(
     // out when full, or `interval` after that, like the in-memory batcher.
     let mut partial_since: Option<tokio::time::Instant> = None;
     loop {
-        let batch = with_spool(&spool, &metrics, move |s| {
+        let batch = with_spool(&spool, &metrics, Slot::Spool, move |s| {
             s.next_batch(max_spans, max_bytes)
         })
         .await
@@ -188,7 +285,7 @@ pub async fn deliver(
             let since = *partial_since.get_or_insert_with(tokio::time::Instant::now);
             if since.elapsed() < interval {
                 let ids: Vec<_> = batch.iter().map(|(id, _)| *id).collect();
-                with_spool(&spool, &metrics, move |s| s.nack(&ids)).await;
+                with_spool(&spool, &metrics, Slot::Spool, move |s| s.nack(&ids)).await;
                 tokio::select! {
                     _ = notify.notified() => {}
                     _ = tokio::time::sleep_until(since + interval) => {}
@@ -208,10 +305,10 @@ pub async fn deliver(
         }
         if !spans.is_empty() && !deliverer.deliver(spans).await {
             // Shutting down with the sink failing: the batch stays spooled.
-            with_spool(&spool, &metrics, move |s| s.nack(&ids)).await;
+            with_spool(&spool, &metrics, Slot::Spool, move |s| s.nack(&ids)).await;
             return;
         }
-        with_spool(&spool, &metrics, move |s| {
+        with_spool(&spool, &metrics, Slot::Spool, move |s| {
             if let Err(e) = s.ack(&ids) {
                 tracing::warn!(error = %e, "spool: acks not persisted; those traces will be sent again after a restart");
             }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 type Seen = Arc<Mutex<Vec<(Vec<u8>, u64, bool, BodyEnd)>>>;
 
-fn observer(seen: &Seen) -> impl FnOnce(Capture, BodyEnd) + Send + Sync + 'static {
+fn observer(seen: &Seen) -> impl FnOnce(Capture, BodyEnd) -> Option<Hold> + Send + Sync + 'static {
     let seen = seen.clone();
     move |cap, end| {
         let total = cap.total_bytes;
@@ -14,7 +14,74 @@ fn observer(seen: &Seen) -> impl FnOnce(Capture, BodyEnd) + Send + Sync + 'stati
         seen.lock()
             .unwrap()
             .push((cap.bytes().to_vec(), total, truncated, end));
+        None
     }
+}
+
+type Release = Arc<Mutex<Option<tokio::sync::oneshot::Sender<()>>>>;
+
+/// An `on_end` that holds the end until the returned sender is used or dropped.
+fn holder() -> (
+    impl FnOnce(Capture, BodyEnd) -> Option<Hold> + Send + Sync + 'static,
+    Release,
+) {
+    let slot = Arc::new(Mutex::new(None));
+    let put = slot.clone();
+    let on_end = move |_cap, _end| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *put.lock().unwrap() = Some(tx);
+        Some(rx)
+    };
+    (on_end, slot)
+}
+
+async fn pending<B: Body + Unpin>(body: &mut B) -> bool {
+    tokio::time::timeout(std::time::Duration::from_millis(50), body.frame())
+        .await
+        .is_err()
+}
+
+#[tokio::test]
+async fn a_held_body_keeps_its_last_known_frame_until_released() {
+    let (on_end, release) = holder();
+    let mut tee = Tee::new(Full::new(Bytes::from_static(b"{\"ok\":1}")), 64, on_end);
+    assert!(pending(&mut tee).await, "the last frame waits for the hold");
+    assert!(!tee.is_end_stream(), "the reader must keep polling");
+    release.lock().unwrap().take().unwrap().send(()).unwrap();
+    let frame = tee.frame().await.unwrap().unwrap();
+    assert_eq!(
+        frame.into_data().unwrap(),
+        Bytes::from_static(b"{\"ok\":1}")
+    );
+    assert!(tee.is_end_stream());
+    assert!(tee.frame().await.is_none());
+}
+
+#[tokio::test]
+async fn a_held_stream_passes_its_frames_and_holds_only_the_end() {
+    let (on_end, release) = holder();
+    let mut tee = Tee::new(
+        stream(vec![Ok("data: a\n\n"), Ok("data: b\n\n")]),
+        64,
+        on_end,
+    );
+    for want in ["data: a\n\n", "data: b\n\n"] {
+        let frame = tee.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), want);
+    }
+    assert!(pending(&mut tee).await, "the end of the stream waits");
+    // A dropped sender (the journal writer gave up) releases it too.
+    drop(release.lock().unwrap().take());
+    assert!(tee.frame().await.is_none());
+}
+
+#[tokio::test]
+async fn an_erroring_body_is_not_held() {
+    let (on_end, release) = holder();
+    let mut tee = Tee::new(stream(vec![Ok("part"), Err("reset")]), 64, on_end);
+    assert!(tee.frame().await.unwrap().is_ok());
+    assert!(tee.frame().await.unwrap().is_err());
+    assert!(release.lock().unwrap().is_some(), "on_end ran");
 }
 
 fn stream(

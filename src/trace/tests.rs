@@ -75,6 +75,7 @@ async fn tee(frames: Vec<Bytes>, cap: usize, gap: u64, tail: Tail) -> (Capture, 
     let sink = slot.clone();
     let mut body = Tee::new(StreamBody::new(stream.boxed()), cap, move |c, end| {
         *sink.lock().unwrap() = Some((c, end));
+        None
     });
     match tail {
         Tail::DropAfter(n) => {
