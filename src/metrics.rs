@@ -70,6 +70,8 @@ pub struct Metrics {
     pub journal: std::sync::Mutex<Option<(crate::export::spool::SpoolStats, u64)>>,
     /// Journal records that could not be decoded back into an exchange.
     pub journal_undecodable: AtomicU64,
+    /// Responses that stopped waiting for their exchange's fsync.
+    pub hold_timeouts: AtomicU64,
 }
 
 impl Metrics {
@@ -330,6 +332,12 @@ impl Metrics {
                 "counter",
                 "Journal records that could not be read back as a call.",
                 self.journal_undecodable.load(Relaxed) as f64,
+            ),
+            (
+                "llmtap_journal_hold_timeouts_total",
+                "counter",
+                "Responses that completed without waiting any longer for their call's fsync (fsync = always).",
+                self.hold_timeouts.load(Relaxed) as f64,
             ),
             (
                 "llmtap_journal_write_errors_total",

@@ -130,7 +130,7 @@ pub enum BodyEnd {
 
 /// What a completed body waits for before its end reaches the reader: the
 /// trace of the call being durable (journal with `fsync = "always"`).
-pub type Hold = tokio::sync::oneshot::Receiver<()>;
+pub type Hold = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 type OnEnd = Box<dyn FnOnce(Capture, BodyEnd) -> Option<Hold> + Send + Sync>;
 
@@ -144,7 +144,7 @@ struct Held {
 /// A body wrapper that copies and reports; see the module docs.
 ///
 /// When `on_end` returns a [`Hold`] for a completed body, the body's end is
-/// held until it resolves (either way: sent or dropped): the last data frame
+/// held until it resolves: the last data frame
 /// when the inner body knows it is the last (Content-Length, HTTP/2
 /// end-of-stream), else the end of the stream (the chunked terminator). The
 /// reader thus sees the call complete only once its trace is safe.
@@ -205,8 +205,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
         if let Some(held) = this.held.as_mut() {
-            // Resolved or dropped, the wait is over.
-            let _ = std::task::ready!(Pin::new(&mut held.until).poll(cx));
+            std::task::ready!(held.until.as_mut().poll(cx));
             let frame = this.held.take().and_then(|h| h.frame);
             return Poll::Ready(frame.map(Ok));
         }

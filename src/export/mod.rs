@@ -69,9 +69,17 @@ enum Intake {
     },
 }
 
-/// Resolves once a submitted exchange is durable (or could not be written);
-/// the response's last bytes wait for it (see [`crate::tee::Tee`]).
-pub type Durable = tokio::sync::oneshot::Receiver<()>;
+/// Resolves once a submitted exchange is durable, could not be written, or
+/// [`MAX_HOLD`] has passed; the response's last bytes wait for it (see
+/// [`crate::tee::Tee`]).
+pub type Durable = crate::tee::Hold;
+
+/// The longest a response's end waits for its exchange's fsync. A healthy
+/// disk takes milliseconds; a hung one must not hang the agent's calls, so
+/// past this the call completes anyway (its trace is still written when the
+/// disk recovers, just without the crash guarantee) and the wait is counted
+/// in `llmtap_journal_hold_timeouts_total`.
+pub const MAX_HOLD: Duration = Duration::from_secs(2);
 
 fn captured_len(ex: &Exchange) -> usize {
     let req = ex.request.as_ref().map_or(0, |b| b.capture.kept());
@@ -96,7 +104,7 @@ impl Submitter {
                 let (durable_tx, durable) = match hold {
                     true => {
                         let (t, r) = tokio::sync::oneshot::channel();
-                        (Some(t), Some(r))
+                        (Some(t), Some(self.wait_durable(r)))
                     }
                     false => (None, None),
                 };
@@ -115,6 +123,22 @@ impl Submitter {
         }
         self.metrics.queue_depth.fetch_add(1, Relaxed);
         durable
+    }
+
+    /// Waits for the journal writer's word, at most [`MAX_HOLD`].
+    fn wait_durable(&self, told: tokio::sync::oneshot::Receiver<()>) -> Durable {
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            if tokio::time::timeout(MAX_HOLD, told).await.is_err() {
+                let n = metrics.hold_timeouts.fetch_add(1, Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        timeouts_total = n,
+                        "the exchange journal did not fsync within {MAX_HOLD:?}: a response completed without waiting for its trace to be durable (is the spool's disk hung?)"
+                    );
+                }
+            }
+        })
     }
 
     fn drop_one(&self, why: &str) {

@@ -56,3 +56,47 @@ fn a_panicking_parse_loses_only_its_own_trace() {
     assert_eq!(spans, 2, "the other exchanges were traced");
     assert_eq!(metrics.parse_panics.load(Relaxed), 1);
 }
+
+/// With `fsync = "always"` a call waits for its exchange's fsync, but a hung
+/// disk (a journal writer that never answers) holds it at most `MAX_HOLD`.
+#[tokio::test(start_paused = true)]
+async fn a_hung_journal_holds_a_response_at_most_max_hold() {
+    let (tx, mut rx) = mpsc::channel(8);
+    let metrics = Arc::new(Metrics::default());
+    let submitter = Submitter {
+        intake: Intake::Journal { tx, hold: true },
+        queued_bytes: Arc::new(AtomicUsize::new(0)),
+        max_bytes: 1 << 20,
+        metrics: metrics.clone(),
+    };
+    let hold = submitter
+        .submit(exchange("/v1/chat/completions"))
+        .expect("always mode holds");
+    let entry = rx.recv().await.expect("the exchange reached the journal queue");
+    let started = tokio::time::Instant::now();
+    hold.await;
+    assert_eq!(started.elapsed(), MAX_HOLD, "released by the bound, not before");
+    assert_eq!(metrics.hold_timeouts.load(Relaxed), 1);
+    drop(entry);
+
+    // Told in time: released at once, nothing counted.
+    let hold = submitter.submit(exchange("/v1/chat/completions")).unwrap();
+    let entry = rx.recv().await.unwrap();
+    entry.durable.unwrap().send(()).unwrap();
+    let started = tokio::time::Instant::now();
+    hold.await;
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(metrics.hold_timeouts.load(Relaxed), 1);
+}
+
+#[test]
+fn without_hold_nothing_waits() {
+    let (tx, _rx) = mpsc::channel(8);
+    let submitter = Submitter {
+        intake: Intake::Journal { tx, hold: false },
+        queued_bytes: Arc::new(AtomicUsize::new(0)),
+        max_bytes: 1 << 20,
+        metrics: Arc::new(Metrics::default()),
+    };
+    assert!(submitter.submit(exchange("/v1/chat/completions")).is_none());
+}

@@ -28,9 +28,11 @@ fn holder() -> (
     let slot = Arc::new(Mutex::new(None));
     let put = slot.clone();
     let on_end = move |_cap, _end| {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         *put.lock().unwrap() = Some(tx);
-        Some(rx)
+        Some(Box::pin(async move {
+            let _ = rx.await;
+        }) as Hold)
     };
     (on_end, slot)
 }
@@ -70,8 +72,7 @@ async fn a_held_stream_passes_its_frames_and_holds_only_the_end() {
         assert_eq!(frame.into_data().unwrap(), want);
     }
     assert!(pending(&mut tee).await, "the end of the stream waits");
-    // A dropped sender (the journal writer gave up) releases it too.
-    drop(release.lock().unwrap().take());
+    release.lock().unwrap().take().unwrap().send(()).unwrap();
     assert!(tee.frame().await.is_none());
 }
 
