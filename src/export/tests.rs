@@ -72,10 +72,17 @@ async fn a_hung_journal_holds_a_response_at_most_max_hold() {
     let hold = submitter
         .submit(exchange("/v1/chat/completions"))
         .expect("always mode holds");
-    let entry = rx.recv().await.expect("the exchange reached the journal queue");
+    let entry = rx
+        .recv()
+        .await
+        .expect("the exchange reached the journal queue");
     let started = tokio::time::Instant::now();
     hold.await;
-    assert_eq!(started.elapsed(), MAX_HOLD, "released by the bound, not before");
+    assert_eq!(
+        started.elapsed(),
+        MAX_HOLD,
+        "released by the bound, not before"
+    );
     assert_eq!(metrics.hold_timeouts.load(Relaxed), 1);
     drop(entry);
 
