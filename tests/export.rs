@@ -327,6 +327,27 @@ async fn with_the_spool_a_dead_sink_drops_nothing() {
     }
 }
 
+/// With the spool off nothing touches the disk but the trace files: the
+/// exchanges go through memory to the parse workers, every call is traced.
+#[tokio::test]
+async fn without_the_spool_traces_go_through_memory() {
+    let provider = provider().await;
+    let tap = Tap::start(&provider.url(), &[("LLMTAP_SPOOL", "false")]).await;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(post(&tap.url(CHAT), b"{}", &[]).await.trace_id());
+    }
+    for id in &ids {
+        tap.span(id).await;
+    }
+    assert_eq!(tap.spans().len(), 10, "one span per call");
+    let text = tap.running.metrics.render();
+    assert!(
+        !text.contains("llmtap_journal_records") && !text.contains("llmtap_spool_records"),
+        "no journal or spool with the spool off:\n{text}"
+    );
+}
+
 #[tokio::test]
 async fn a_full_queue_drops_traces_not_calls() {
     let dead = dead_uri();
