@@ -88,7 +88,11 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done || self.inner.is_end_stream()
+        // Every byte a Content-Length announced has arrived. Over HTTP/2 the
+        // END_STREAM flag can follow in an empty DATA frame, and a reader that
+        // stops at the announced length (hyper's HTTP/1 server) never polls
+        // for it: without this the tee took a finished body for an abandoned one.
+        self.done || self.inner.is_end_stream() || self.inner.size_hint().exact() == Some(0)
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -146,6 +150,31 @@ mod tests {
             }
         }
         assert!((2..=3).contains(&frames), "{frames}");
+    }
+
+    /// A body that announced `left` more bytes and never ends by itself.
+    struct Announced(u64);
+
+    impl Body for Announced {
+        type Data = Bytes;
+        type Error = String;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, String>>> {
+            Poll::Pending
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.0)
+        }
+    }
+
+    #[test]
+    fn announced_length_reached_is_the_end() {
+        assert!(Deadline::new(Announced(0), None, None).is_end_stream());
+        assert!(!Deadline::new(Announced(3), None, None).is_end_stream());
     }
 
     fn tokio_stream_from<T: Send + 'static>(
