@@ -8,10 +8,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::Uri;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
 /// A snapshot of the process environment (or a test's stand-in).
 pub type Env = HashMap<String, String>;
@@ -50,6 +52,27 @@ pub struct MlflowConfig {
     pub tracking_uri: String,
     pub experiment: ExperimentRef,
     pub auth: MlflowAuth,
+    /// Extra CAs trusted for the tracking server (`MLFLOW_TRACKING_SERVER_CERT_PATH`).
+    pub server_ca: ExtraRoots,
+}
+
+/// CA certificates trusted in addition to the system's and the webpki roots,
+/// read from a PEM file at config load (none by default).
+#[derive(Clone, Default, PartialEq)]
+pub struct ExtraRoots {
+    /// The PEM file they came from.
+    pub path: Option<PathBuf>,
+    pub certs: Vec<CertificateDer<'static>>,
+}
+
+impl std::fmt::Debug for ExtraRoots {
+    // The path and a count: DER bytes say nothing in a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.path {
+            None => f.write_str("None"),
+            Some(p) => write!(f, "{} ({} certificates)", p.display(), self.certs.len()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -122,6 +145,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Default upstream base URL (scheme, authority, optional path prefix).
     pub upstream: Uri,
+    /// Extra CAs trusted for the default upstream and every route's.
+    pub upstream_ca: ExtraRoots,
     pub connect_timeout: Duration,
     /// Longest silence allowed while waiting for response headers or between body frames.
     pub idle_timeout: Option<Duration>,
@@ -166,7 +191,13 @@ const KNOWN: &[(&str, &[&str])] = &[
     ),
     (
         "upstream",
-        &["url", "connect_timeout", "idle_timeout", "request_timeout"],
+        &[
+            "url",
+            "connect_timeout",
+            "idle_timeout",
+            "request_timeout",
+            "ca_file",
+        ],
     ),
     ("capture", &["max_body_bytes", "inject_stream_usage"]),
     (
@@ -176,6 +207,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "experiment_id",
             "experiment_name",
             "enabled",
+            "tracking_server_cert_path",
         ],
     ),
     ("file_sink", &["dir", "max_file_bytes", "max_files"]),
@@ -223,16 +255,22 @@ impl Layers<'_> {
 
     /// A string setting; file values must be strings.
     fn string(&mut self, flag: Option<&str>, env: &[&str], at: (&str, &str)) -> Option<String> {
-        if let Some(v) = flag {
-            return Some(v.to_string());
+        match flag {
+            Some(v) => Some(v.to_string()),
+            None => self.sourced(env, at).map(|(v, _)| v),
         }
+    }
+
+    /// A string setting without a flag, and where it came from: the
+    /// variable's name or `table.key`.
+    fn sourced(&mut self, env: &[&str], at: (&str, &str)) -> Option<(String, String)> {
         for name in env {
             if let Some(v) = self.env.get(*name).filter(|v| !v.is_empty()) {
-                return Some(v.clone());
+                return Some((v.clone(), name.to_string()));
             }
         }
         match self.file_value(at.0, at.1) {
-            Some(toml::Value::String(s)) => Some(s.clone()),
+            Some(toml::Value::String(s)) => Some((s.clone(), format!("{}.{}", at.0, at.1))),
             Some(other) => {
                 let msg = format!(
                     "{}.{}: expected a string, got {}",
@@ -286,6 +324,46 @@ impl Layers<'_> {
             }
         }
     }
+
+    /// A PEM file of CA certificates ([`load_roots`]); a bad one is reported
+    /// under the variable or key that named it.
+    fn roots(&mut self, env: &str, at: (&str, &str)) -> ExtraRoots {
+        let Some((path, source)) = self.sourced(&[env], at) else {
+            return ExtraRoots::default();
+        };
+        let path = PathBuf::from(path);
+        match load_roots(&path) {
+            Ok(certs) => ExtraRoots {
+                path: Some(path),
+                certs,
+            },
+            Err(e) => {
+                self.errors.push(format!("{source}: {e}"));
+                ExtraRoots::default()
+            }
+        }
+    }
+}
+
+/// Reads the CA certificates of a PEM file; other PEM sections (keys, CRLs)
+/// are skipped. A file that cannot be read, holds no certificate, or holds
+/// one rustls cannot use as a trust anchor is an error naming the path.
+pub fn load_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let shown = path.display();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{shown}: not a PEM file: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{shown}: no PEM certificate in it"));
+    }
+    let mut check = rustls::RootCertStore::empty();
+    for (i, cert) in certs.iter().enumerate() {
+        check
+            .add(cert.clone())
+            .map_err(|e| format!("{shown}: certificate {} is not a usable CA ({e})", i + 1))?;
+    }
+    Ok(certs)
 }
 
 /// Parses a duration such as `250ms`, `10s`, `5m`, `1h`; `0`/`none`/`off` mean "no limit".
@@ -423,6 +501,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
         &["LLMTAP_UPSTREAM"],
         ("upstream", "url"),
     );
+    let upstream_ca = l.roots("LLMTAP_UPSTREAM_CA_FILE", ("upstream", "ca_file"));
     let log_format = l.string(
         flags.log_format.as_deref(),
         &["LLMTAP_LOG_FORMAT"],
@@ -550,6 +629,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 listen,
                 admin_listen,
                 upstream,
+                upstream_ca,
                 connect_timeout,
                 idle_timeout,
                 request_timeout,
@@ -670,10 +750,15 @@ fn resolve_sink(l: &mut Layers<'_>) -> SinkConfig {
         },
         (None, None) => MlflowAuth::None,
     };
+    let server_ca = l.roots(
+        "MLFLOW_TRACKING_SERVER_CERT_PATH",
+        ("mlflow", "tracking_server_cert_path"),
+    );
     SinkConfig::Mlflow(MlflowConfig {
         tracking_uri,
         experiment,
         auth,
+        server_ca,
     })
 }
 

@@ -117,7 +117,7 @@ impl Proxy {
         let mut upstreams = vec![Upstream::new(&cfg.upstream)];
         upstreams.extend(cfg.routes.iter().map(|r| Upstream::new(&r.upstream)));
         Proxy {
-            client: crate::client::client(cfg.connect_timeout),
+            client: crate::client::client(cfg.connect_timeout, &cfg.upstream_ca.certs),
             upstreams,
             cfg,
             submitter,

@@ -7,13 +7,11 @@ mod fake_provider;
 #[path = "support/tap.rs"]
 mod tap;
 
-use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fake_provider::{FakeProvider, Reply, Seen};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message;
 use tap::{fixture, post, Tap};
 
 const CHAT: &str = "/v1/chat/completions";
@@ -46,11 +44,7 @@ async fn collector(statuses: Vec<u16>) -> (FakeProvider, Arc<Mutex<Vec<Seen>>>) 
 fn decode(seen: &Seen) -> ExportTraceServiceRequest {
     assert_eq!(seen.headers["content-type"], "application/x-protobuf");
     assert_eq!(seen.headers["content-encoding"], "gzip");
-    let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(&seen.body[..])
-        .read_to_end(&mut raw)
-        .unwrap();
-    ExportTraceServiceRequest::decode(raw.as_slice()).unwrap()
+    tap::otlp_request(&seen.body)
 }
 
 async fn provider() -> FakeProvider {

@@ -170,3 +170,102 @@ fn example_file_is_valid_and_complete() {
         }
     }
 }
+
+/// A file under a fresh temp dir holding `text`.
+fn temp_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, text).unwrap();
+    (dir, path.display().to_string())
+}
+
+fn ca_pem() -> String {
+    rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .unwrap()
+        .cert
+        .pem()
+}
+
+#[test]
+fn ca_files_are_read_from_env_or_file() {
+    let (_d, path) = temp_file(&format!("{}{}", ca_pem(), ca_pem()));
+    let c = resolve(
+        &Flags::default(),
+        &env(&[("LLMTAP_UPSTREAM_CA_FILE", &path)]),
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.upstream_ca.certs.len(), 2);
+    assert_eq!(c.upstream_ca.path.as_deref(), Some(Path::new(&path)));
+    assert_eq!(
+        format!("{:?}", c.upstream_ca),
+        format!("{path} (2 certificates)")
+    );
+
+    let file = format!(
+        "[upstream]\nca_file = {path:?}\n[mlflow]\ntracking_uri = \"https://mlflow.internal\"\ntracking_server_cert_path = {path:?}\n"
+    );
+    let c = resolve(&Flags::default(), &Env::new(), Some(&file)).unwrap();
+    assert_eq!(c.upstream_ca.certs.len(), 2);
+    let SinkConfig::Mlflow(m) = c.sink else {
+        panic!("expected mlflow sink")
+    };
+    assert_eq!(m.server_ca.certs.len(), 2);
+
+    let d = resolve(&Flags::default(), &Env::new(), None).unwrap();
+    assert_eq!(d.upstream_ca, ExtraRoots::default(), "none by default");
+}
+
+#[test]
+fn bad_ca_files_name_the_setting_and_the_path() {
+    let (_d, not_pem) = temp_file("just some text\n");
+    let (_k, key_only) = temp_file(&rcgen::KeyPair::generate().unwrap().serialize_pem());
+    let (_g, garbage) = temp_file("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    let missing = "/nonexistent/llmtap-ca.pem";
+    let error = |e: Env, file: Option<&str>| {
+        resolve(&Flags::default(), &e, file)
+            .unwrap_err()
+            .to_string()
+    };
+    for (path, why) in [
+        (missing, "cannot read"),
+        (not_pem.as_str(), "no PEM certificate"),
+        (key_only.as_str(), "no PEM certificate"),
+        (garbage.as_str(), "certificate 1"),
+    ] {
+        let mlflow = env(&[
+            ("MLFLOW_TRACKING_URI", "https://mlflow.internal"),
+            ("MLFLOW_TRACKING_SERVER_CERT_PATH", path),
+        ]);
+        for (err, setting) in [
+            (
+                error(env(&[("LLMTAP_UPSTREAM_CA_FILE", path)]), None),
+                "LLMTAP_UPSTREAM_CA_FILE: ",
+            ),
+            (
+                error(
+                    Env::new(),
+                    Some(&format!("[upstream]\nca_file = {path:?}\n")),
+                ),
+                "upstream.ca_file: ",
+            ),
+            (error(mlflow, None), "MLFLOW_TRACKING_SERVER_CERT_PATH: "),
+        ] {
+            assert!(
+                err.contains(setting) && err.contains(path) && err.contains(why),
+                "{setting} {why}: {err}"
+            );
+        }
+    }
+    assert!(error(Env::new(), Some("[upstream]\nca_file = 1\n"))
+        .contains("upstream.ca_file: expected a string"));
+}
+
+#[test]
+fn mlflow_cert_path_is_read_only_for_the_mlflow_sink() {
+    // Without a tracking server the variable (perhaps meant for another tool)
+    // is not llmtap's business.
+    let e = env(&[("MLFLOW_TRACKING_SERVER_CERT_PATH", "/nonexistent/ca.pem")]);
+    let c = resolve(&Flags::default(), &e, None).unwrap();
+    assert!(matches!(c.sink, SinkConfig::File(_)));
+}

@@ -38,7 +38,7 @@ impl MlflowSink {
             ExperimentRef::Name(_) => None,
         };
         MlflowSink {
-            client: crate::client::client(connect_timeout),
+            client: crate::client::client(connect_timeout, &cfg.server_ca.certs),
             cfg,
             experiment_id,
             timeout,

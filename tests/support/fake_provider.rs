@@ -1,7 +1,8 @@
 //! An in-process fake LLM provider on 127.0.0.1:0. Each test scripts the
 //! replies; every request it receives is recorded byte for byte. Replies are
 //! sent frame by frame with the pacing a test asks for, so streaming
-//! behaviour (and its absence of buffering) can be observed.
+//! behaviour (and its absence of buffering) can be observed. Plain http by
+//! default; [`FakeProvider::start_tls`] serves https instead.
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -15,14 +16,18 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 /// A request as the provider saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: String,
     pub uri: String,
+    /// HTTP/1.1 or HTTP/2, as the connection spoke it.
+    pub version: http::Version,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -127,37 +132,68 @@ pub struct FakeProvider {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     gate: Arc<Semaphore>,
+    tls: bool,
 }
 
 impl FakeProvider {
     /// Starts a provider answering every request with `script(request)`.
     pub async fn start(script: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> FakeProvider {
+        Self::start_on(None, script).await
+    }
+
+    /// The same over https: each connection's TLS handshake goes through
+    /// `acceptor` (its certificate, its ALPN list) first. A failed handshake
+    /// just closes the connection.
+    pub async fn start_tls(
+        acceptor: TlsAcceptor,
+        script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> FakeProvider {
+        Self::start_on(Some(acceptor), script).await
+    }
+
+    async fn start_on(
+        tls: Option<TlsAcceptor>,
+        script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> FakeProvider {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(Semaphore::new(0));
         let script: Script = Arc::new(script);
-        let (s, g) = (seen.clone(), gate.clone());
+        let (s, g, is_tls) = (seen.clone(), gate.clone(), tls.is_some());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (s, g, script) = (s.clone(), g.clone(), script.clone());
+                let (s, g, script, tls) = (s.clone(), g.clone(), script.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let svc =
-                        service_fn(move |req| serve(req, s.clone(), g.clone(), script.clone()));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    match tls {
+                        None => serve_connection(stream, s, g, script).await,
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                serve_connection(stream, s, g, script).await;
+                            }
+                        }
+                    }
                 });
             }
         });
-        FakeProvider { addr, seen, gate }
+        FakeProvider {
+            addr,
+            seen,
+            gate,
+            tls: is_tls,
+        }
     }
 
+    /// `http://127.0.0.1:PORT`, or `https://localhost:PORT` over TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
     }
 
     /// Requests received so far.
@@ -169,6 +205,21 @@ impl FakeProvider {
     pub fn release(&self) {
         self.gate.add_permits(1);
     }
+}
+
+/// HTTP/1.1 or HTTP/2 (whichever the client speaks) on one connection.
+async fn serve_connection<I>(
+    io: I,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    gate: Arc<Semaphore>,
+    script: Script,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| serve(req, seen.clone(), gate.clone(), script.clone()));
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
 }
 
 async fn serve(
@@ -186,6 +237,7 @@ async fn serve(
     let s = Seen {
         method: parts.method.to_string(),
         uri: parts.uri.to_string(),
+        version: parts.version,
         headers: parts.headers,
         body,
     };

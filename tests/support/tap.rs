@@ -13,6 +13,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use llmtap::config::{self, Config, Env};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
 use serde_json::Value;
 
 /// A running llmtap and where its traces go.
@@ -230,6 +232,16 @@ pub fn fixture(rel: &str) -> Vec<u8> {
         .join("tests/fixtures")
         .join(rel);
     std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
+}
+
+/// An export request as the MLflow sink sends it: gzip'd OTLP protobuf.
+pub fn otlp_request(gzipped: &[u8]) -> ExportTraceServiceRequest {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(gzipped)
+        .read_to_end(&mut raw)
+        .expect("gzip");
+    ExportTraceServiceRequest::decode(raw.as_slice()).expect("OTLP protobuf")
 }
 
 /// Every span in the OTLP-JSON trace files under `dir`.
