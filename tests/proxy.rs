@@ -87,6 +87,22 @@ async fn plain_call_is_byte_identical_and_traced() {
         !dump.contains("sk-test-SECRET"),
         "no credential in the trace"
     );
+    // Nor on disk: trace files, the spool, and the exchange journal, which
+    // holds the call's raw request (the check would find it there).
+    let files = tap::files_under(tap._tmp.path());
+    let journaled = files.iter().any(|f| {
+        f.to_string_lossy().contains("/exchanges/")
+            && std::fs::read(f).is_ok_and(|b| b.windows(18).any(|w| w == b"Capital of France?"))
+    });
+    assert!(journaled, "the journal holds the request: {files:?}");
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(
+            !bytes.windows(14).any(|w| w == b"sk-test-SECRET"),
+            "{} holds the credential",
+            f.display()
+        );
+    }
 }
 
 #[tokio::test]

@@ -24,6 +24,23 @@ pub struct Tap {
     pub _tmp: tempfile::TempDir,
 }
 
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
 /// Builds a config from env-style settings, as the binary would.
 pub fn config(upstream: &str, extra_env: &[(&str, &str)], trace_dir: &std::path::Path) -> Config {
     let mut env: Env = Env::new();
