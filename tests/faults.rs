@@ -1006,8 +1006,11 @@ async fn mlflow_outage_during_steady_load() {
 /// `fsync = "always"` a response's last bytes wait until its exchange is
 /// fsynced in the exchange journal (`src/export/journal`); the restarted
 /// process parses what the journal holds and sends it. The load keeps running
-/// right up to the kill, so the kill really lands mid-load; calls the client
-/// saw fail (in flight at the kill) may or may not have a trace.
+/// right up to the kill, so the kill really lands mid-load, and the kill is
+/// sent the moment one more (streamed) call has completed: tens of
+/// microseconds later, far inside the window where, before the journal, a
+/// trace was still only in memory. Calls the client saw fail (in flight at
+/// the kill) may or may not have a trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_load_loses_nothing_with_fsync_always() {
     let qps = 50.0;
@@ -1034,11 +1037,22 @@ async fn sigkill_mid_load_loses_nothing_with_fsync_always() {
     ));
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let before_kill = scrape(first.admin).await;
+    // The sharpest case: the kill lands the moment a call has completed
+    // (a streamed one: index 1 streams), with the load still running.
+    let last = one_call(tap::client(), first.base(), 1)
+        .await
+        .expect("the call made just before the kill");
     let killed_at = Instant::now();
     first.kill9();
     stop.store(true, Relaxed);
     let load = load.await.unwrap();
-    let done = load.done.clone();
+    let mut done = load.done.clone();
+    let last_gap = killed_at.saturating_duration_since(last.at);
+    done.push(last.clone());
+    say(&format!(
+        "kill -9: the last call completed {:.0} µs before the kill signal was sent",
+        last_gap.as_secs_f64() * 1e6
+    ));
     say(&format!(
         "kill -9: {} calls started, {} completed, {} failed (in flight at the kill); before \
          the kill: {} exchanges journaled, {} spool records written, {} acked, {} traces exported",
@@ -1103,6 +1117,11 @@ async fn sigkill_mid_load_loses_nothing_with_fsync_always() {
         extra,
     ));
     assert_exactly_once("calls completed before kill -9", &all_ids, &counts, false);
+    assert_eq!(
+        counts.get(&last.id),
+        Some(&1),
+        "the call completed {last_gap:?} before the kill has its trace"
+    );
     assert!(second.alive());
     assert_eq!(
         m.get("llmtap_spool_corrupt_records_total") + m.get("llmtap_journal_corrupt_records_total"),
