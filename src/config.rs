@@ -136,6 +136,9 @@ pub struct SpoolSettings {
     pub segment_bytes: u64,
     /// `/readyz` fails when the spool holds more than this share of `max_bytes`.
     pub ready_threshold: f64,
+    /// With `fsync = "always"`: the longest a response's end waits for its
+    /// call's fsync before it goes out anyway.
+    pub max_hold: Duration,
 }
 
 /// The validated configuration.
@@ -220,6 +223,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "max_bytes",
             "segment_bytes",
             "ready_threshold",
+            "max_hold",
         ],
     ),
     (
@@ -682,12 +686,19 @@ fn resolve_spool(l: &mut Layers<'_>) -> Option<SpoolSettings> {
             _ => Err(format!("expected a fraction between 0 and 1, got {s:?}")),
         }
     });
+    let max_hold = l.parsed(
+        Some("LLMTAP_SPOOL_MAX_HOLD"),
+        ("spool", "max_hold"),
+        Duration::from_secs(2),
+        parse_duration,
+    );
     enabled.then_some(SpoolSettings {
         dir,
         fsync_interval,
         max_bytes,
         segment_bytes,
         ready_threshold,
+        max_hold,
     })
 }
 

@@ -409,6 +409,7 @@ async fn shutdown_with_a_dead_sink_leaves_traces_spooled_without_waiting_out_the
         max_bytes: 1 << 30,
         segment_bytes: 1 << 20,
         ready_threshold: 0.8,
+        max_hold: Duration::from_secs(2),
     };
     let spool = llmtap::export::spooled::open(&settings).unwrap();
     assert_eq!(spool.stats().records_pending, 5);

@@ -269,3 +269,49 @@ fn mlflow_cert_path_is_read_only_for_the_mlflow_sink() {
     let c = resolve(&Flags::default(), &e, None).unwrap();
     assert!(matches!(c.sink, SinkConfig::File(_)));
 }
+
+#[test]
+fn spool_settings_defaults_env_and_errors() {
+    let c = resolve(&Flags::default(), &Env::new(), None).unwrap();
+    let s = c.spool.expect("on by default");
+    assert_eq!(s.dir, Path::new("llmtap-spool"));
+    assert_eq!(s.fsync_interval, Some(Duration::from_millis(100)));
+    assert_eq!(s.max_bytes, 1 << 30);
+    assert_eq!(s.max_hold, Duration::from_secs(2));
+
+    let e = env(&[
+        ("LLMTAP_SPOOL_DIR", "/var/lib/llmtap/spool"),
+        ("LLMTAP_SPOOL_FSYNC", "always"),
+        ("LLMTAP_SPOOL_MAX_BYTES", "64MiB"),
+        ("LLMTAP_SPOOL_MAX_HOLD", "500ms"),
+    ]);
+    let s = resolve(&Flags::default(), &e, None).unwrap().spool.unwrap();
+    assert_eq!(s.dir, Path::new("/var/lib/llmtap/spool"));
+    assert_eq!(s.fsync_interval, None, "always");
+    assert_eq!(s.max_bytes, 64 << 20);
+    assert_eq!(s.max_hold, Duration::from_millis(500));
+
+    let file = "[spool]\nmax_hold = \"1s\"\nfsync = \"250ms\"\n";
+    let s = resolve(&Flags::default(), &Env::new(), Some(file))
+        .unwrap()
+        .spool
+        .unwrap();
+    assert_eq!(s.max_hold, Duration::from_secs(1));
+    assert_eq!(s.fsync_interval, Some(Duration::from_millis(250)));
+
+    let off = env(&[("LLMTAP_SPOOL", "false")]);
+    assert!(resolve(&Flags::default(), &off, None)
+        .unwrap()
+        .spool
+        .is_none());
+
+    let bad = env(&[
+        ("LLMTAP_SPOOL_MAX_HOLD", "soon"),
+        ("LLMTAP_SPOOL_FSYNC", "sometimes"),
+    ]);
+    let err = resolve(&Flags::default(), &bad, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("LLMTAP_SPOOL_MAX_HOLD"), "{err}");
+    assert!(err.contains("LLMTAP_SPOOL_FSYNC"), "{err}");
+}

@@ -61,25 +61,22 @@ pub struct Submitter {
 enum Intake {
     /// Straight to the parse workers (spool off).
     Memory(SyncSender<Exchange>),
-    /// To the exchange journal's writer; `hold`: the caller waits for the
-    /// exchange to be durable (`fsync = "always"`).
+    /// To the exchange journal's writer; `hold`: the caller waits (at most
+    /// this long) for the exchange to be durable (`fsync = "always"`).
     Journal {
         tx: mpsc::Sender<journal::Entry>,
-        hold: bool,
+        hold: Option<Duration>,
     },
 }
 
 /// Resolves once a submitted exchange is durable, could not be written, or
-/// [`MAX_HOLD`] has passed; the response's last bytes wait for it (see
-/// [`crate::tee::Tee`]).
+/// `spool.max_hold` has passed; the response's last bytes wait for it (see
+/// [`crate::tee::Tee`]). A healthy disk takes milliseconds; a hung one must
+/// not hang the agent's calls, so past `max_hold` the call completes anyway
+/// (its trace is still written when the disk recovers, just without the
+/// crash guarantee) and the wait is counted in
+/// `llmtap_journal_hold_timeouts_total`.
 pub type Durable = crate::tee::Hold;
-
-/// The longest a response's end waits for its exchange's fsync. A healthy
-/// disk takes milliseconds; a hung one must not hang the agent's calls, so
-/// past this the call completes anyway (its trace is still written when the
-/// disk recovers, just without the crash guarantee) and the wait is counted
-/// in `llmtap_journal_hold_timeouts_total`.
-pub const MAX_HOLD: Duration = Duration::from_secs(2);
 
 fn captured_len(ex: &Exchange) -> usize {
     let req = ex.request.as_ref().map_or(0, |b| b.capture.kept());
@@ -102,11 +99,11 @@ impl Submitter {
             Intake::Memory(tx) => (tx.try_send(ex).is_ok(), None),
             Intake::Journal { tx, hold } => {
                 let (durable_tx, durable) = match hold {
-                    true => {
+                    Some(max) => {
                         let (t, r) = tokio::sync::oneshot::channel();
-                        (Some(t), Some(self.wait_durable(r)))
+                        (Some(t), Some(self.wait_durable(r, *max)))
                     }
-                    false => (None, None),
+                    None => (None, None),
                 };
                 let entry = journal::Entry {
                     exchange: ex,
@@ -125,16 +122,16 @@ impl Submitter {
         durable
     }
 
-    /// Waits for the journal writer's word, at most [`MAX_HOLD`].
-    fn wait_durable(&self, told: tokio::sync::oneshot::Receiver<()>) -> Durable {
+    /// Waits for the journal writer's word, at most `max`.
+    fn wait_durable(&self, told: tokio::sync::oneshot::Receiver<()>, max: Duration) -> Durable {
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            if tokio::time::timeout(MAX_HOLD, told).await.is_err() {
+            if tokio::time::timeout(max, told).await.is_err() {
                 let n = metrics.hold_timeouts.fetch_add(1, Relaxed) + 1;
                 if n.is_power_of_two() {
                     tracing::warn!(
                         timeouts_total = n,
-                        "the exchange journal did not fsync within {MAX_HOLD:?}: a response completed without waiting for its trace to be durable (is the spool's disk hung?)"
+                        "the exchange journal did not fsync within {max:?}: a response completed without waiting for its trace to be durable (is the spool's disk hung?)"
                     );
                 }
             }
@@ -259,7 +256,10 @@ impl Pipeline {
                 let batcher = tokio::spawn(async move {
                     tokio::join!(journal_writer, writer, delivery);
                 });
-                let hold = settings.fsync_interval.is_none();
+                let hold = settings
+                    .fsync_interval
+                    .is_none()
+                    .then_some(settings.max_hold);
                 (Intake::Journal { tx, hold }, sources, batcher)
             }
             None => {

@@ -119,6 +119,7 @@ async fn replay_spool(
         max_bytes: u64::MAX / 2,
         segment_bytes: 16 << 20,
         ready_threshold: 1.0,
+        max_hold: std::time::Duration::from_secs(2),
     });
     settings.dir = dir.to_path_buf();
     let spool = super::spooled::open(&settings).map_err(|e| format!("{}: {e}", dir.display()))?;

@@ -58,13 +58,18 @@ fn a_panicking_parse_loses_only_its_own_trace() {
 }
 
 /// With `fsync = "always"` a call waits for its exchange's fsync, but a hung
-/// disk (a journal writer that never answers) holds it at most `MAX_HOLD`.
+/// disk (a journal writer that never answers) holds it at most `max_hold`.
+const MAX_HOLD: Duration = Duration::from_millis(1500);
+
 #[tokio::test(start_paused = true)]
 async fn a_hung_journal_holds_a_response_at_most_max_hold() {
     let (tx, mut rx) = mpsc::channel(8);
     let metrics = Arc::new(Metrics::default());
     let submitter = Submitter {
-        intake: Intake::Journal { tx, hold: true },
+        intake: Intake::Journal {
+            tx,
+            hold: Some(MAX_HOLD),
+        },
         queued_bytes: Arc::new(AtomicUsize::new(0)),
         max_bytes: 1 << 20,
         metrics: metrics.clone(),
@@ -100,7 +105,7 @@ async fn a_hung_journal_holds_a_response_at_most_max_hold() {
 fn without_hold_nothing_waits() {
     let (tx, _rx) = mpsc::channel(8);
     let submitter = Submitter {
-        intake: Intake::Journal { tx, hold: false },
+        intake: Intake::Journal { tx, hold: None },
         queued_bytes: Arc::new(AtomicUsize::new(0)),
         max_bytes: 1 << 20,
         metrics: Arc::new(Metrics::default()),

@@ -21,7 +21,7 @@
 //!   are held) until its exchange is fsynced here, so every call a client saw
 //!   complete survives `kill -9` and power loss. The cost is one group-commit
 //!   fsync at the end of each response; nothing waits for parsing or export.
-//!   The wait is bounded ([`super::MAX_HOLD`]): a hung disk delays calls by
+//!   The wait is bounded (`spool.max_hold`): a hung disk delays calls by
 //!   at most that, never hangs them, and each such release is counted.
 //! - **fsync interval**: nothing is held; an exchange is on disk (safe from
 //!   `kill -9`) once the writer's group is appended, microseconds to a few

@@ -14,6 +14,7 @@ fn settings(dir: &std::path::Path, always: bool) -> SpoolSettings {
         max_bytes: 64 << 20,
         segment_bytes: 1 << 20,
         ready_threshold: 0.8,
+        max_hold: Duration::from_secs(2),
     }
 }
 
