@@ -155,6 +155,14 @@ pub(super) fn payload(n: u32, len: usize) -> Vec<u8> {
 }
 
 /// Everything `next_batch` hands out until it is empty, without acking.
+/// The record numbers `payload` wrote into these payloads.
+pub(super) fn numbers(payloads: &[Vec<u8>]) -> Vec<u32> {
+    payloads
+        .iter()
+        .map(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]))
+        .collect()
+}
+
 pub(super) fn drain<F: SpoolFs>(s: &mut Spool<F>) -> Vec<(RecordId, Vec<u8>)> {
     let mut all = Vec::new();
     loop {

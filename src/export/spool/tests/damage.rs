@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use super::super::record::FILE_HEADER_LEN;
 use super::super::{RealFs, Spool};
-use super::{cfg, drain, drain_ack, files, flip, open, payload, segment_files};
+use super::{cfg, drain, drain_ack, files, flip, numbers, open, payload, segment_files};
 
 /// Payload size in these tests: records are 16 + 4 + 96 = 116 bytes.
 const LEN: usize = 96;
@@ -25,13 +25,6 @@ fn write_records(dir: &std::path::Path, n: u32) -> std::path::PathBuf {
     let segs = segment_files(dir);
     assert_eq!(segs.len(), 1);
     segs[0].clone()
-}
-
-fn numbers(payloads: &[Vec<u8>]) -> Vec<u32> {
-    payloads
-        .iter()
-        .map(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]))
-        .collect()
 }
 
 #[test]

@@ -3,14 +3,7 @@
 //! reported, and later appends work once the fault clears.
 
 use super::super::{Fsync, Spool, SpoolError};
-use super::{cfg, drain, drain_ack, fault_fs, files, open, payload, segment_files};
-
-fn numbers(payloads: &[Vec<u8>]) -> Vec<u32> {
-    payloads
-        .iter()
-        .map(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]))
-        .collect()
-}
+use super::{cfg, drain, drain_ack, fault_fs, files, numbers, open, payload, segment_files};
 
 #[test]
 fn disk_full_fails_the_append_then_recovers() {
