@@ -39,14 +39,17 @@ const GROUP: usize = 512;
 /// Opens the spool a configuration names. With `fsync = "always"` the spool
 /// itself syncs lazily and the writer flushes once per group (group commit).
 pub fn open(s: &SpoolSettings) -> Result<Spool<RealFs>, SpoolError> {
-    let fsync = match s.fsync_interval {
-        Some(d) => Fsync::Interval(d),
-        None => Fsync::Interval(Duration::from_secs(3600)),
-    };
+    open_at(s, s.dir.clone())
+}
+
+/// Opens a spool in `dir` with the settings' cap, segment size and sync
+/// policy (the writer's group commit syncs with `fsync = "always"`; the
+/// spool itself only on the interval, or hourly as a backstop).
+pub fn open_at(s: &SpoolSettings, dir: std::path::PathBuf) -> Result<Spool<RealFs>, SpoolError> {
     Spool::open(
         SpoolConfig {
-            dir: s.dir.clone(),
-            fsync,
+            dir,
+            fsync: Fsync::Interval(s.fsync_interval.unwrap_or(Duration::from_secs(3600))),
             max_bytes: s.max_bytes,
             segment_bytes: s.segment_bytes,
         },
@@ -95,10 +98,28 @@ pub async fn with_spool<T: Send + 'static>(
 
 /// What a writer does while its queue is idle: flush its spool every `tick`.
 pub struct Idle<'a> {
-    pub spool: &'a Shared,
-    pub metrics: &'a Arc<Metrics>,
-    pub slot: Slot,
-    pub tick: Duration,
+    spool: &'a Shared,
+    metrics: &'a Arc<Metrics>,
+    slot: Slot,
+    tick: Duration,
+}
+
+impl<'a> Idle<'a> {
+    /// Flushes on the fsync interval (every second with `fsync = "always"`,
+    /// where each group is synced anyway).
+    pub fn new(
+        spool: &'a Shared,
+        metrics: &'a Arc<Metrics>,
+        slot: Slot,
+        settings: &SpoolSettings,
+    ) -> Self {
+        Idle {
+            spool,
+            metrics,
+            slot,
+            tick: settings.fsync_interval.unwrap_or(Duration::from_secs(1)),
+        }
+    }
 }
 
 /// The next group commit's items: the first to arrive, then whatever is
@@ -145,12 +166,7 @@ pub async fn writer(
     settings: SpoolSettings,
 ) {
     let always = settings.fsync_interval.is_none();
-    let idle = Idle {
-        spool: &spool,
-        metrics: &metrics,
-        slot: Slot::Spool,
-        tick: settings.fsync_interval.unwrap_or(Duration::from_secs(1)),
-    };
+    let idle = Idle::new(&spool, &metrics, Slot::Spool, &settings);
     while let Some(group) = next_group(&mut rx, &idle, GROUP, usize::MAX, |_| 0).await {
         let journaled: Vec<_> = group.iter().filter_map(|p| p.journal).collect();
         let payloads: Vec<Vec<u8>> = group

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::spool::{Fsync, RealFs, RecordId, Spool, SpoolConfig, SpoolError, MAX_PAYLOAD};
+use super::spool::{RealFs, RecordId, Spool, SpoolError, MAX_PAYLOAD};
 use super::spooled::{append_group, next_group, publish, with_spool, Idle, Lost, Slot};
 use crate::config::SpoolSettings;
 use crate::exchange::Exchange;
@@ -80,15 +80,7 @@ pub struct Entry {
 /// size cap and segment size as the span spool. Syncing is the writer's job
 /// (group commit), as for the span spool.
 pub fn open(s: &SpoolSettings) -> Result<Spool<RealFs>, SpoolError> {
-    Spool::open(
-        SpoolConfig {
-            dir: s.dir.join(DIR),
-            fsync: Fsync::Interval(s.fsync_interval.unwrap_or(Duration::from_secs(3600))),
-            max_bytes: s.max_bytes,
-            segment_bytes: s.segment_bytes,
-        },
-        RealFs::new(),
-    )
+    super::spooled::open_at(s, s.dir.join(DIR))
 }
 
 /// Wakes parse workers when the writer appended, and tells them when it is
@@ -139,12 +131,7 @@ pub async fn writer(
     settings: SpoolSettings,
 ) {
     let always = settings.fsync_interval.is_none();
-    let idle = Idle {
-        spool: &journal,
-        metrics: &metrics,
-        slot: Slot::Journal,
-        tick: settings.fsync_interval.unwrap_or(Duration::from_secs(1)),
-    };
+    let idle = Idle::new(&journal, &metrics, Slot::Journal, &settings);
     while let Some(group) = next_group(&mut rx, &idle, GROUP, GROUP_BYTES, |e| e.len).await {
         let bytes: usize = group.iter().map(|e| e.len).sum();
         queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
