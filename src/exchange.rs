@@ -57,6 +57,9 @@ pub struct Exchange {
     pub proxy_error: Option<String>,
     /// The status llmtap answered with when it answered itself.
     pub proxy_status: Option<u16>,
+    /// Why the client may have seen what the usage injection added (see
+    /// [`crate::hide_usage`]); `None` when it was hidden or never added.
+    pub usage_hiding_failed: Option<String>,
 }
 
 /// Mints a random, non-zero trace id.

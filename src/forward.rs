@@ -11,8 +11,9 @@
 //! 4. **response head** — status and headers as the provider sent them, plus
 //!    `x-llmtap-trace-id`; or llmtap's own 502/504 when the upstream failed.
 //! 5. **body frames** — streamed one by one through a [`Deadline`] and a
-//!    [`Tee`] (and [`HideUsage`] when usage was injected); nothing is
-//!    buffered, coalesced or re-encoded.
+//!    [`Tee`] (and [`hide_usage`] around it when usage was injected and the
+//!    answer is a 2xx event stream); nothing is buffered, coalesced or
+//!    re-encoded.
 //! 6. **logging** — when the response body ends (completed, errored or
 //!    cancelled) the exchange is handed to the export pipeline with a
 //!    non-blocking send. Parsing and export happen there, never here. With
@@ -22,6 +23,7 @@
 //!    lost to a crash.
 
 use std::borrow::Cow;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -39,7 +41,7 @@ use crate::deadline::Deadline;
 use crate::exchange::{self, CapturedBody, Exchange, ResponseHead};
 use crate::export::Submitter;
 use crate::headers::{strip_hop_by_hop, text};
-use crate::hide_usage::HideUsage;
+use crate::hide_usage::{hide_usage, Hiding};
 use crate::inject::add_include_usage;
 use crate::metrics::Metrics;
 use crate::route::{self, Api};
@@ -108,6 +110,7 @@ impl Draft {
             response,
             proxy_status: proxy_error.as_ref().map(|(s, _)| *s),
             proxy_error: proxy_error.map(|(_, m)| m),
+            usage_hiding_failed: None,
         }
     }
 }
@@ -310,13 +313,26 @@ impl Proxy {
                     content_encoding: text(&rparts.headers, header::CONTENT_ENCODING),
                     at: Instant::now(),
                 };
-                let hide = injected && head.content_encoding.is_none();
+                let hide = injected
+                    && crate::hide_usage::applies(
+                        status,
+                        head.content_type.as_deref(),
+                        head.content_encoding.as_deref(),
+                    );
                 if hide {
                     // The filtered stream has another length.
                     rparts.headers.remove(header::CONTENT_LENGTH);
                 }
+                let (body, hiding) = if hide {
+                    let (scan, hiding) = hide_usage(body);
+                    (scan.boxed_unsync(), Some(hiding))
+                } else {
+                    (body.boxed_unsync(), None)
+                };
                 let submitter = submitter.clone();
+                let metrics = self.metrics.clone();
                 let cap = self.cfg.max_capture_bytes;
+                let hidden = hiding.clone();
                 let tee = Tee::new(body, cap, move |capture, end| {
                     log_end(&d, status, &end, &capture);
                     let response = CapturedBody {
@@ -325,14 +341,20 @@ impl Proxy {
                         content_type: head.content_type.clone(),
                         content_encoding: head.content_encoding.clone(),
                     };
-                    submitter.submit(d.finish(Some(head), Some(response), None))
+                    let mut ex = d.finish(Some(head), Some(response), None);
+                    ex.usage_hiding_failed = hidden.as_ref().and_then(Hiding::failure);
+                    if let Some(reason) = &ex.usage_hiding_failed {
+                        metrics.usage_hiding_failures.fetch_add(1, Relaxed);
+                        tracing::warn!(trace_id = %exchange::mlflow_trace_id(&d.trace_id), reason = %reason, "the injected usage could not be hidden from the client");
+                    }
+                    submitter.submit(ex)
                 });
-                if hide {
-                    HideUsage::new(tee)
+                match hiding {
+                    Some(hiding) => hiding
+                        .reveal(tee)
                         .map_err(|e| Box::new(e) as BoxError)
-                        .boxed_unsync()
-                } else {
-                    tee.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
+                        .boxed_unsync(),
+                    None => tee.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
                 }
             }
             _ => {

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub journal_undecodable: AtomicU64,
     /// Responses that stopped waiting for their exchange's fsync.
     pub hold_timeouts: AtomicU64,
+    /// Streams where the usage injection added could not be hidden.
+    pub usage_hiding_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -173,6 +175,11 @@ impl Metrics {
                 "llmtap_traces_dead_lettered_total",
                 "Spans the sink refused for good, kept in the dead-letter file.",
                 &self.dead_lettered,
+            ),
+            (
+                "llmtap_usage_hiding_failures_total",
+                "Streams whose injected usage may have reached the client (an event over the filter's bound).",
+                &self.usage_hiding_failures,
             ),
         ];
         for (name, help, c) in counters {

@@ -221,6 +221,9 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     if let Some(s) = status {
         span.set("http.response.status_code", i64::from(s));
     }
+    if let Some(reason) = &ex.usage_hiding_failed {
+        span.set("llmtap.usage_hiding.failed", reason.as_str());
+    }
 
     if let Some((kind, message)) = failure(ex, api, &outcome, stream, response_truncated) {
         span.set("llmtap.error.type", kind);

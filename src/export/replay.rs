@@ -277,6 +277,7 @@ mod tests {
             response: None,
             proxy_error: Some("upstream unreachable".into()),
             proxy_status: Some(502),
+            usage_hiding_failed: None,
         };
         {
             let mut j = crate::export::journal::open(&settings).unwrap();

@@ -21,6 +21,7 @@ fn exchange(path: &str) -> Exchange {
         response: None,
         proxy_error: None,
         proxy_status: None,
+        usage_hiding_failed: None,
     }
 }
 

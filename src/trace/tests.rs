@@ -125,6 +125,7 @@ async fn exchange(request: &[u8]) -> Exchange {
         response: None,
         proxy_error: None,
         proxy_status: None,
+        usage_hiding_failed: None,
     }
 }
 

@@ -51,6 +51,9 @@ struct ExchangeRecord {
     proxy_error: Option<String>,
     #[prost(uint32, optional, tag = "15")]
     proxy_status: Option<u32>,
+    /// Why the usage injection added may have reached the client.
+    #[prost(string, optional, tag = "20")]
+    usage_hiding_failed: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -170,6 +173,7 @@ pub fn encode(ex: &Exchange, body_limit: usize) -> Vec<u8> {
             .map(|b| body_record(b, start, body_limit)),
         proxy_error: ex.proxy_error.clone(),
         proxy_status: ex.proxy_status.map(u32::from),
+        usage_hiding_failed: ex.usage_hiding_failed.clone(),
     }
     .encode_to_vec()
 }
@@ -242,6 +246,7 @@ pub fn decode(bytes: &[u8]) -> Result<Exchange, DecodeError> {
         response: r.response.map(|b| captured(b, started)).transpose()?,
         proxy_error: r.proxy_error,
         proxy_status: r.proxy_status.map(status).transpose()?,
+        usage_hiding_failed: r.usage_hiding_failed,
     })
 }
 
@@ -285,6 +290,7 @@ mod tests {
             )),
             proxy_error: None,
             proxy_status: None,
+            usage_hiding_failed: Some("an SSE event longer than 1048576 bytes".into()),
         }
     }
 
@@ -316,6 +322,7 @@ mod tests {
         assert_eq!(resp.capture.frame_times.len(), 1);
         assert_eq!(resp.capture.frame_times[0].0, 19);
         assert!(!resp.capture.truncated());
+        assert_eq!(back.usage_hiding_failed, ex.usage_hiding_failed);
     }
 
     #[test]

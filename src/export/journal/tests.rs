@@ -41,6 +41,7 @@ fn exchange(n: u8) -> Exchange {
         response: None,
         proxy_error: None,
         proxy_status: None,
+        usage_hiding_failed: None,
     }
 }
 
