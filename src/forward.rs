@@ -1,5 +1,7 @@
 //! The request path. Its phases, in order:
 //!
+//! 0. **refuse** — `CONNECT`, a target that is not a path (`OPTIONS *`) and
+//!    dot segments are answered by llmtap itself ([`crate::target`]).
 //! 1. **classify** — which LLM API the path speaks ([`crate::route`]); other
 //!    paths are forwarded untraced. A trace id is minted for traced calls.
 //! 2. **choose upstream** — a configured route (path prefix / Host) or the
@@ -45,6 +47,7 @@ use crate::hide_usage::{hide_usage, Hiding};
 use crate::inject::add_include_usage;
 use crate::metrics::Metrics;
 use crate::route::{self, Api};
+use crate::target;
 use crate::tee::{BodyEnd, Capture, Tee};
 use crate::upstream::{answer, Failure, Upstream};
 
@@ -199,6 +202,11 @@ impl Proxy {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
+        if let Some((status, message)) = target::refusal(&parts.method, &parts.uri) {
+            self.metrics.request("other", status.as_u16());
+            tracing::info!(method = %parts.method, status = status.as_u16(), reason = message, "request target refused");
+            return target::answer(status, message);
+        }
         let path = parts.uri.path().to_string();
         let method = parts.method.clone();
         let api = route::classify(&method, &path);

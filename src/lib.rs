@@ -14,7 +14,8 @@
 //! Modules:
 //! - [`config`]: flags, env, TOML, defaults -> a validated [`config::Config`].
 //! - [`server`], [`admin`]: listeners (HTTP/1.1 + h2c), health, readiness, metrics.
-//! - [`forward`]: the request path and its phases; [`headers`], [`route`].
+//! - [`forward`]: the request path and its phases; [`headers`], [`route`];
+//!   [`target`]: the request targets llmtap refuses (CONNECT, `*`, `..`).
 //! - [`tee`], [`deadline`], [`hide_usage`]: body wrappers — capped copy + end
 //!   report; time limits; removing injected usage chunks.
 //! - [`inject`]: pure request rewrite / stream filter for usage on every stream.
@@ -43,6 +44,7 @@ pub mod parse;
 pub mod record;
 pub mod route;
 pub mod server;
+pub mod target;
 pub mod tee;
 pub mod trace;
 pub mod upstream;
