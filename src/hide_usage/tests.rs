@@ -87,3 +87,22 @@ async fn held_bytes_go_out_before_the_trailers() {
     assert_eq!(got.trailers().unwrap()["x-done"], "1");
     assert_eq!(&got.to_bytes()[..], b"data: {\"choices\":[]}\n");
 }
+
+#[test]
+fn only_successful_uncompressed_event_streams_are_filtered() {
+    let sse = Some("text/event-stream; charset=utf-8");
+    assert!(applies(200, sse, None));
+    assert!(applies(206, Some("Text/Event-Stream"), Some("identity")));
+    for (status, ctype, enc) in [
+        (400, sse, None),
+        (429, sse, None),
+        (500, sse, None),
+        (301, sse, None),
+        (200, Some("application/json"), None),
+        (200, Some("text/event-streamer"), None),
+        (200, None, None),
+        (200, sse, Some("gzip")),
+    ] {
+        assert!(!applies(status, ctype, enc), "{status} {ctype:?} {enc:?}");
+    }
+}
