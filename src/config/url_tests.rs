@@ -40,7 +40,10 @@ upstream = "https://bob:hunter2-SECRET@b.example/base"
 "#;
     let err = errors(&Flags::default(), &Env::new(), Some(file));
     assert!(err.contains("upstream: a URL with credentials"), "{err}");
-    assert!(err.contains("routes[0].upstream: a URL with credentials"), "{err}");
+    assert!(
+        err.contains("routes[0].upstream: a URL with credentials"),
+        "{err}"
+    );
     assert!(!err.contains("SECRET") && !err.contains("bob"), "{err}");
 }
 
