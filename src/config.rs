@@ -540,7 +540,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
     let file = match file_text.map(toml::from_str::<toml::Table>) {
         None => toml::Table::new(),
         Some(Ok(t)) => t,
-        Some(Err(e)) => return Err(ConfigError(vec![format!("config file: {e}")])),
+        Some(Err(e)) => return Err(ConfigError(vec![toml_error(&e, file_text)])),
     };
     check_known_keys(&file, &mut errors);
     let mut l = Layers { env, file, errors };
@@ -835,6 +835,22 @@ fn resolve_sink(l: &mut Layers<'_>) -> SinkConfig {
         auth,
         server_ca,
     })
+}
+
+/// A TOML syntax error without the offending line (it may hold a secret):
+/// the message and where.
+fn toml_error(e: &toml::de::Error, text: Option<&str>) -> String {
+    let at = e.span().zip(text).map(|(span, text)| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(" at line {line}, column {column}")
+    });
+    format!(
+        "config file: {}{}",
+        e.message().trim_end(),
+        at.unwrap_or_default()
+    )
 }
 
 fn check_known_keys(file: &toml::Table, errors: &mut Vec<String>) {

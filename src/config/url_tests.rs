@@ -141,3 +141,14 @@ fn dead_letter_rotation_settings() {
     assert!(err.contains("export.dead_letter_max_file_bytes"), "{err}");
     assert!(err.contains("export.dead_letter_max_files"), "{err}");
 }
+
+#[test]
+fn a_toml_syntax_error_does_not_quote_the_line() {
+    let file = "[upstream]\nurl = \"http://u:pw-SECRET@h\n";
+    let err = errors(&Flags::default(), &Env::new(), Some(file));
+    assert!(
+        err.contains("config file:") && err.contains("line 2"),
+        "{err}"
+    );
+    assert!(!err.contains("SECRET"), "{err}");
+}
