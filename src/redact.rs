@@ -124,7 +124,10 @@ mod tests {
         let u: Uri = "http://user:SECRET@h:81/p?q=SECRET".parse().unwrap();
         assert_eq!(uri(&u), "http://h:81/p");
         assert_eq!(uri(&"https://h".parse().unwrap()), "https://h");
-        assert_eq!(uri(&"http://[::1]:9/p".parse().unwrap()), "http://[::1]:9/p");
+        assert_eq!(
+            uri(&"http://[::1]:9/p".parse().unwrap()),
+            "http://[::1]:9/p"
+        );
         assert!(has_userinfo("http://u:p@h"));
         assert!(has_userinfo("http://u@h/x"));
         assert!(!has_userinfo("http://h/x@y"));

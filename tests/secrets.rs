@@ -367,3 +367,49 @@ async fn rotated_dead_letter_files_are_counted_and_replayed() {
     );
     tap.running.shutdown().await;
 }
+
+/// Replaying a dead-letter directory into a sink that refuses again, with
+/// that same directory as the dead-letter directory, reads each line once
+/// (the refusals appended meanwhile are not read back in a loop).
+#[tokio::test]
+async fn replaying_into_the_same_dead_letter_dir_terminates() {
+    let collector = FakeProvider::start(|_| Reply::json(400, "no")).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = tap::config(
+        &collector.url(),
+        &[
+            ("MLFLOW_TRACKING_URI", &collector.url()),
+            ("MLFLOW_EXPERIMENT_ID", "1"),
+        ],
+        &tmp.path().join("traces"),
+    );
+    let dl = tmp.path().join("dead-letter");
+    cfg.export.dead_letter_dir = dl.clone();
+    cfg.export.batch_max_spans = 1;
+    let first = llmtap::export::dead_letter::DeadLetter::new(dl.clone(), 64 << 20, 10);
+    let span = |i: u8| {
+        llmtap::otlp::to_span(&llmtap::record::SpanRecord {
+            trace_id: [i; 16],
+            span_id: [i; 8],
+            parent_span_id: None,
+            name: "Completions".into(),
+            start_unix_nano: 1,
+            end_unix_nano: 2,
+            status: llmtap::record::SpanStatus::Ok,
+            attributes: vec![],
+            events: vec![],
+        })
+    };
+    for i in 1..=2 {
+        let req = llmtap::otlp::request("svc", vec![span(i)]);
+        first.write("mlflow", "HTTP 400", &req).await.unwrap();
+    }
+    let replay = llmtap::export::replay::replay(&cfg, std::slice::from_ref(&dl));
+    let report = tokio::time::timeout(Duration::from_secs(20), replay)
+        .await
+        .expect("replay ends")
+        .unwrap();
+    assert_eq!((report.lines, report.dead_lettered), (2, 2), "{report:?}");
+    let text = std::fs::read_to_string(dl.join("dead-letter.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 4, "two refused again, appended once");
+}
