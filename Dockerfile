@@ -45,7 +45,8 @@ RUN mkdir -p src \
 COPY . .
 RUN rm -rf target/release/.fingerprint/llmtap-* \
  && cargo build --release --locked \
- && mkdir -p /out/usr/local/bin /out/var/lib/llmtap/traces /out/var/lib/llmtap/spool /out/var/lib/llmtap/deadletter \
+ && mkdir -p /out/usr/local/bin \
+ && mkdir -p -m 0700 /out/var/lib/llmtap/traces /out/var/lib/llmtap/spool /out/var/lib/llmtap/deadletter \
  && cp target/release/llmtap /out/usr/local/bin/llmtap \
  && /out/usr/local/bin/llmtap --version
 
@@ -57,7 +58,8 @@ LABEL org.opencontainers.image.title="llmtap" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 COPY --from=builder /out/usr/local/bin/llmtap /usr/local/bin/llmtap
-# llmtap's state, owned by the non-root user: the trace files (used when no
+# llmtap's state, owned by the non-root user and private to it (0700; they
+# hold prompts, and llmtap warns about a directory other users can enter): the trace files (used when no
 # MLflow tracking server is configured), the disk spool (every trace waits
 # there until the sink accepted it) and the dead-letter file. Copying its parent makes `traces` a copied entry,
 # so --chown applies to it under every builder.

@@ -121,6 +121,10 @@ pub struct ExportConfig {
     pub parse_workers: usize,
     /// Where batches the sink refused for good are kept.
     pub dead_letter_dir: PathBuf,
+    /// Size at which the dead-letter file is rotated.
+    pub dead_letter_max_file_bytes: u64,
+    /// Dead-letter files kept (current + rotated); the oldest go first.
+    pub dead_letter_max_files: usize,
     /// Traces per second the sink may receive (none = no limit).
     pub max_traces_per_second: Option<f64>,
 }
@@ -240,6 +244,8 @@ const KNOWN: &[(&str, &[&str])] = &[
             "timeout",
             "parse_workers",
             "dead_letter_dir",
+            "dead_letter_max_file_bytes",
+            "dead_letter_max_files",
             "max_traces_per_second",
         ],
     ),
@@ -443,23 +449,72 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("not a socket address (like 127.0.0.1:8788): {s:?}"))
 }
 
-/// Parses an upstream or tracking URL: http(s) with an authority.
+/// Parses an upstream base URL: http(s) with an authority, no query, no
+/// userinfo. Messages show the URL only through [`crate::redact::url`].
 pub fn parse_base_url(s: &str) -> Result<Uri, String> {
+    if crate::redact::has_userinfo(s) {
+        return Err(format!(
+            "a URL with credentials (user:password@) is not supported: put the credential in the agent's Authorization header ({})",
+            crate::redact::url(s)
+        ));
+    }
+    let uri = parse_http_url(s)?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err("a URL with credentials (user:password@) is not supported".into());
+    }
+    Ok(uri)
+}
+
+/// An http(s) URL with an authority and no query; userinfo is left to the caller.
+fn parse_http_url(s: &str) -> Result<Uri, String> {
+    let shown = crate::redact::url(s);
     let uri: Uri = s
         .trim_end_matches('/')
         .parse()
-        .map_err(|e| format!("not a URL: {s:?} ({e})"))?;
+        .map_err(|e| format!("not a URL: {shown} ({e})"))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
-        _ => return Err(format!("URL must start with http:// or https://: {s:?}")),
+        _ => return Err(format!("URL must start with http:// or https://: {shown}")),
     }
     if uri.authority().is_none() {
-        return Err(format!("URL has no host: {s:?}"));
+        return Err(format!("URL has no host: {shown}"));
     }
     if uri.query().is_some() {
-        return Err(format!("base URL must not have a query: {s:?}"));
+        return Err(format!("must not have a query (not shown): {shown}"));
     }
     Ok(uri)
+}
+
+/// Parses `MLFLOW_TRACKING_URI`: the URL without its userinfo, and the
+/// userinfo's user and password, percent-decoded (used as Basic auth).
+fn parse_tracking_uri(s: &str) -> Result<(Uri, Option<(String, String)>), String> {
+    let uri = parse_http_url(s)?;
+    let Some(authority) = uri.authority().filter(|a| a.as_str().contains('@')) else {
+        return Ok((uri, None));
+    };
+    let (userinfo, host) = authority
+        .as_str()
+        .rsplit_once('@')
+        .expect("checked for an @ above");
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let decode = |v: &str| {
+        percent_encoding::percent_decode_str(v)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| {
+                "the credentials in the URL are not UTF-8 once percent-decoded".to_string()
+            })
+    };
+    let creds = (decode(user)?, decode(password)?);
+    let path = uri.path_and_query().map_or("", |p| p.as_str());
+    let stripped = Uri::builder()
+        .scheme(uri.scheme_str().unwrap_or("https"))
+        .authority(host)
+        .path_and_query(path)
+        .build()
+        .map_err(|e| format!("not a URL: {} ({e})", crate::redact::url(s)))?;
+    let any = !creds.0.is_empty() || !creds.1.is_empty();
+    Ok((stripped, any.then_some(creds)))
 }
 
 /// Reads the config file named by the flag or `LLMTAP_CONFIG`, then [`resolve`]s.
@@ -485,7 +540,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
     let file = match file_text.map(toml::from_str::<toml::Table>) {
         None => toml::Table::new(),
         Some(Ok(t)) => t,
-        Some(Err(e)) => return Err(ConfigError(vec![format!("config file: {e}")])),
+        Some(Err(e)) => return Err(ConfigError(vec![toml_error(&e, file_text)])),
     };
     check_known_keys(&file, &mut errors);
     let mut l = Layers { env, file, errors };
@@ -619,6 +674,13 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
             )
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("llmtap-deadletter")),
+        dead_letter_max_file_bytes: l.parsed(
+            None,
+            ("export", "dead_letter_max_file_bytes"),
+            64 << 20,
+            parse_bytes,
+        ),
+        dead_letter_max_files: l.parsed(None, ("export", "dead_letter_max_files"), 10, parse_count),
     };
 
     let sink = resolve_sink(&mut l);
@@ -730,8 +792,8 @@ fn resolve_sink(l: &mut Layers<'_>) -> SinkConfig {
     let Some(uri) = uri else {
         return SinkConfig::File(file);
     };
-    let tracking_uri = match parse_base_url(&uri) {
-        Ok(u) => u.to_string().trim_end_matches('/').to_string(),
+    let (tracking_uri, userinfo) = match parse_tracking_uri(&uri) {
+        Ok((u, creds)) => (u.to_string().trim_end_matches('/').to_string(), creds),
         Err(e) => {
             let hint = if uri == "databricks" {
                 " (MLFLOW_TRACKING_URI=databricks is not supported yet)"
@@ -753,13 +815,15 @@ fn resolve_sink(l: &mut Layers<'_>) -> SinkConfig {
         .get("MLFLOW_TRACKING_USERNAME")
         .filter(|v| !v.is_empty());
     let password = l.env.get("MLFLOW_TRACKING_PASSWORD").cloned();
-    let auth = match (token, user) {
-        (Some(t), _) => MlflowAuth::Bearer(t.clone()),
-        (None, Some(u)) => MlflowAuth::Basic {
+    // Explicit settings win over credentials in the URL.
+    let auth = match (token, user, userinfo) {
+        (Some(t), _, _) => MlflowAuth::Bearer(t.clone()),
+        (None, Some(u), _) => MlflowAuth::Basic {
             user: u.clone(),
             password: password.unwrap_or_default(),
         },
-        (None, None) => MlflowAuth::None,
+        (None, None, Some((user, password))) => MlflowAuth::Basic { user, password },
+        (None, None, None) => MlflowAuth::None,
     };
     let server_ca = l.roots(
         "MLFLOW_TRACKING_SERVER_CERT_PATH",
@@ -771,6 +835,22 @@ fn resolve_sink(l: &mut Layers<'_>) -> SinkConfig {
         auth,
         server_ca,
     })
+}
+
+/// A TOML syntax error without the offending line (it may hold a secret):
+/// the message and where.
+fn toml_error(e: &toml::de::Error, text: Option<&str>) -> String {
+    let at = e.span().zip(text).map(|(span, text)| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(" at line {line}, column {column}")
+    });
+    format!(
+        "config file: {}{}",
+        e.message().trim_end(),
+        at.unwrap_or_default()
+    )
 }
 
 fn check_known_keys(file: &toml::Table, errors: &mut Vec<String>) {
@@ -799,3 +879,5 @@ pub use routes::{select as select_route, RouteConfig};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod url_tests;

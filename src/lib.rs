@@ -26,6 +26,7 @@
 //! - [`export`]: the exchange journal, parse workers, the spool, batching,
 //!   retry, sinks (MLflow, files), replay.
 //! - [`metrics`]: Prometheus counters and histograms.
+//! - [`redact`]: URLs for display, without userinfo or query.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -42,6 +43,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod parse;
 pub mod record;
+pub mod redact;
 pub mod route;
 pub mod server;
 pub mod target;
@@ -118,7 +120,8 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
         }
         admin_task.abort();
     });
-    tracing::info!(%addr, %admin_addr, upstream = %cfg.upstream, sink = %sink_label(&cfg), "llmtap listening");
+    let upstream = redact::uri(&cfg.upstream);
+    tracing::info!(%addr, %admin_addr, %upstream, sink = %sink_label(&cfg), "llmtap listening");
     Ok(Running {
         addr,
         admin_addr,
@@ -131,7 +134,11 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
 fn sink_label(cfg: &Config) -> String {
     match &cfg.sink {
         config::SinkConfig::Disabled => "disabled".into(),
-        config::SinkConfig::Mlflow(m) => format!("mlflow {} ({:?})", m.tracking_uri, m.experiment),
+        config::SinkConfig::Mlflow(m) => format!(
+            "mlflow {} ({:?})",
+            redact::url(&m.tracking_uri),
+            m.experiment
+        ),
         config::SinkConfig::File(f) => format!("files under {}", f.dir.display()),
     }
 }

@@ -16,11 +16,22 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// The target for `base`. The config refuses userinfo in upstream URLs;
+    /// should one get here anyway it is dropped, never sent as `Host`.
     pub fn new(base: &Uri) -> Self {
-        let authority = base.authority().map(|a| a.as_str()).unwrap_or("");
+        let authority = base
+            .authority()
+            .map(|a| a.as_str().rsplit('@').next().unwrap_or(""))
+            .unwrap_or("");
+        let base = Uri::builder()
+            .scheme(base.scheme_str().unwrap_or("https"))
+            .authority(authority)
+            .path_and_query(base.path())
+            .build()
+            .unwrap_or_else(|_| base.clone());
         Upstream {
-            base: base.clone(),
             host: HeaderValue::from_str(authority).unwrap_or(HeaderValue::from_static("")),
+            base,
         }
     }
 
@@ -55,7 +66,7 @@ impl From<hyper_util::client::legacy::Error> for Failure {
 impl Failure {
     /// The status llmtap answers with, and a message without secrets.
     pub fn describe(&self, upstream: &Uri) -> (StatusCode, String) {
-        let host = upstream.authority().map(|a| a.as_str()).unwrap_or("?");
+        let host = crate::redact::uri(upstream);
         match self {
             Failure::HeadTimeout => (
                 StatusCode::GATEWAY_TIMEOUT,
@@ -141,6 +152,12 @@ mod tests {
             "http://upstream.test:8000/prefix/v1/models"
         );
         assert_eq!(u.host, "upstream.test:8000");
+        let with_creds = Upstream::new(&"http://user:SECRET@h:81/p".parse().unwrap());
+        assert_eq!(with_creds.host, "h:81", "userinfo is never the Host");
+        assert_eq!(
+            with_creds.uri("/v1/x", None).unwrap().to_string(),
+            "http://h:81/p/v1/x"
+        );
         let root = Upstream::new(&"https://api.openai.com".parse().unwrap());
         assert_eq!(
             root.uri("/v1/x", None).unwrap().to_string(),

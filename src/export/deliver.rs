@@ -50,7 +50,11 @@ impl Deliverer {
             cfg: e.clone(),
             service_name: cfg.service_name.clone(),
             metrics,
-            dead_letter: DeadLetter::new(e.dead_letter_dir.clone()),
+            dead_letter: DeadLetter::new(
+                e.dead_letter_dir.clone(),
+                e.dead_letter_max_file_bytes,
+                e.dead_letter_max_files,
+            ),
             rate: e.max_traces_per_second.map(RateLimit::new),
             persistent,
             closing: None,
@@ -130,7 +134,7 @@ impl Deliverer {
                         pending.push(spans);
                     }
                     Verdict::Split | Verdict::DontRetry => {
-                        self.dead_letter(&req, n, &result.reason)
+                        self.dead_letter(&req, n, &result.reason).await
                     }
                     Verdict::Retry { after } => {
                         attempt += 1;
@@ -164,11 +168,14 @@ impl Deliverer {
         true
     }
 
-    fn dead_letter(&self, req: &ExportTraceServiceRequest, n: u64, reason: &str) {
+    async fn dead_letter(&self, req: &ExportTraceServiceRequest, n: u64, reason: &str) {
         self.metrics.export_failures.fetch_add(1, Relaxed);
-        match self.dead_letter.write(self.sink.name(), reason, req) {
-            Ok(()) => {
+        match self.dead_letter.write(self.sink.name(), reason, req).await {
+            Ok(rotated_out) => {
                 self.metrics.dead_lettered.fetch_add(n, Relaxed);
+                if rotated_out > 0 {
+                    self.metrics.dropped("dead_letter_rotated", rotated_out);
+                }
                 tracing::error!(sink = self.sink.name(), spans = n, %reason, file = %self.dead_letter.path().display(), "sink refused a batch; written to the dead-letter file");
             }
             Err(e) => {

@@ -1,18 +1,27 @@
 //! The embedded default sink: OTLP-JSON lines (one export request per line,
 //! as the OpenTelemetry Collector's file exporter writes them) under a
-//! directory, size-rotated, oldest files deleted past a count.
+//! directory, size-rotated, oldest files deleted past a count. Files are
+//! created `0600` in a `0700` directory ([`super::private`]); the writes run
+//! on tokio's blocking pool, never on an async worker thread.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
+use super::private;
 use super::sink::Attempt;
 use crate::config::FileSinkConfig;
 
 /// Writes trace files; see the module docs.
 pub struct FileSink {
+    files: Arc<Mutex<Files>>,
+}
+
+/// The blocking side: the current file and the rotation.
+struct Files {
     cfg: FileSinkConfig,
     current: Option<(File, u64)>,
     seq: u64,
@@ -21,17 +30,42 @@ pub struct FileSink {
 impl FileSink {
     pub fn new(cfg: FileSinkConfig) -> Self {
         FileSink {
-            cfg,
-            current: None,
-            seq: 0,
+            files: Arc::new(Mutex::new(Files {
+                cfg,
+                current: None,
+                seq: 0,
+            })),
         }
     }
 
-    /// Appends one request as one line.
+    /// Appends one request as one line, on the blocking pool.
+    pub async fn send(&self, req: &ExportTraceServiceRequest) -> Attempt {
+        let line = line(req);
+        let files = self.files.clone();
+        tokio::task::spawn_blocking(move || lock(&files).write(&line))
+            .await
+            .unwrap_or_else(|e| Attempt::io(format!("writing trace files: {e}")))
+    }
+
+    /// Appends one request as one line, on the calling thread (blocking).
     pub fn write(&mut self, req: &ExportTraceServiceRequest) -> Attempt {
-        let mut line = crate::otlp::to_json_line(req);
-        line.push('\n');
-        match self.append(line.as_bytes()) {
+        lock(&self.files).write(&line(req))
+    }
+}
+
+fn line(req: &ExportTraceServiceRequest) -> Vec<u8> {
+    let mut line = crate::otlp::to_json_line(req);
+    line.push('\n');
+    line.into_bytes()
+}
+
+fn lock(files: &Mutex<Files>) -> std::sync::MutexGuard<'_, Files> {
+    files.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Files {
+    fn write(&mut self, line: &[u8]) -> Attempt {
+        match self.append(line) {
             Ok(()) => Attempt::ok(),
             Err(e) => Attempt::io(format!("writing {}: {e}", self.cfg.dir.display())),
         }
@@ -59,17 +93,14 @@ impl FileSink {
     }
 
     fn open_next(&mut self) -> std::io::Result<File> {
-        fs::create_dir_all(&self.cfg.dir)?;
+        private::create_dir(&self.cfg.dir)?;
         let millis = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
         self.seq += 1;
         let name = format!("traces-{millis:015}-{:04}.jsonl", self.seq % 10_000);
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.cfg.dir.join(name))
+        private::open_append(&self.cfg.dir.join(name))
     }
 
     /// Deletes the oldest trace files beyond `max_files`.
@@ -101,7 +132,7 @@ pub fn trace_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// Readiness: the directory exists (or can be made) and takes a write.
 pub fn probe(dir: &Path) -> Result<(), String> {
     let check = || -> std::io::Result<()> {
-        fs::create_dir_all(dir)?;
+        private::create_dir(dir)?;
         let probe = dir.join(".llmtap-ready-probe");
         fs::write(&probe, b"ok")?;
         fs::remove_file(probe)

@@ -24,6 +24,7 @@ pub mod deliver;
 pub mod file;
 pub mod journal;
 pub mod mlflow;
+pub mod private;
 pub mod rate;
 pub mod replay;
 pub mod retry;

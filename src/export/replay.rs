@@ -58,8 +58,11 @@ pub async fn replay(cfg: &Config, paths: &[std::path::PathBuf]) -> Result<Report
     let files: Vec<_> = paths.iter().filter(|p| !is_spool(p)).cloned().collect();
     for path in expand(&files)? {
         let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // Only what the file holds now: replaying a dead-letter file into a
+        // sink that refuses again appends to that same file.
+        let len = file.metadata().map_or(0, |m| m.len());
         let mut batch = Vec::new();
-        for line in std::io::BufReader::new(file).lines() {
+        for line in std::io::BufReader::new(std::io::Read::take(file, len)).lines() {
             let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
             if line.trim().is_empty() {
                 continue;

@@ -71,7 +71,7 @@ impl Sink {
     pub async fn send(&mut self, req: &ExportTraceServiceRequest) -> Attempt {
         match self {
             Sink::Mlflow(s) => s.send(&req.encode_to_vec()).await,
-            Sink::File(f) => f.write(req),
+            Sink::File(f) => f.send(req).await,
         }
     }
 
