@@ -84,7 +84,8 @@ impl Running {
     }
 }
 
-/// Binds both listeners and starts serving. Port 0 picks a free port.
+/// Binds both listeners and starts serving. Port 0 picks a free port. Fails
+/// when a listener cannot bind or another process holds the spool directory.
 pub async fn start(cfg: Config) -> std::io::Result<Running> {
     let listener = TcpListener::bind(cfg.listen).await?;
     let admin_listener = TcpListener::bind(cfg.admin_listen).await?;
@@ -92,7 +93,9 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     let admin_addr = admin_listener.local_addr()?;
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::default());
-    let pipeline = export::Pipeline::start(&cfg, metrics.clone());
+    let pipeline = export::Pipeline::start(&cfg, metrics.clone())
+        .await
+        .map_err(std::io::Error::other)?;
     let proxy = Arc::new(forward::Proxy::new(
         cfg.clone(),
         pipeline.as_ref().map(export::Pipeline::submitter),

@@ -158,7 +158,7 @@ fn main() -> ExitCode {
         let running = match llmtap::start(cfg).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(error = %e, "cannot listen");
+                tracing::error!(error = %e, "cannot start");
                 return ExitCode::FAILURE;
             }
         };

@@ -194,7 +194,13 @@ impl Metrics {
         }
         out.push_str("# HELP llmtap_traces_dropped_total Traces lost, by reason.\n");
         out.push_str("# TYPE llmtap_traces_dropped_total counter\n");
-        for reason in ["queue_full", "export_failed", "rejected", "spool_full"] {
+        for reason in [
+            "queue_full",
+            "export_failed",
+            "rejected",
+            "spool_full",
+            "shutdown",
+        ] {
             let n = self.dropped_count(reason);
             let _ = writeln!(
                 out,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
-use super::Deliverer;
+use super::{lock, Deliverer};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -89,7 +89,8 @@ pub async fn replay(cfg: &Config, paths: &[std::path::PathBuf]) -> Result<Report
     Ok(report)
 }
 
-/// A directory holding spool segment files (its own or its journal's).
+/// A directory holding spool segment files (its own or its journal's), or
+/// a spool's lock file.
 fn is_spool(p: &Path) -> bool {
     let has_segments = |p: &Path| {
         std::fs::read_dir(p).is_ok_and(|d| {
@@ -100,12 +101,13 @@ fn is_spool(p: &Path) -> bool {
             })
         })
     };
-    has_segments(p) || has_segments(&p.join(super::journal::DIR))
+    has_segments(p) || has_segments(&p.join(super::journal::DIR)) || p.join(lock::FILE).is_file()
 }
 
 /// Sends and acknowledges everything a spool directory holds: the spans in
 /// its spool, then the exchanges in its journal (parsed here, as the live
-/// pipeline would have).
+/// pipeline would have). The directory is locked meanwhile; one a running
+/// llmtap holds is refused.
 async fn replay_spool(
     cfg: &Config,
     dir: &Path,
@@ -122,6 +124,12 @@ async fn replay_spool(
         max_hold: std::time::Duration::from_secs(2),
     });
     settings.dir = dir.to_path_buf();
+    let _lock = lock::acquire(dir).map_err(|e| match e {
+        lock::LockError::InUse { .. } => format!(
+            "{e}: stop it first (it sends what the spool holds itself), or replay a copy of the directory"
+        ),
+        other => other.to_string(),
+    })?;
     let spool = super::spooled::open(&settings).map_err(|e| format!("{}: {e}", dir.display()))?;
     let span = |payload: &[u8]| Span::decode(payload).ok();
     drain(cfg, spool, &span, deliverer, report)
