@@ -120,8 +120,8 @@ fn replay(args: ReplayArgs) -> ExitCode {
     match runtime.block_on(llmtap::export::replay::replay(&cfg, &args.paths)) {
         Ok(r) => {
             println!(
-                "replayed {} lines ({} unreadable): {} spans, {} exported, {} dead-lettered, {} dropped",
-                r.lines, r.bad_lines, r.spans, r.exported, r.dead_lettered, r.dropped
+                "replayed {} lines ({} unreadable): {} spans, {} exported, {} dead-lettered, {} dropped, {} left in the spool",
+                r.lines, r.bad_lines, r.spans, r.exported, r.dead_lettered, r.dropped, r.kept
             );
             if r.exported == r.spans && r.bad_lines == 0 {
                 ExitCode::SUCCESS
