@@ -573,3 +573,43 @@ async fn without_the_spool_shutdown_counts_what_the_grace_period_leaves() {
         .render()
         .contains("llmtap_traces_dropped_total{reason=\"shutdown\"} 3"));
 }
+
+/// `/readyz` probes the tracking server at most once a second: a burst of
+/// concurrent hits makes one `/health` call, and a burst after that second
+/// makes one more.
+#[tokio::test]
+async fn readyz_bursts_share_one_probe_of_the_tracking_server() {
+    let health = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = health.clone();
+    let server = FakeProvider::start(move |seen| {
+        if seen.uri.ends_with("/health") {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Reply::json(200, "OK");
+        }
+        Reply::json(200, "{}")
+    })
+    .await;
+    let provider = provider().await;
+    let tap = Tap::start(
+        &provider.url(),
+        &[
+            ("MLFLOW_TRACKING_URI", &server.url()),
+            ("MLFLOW_EXPERIMENT_ID", "1"),
+        ],
+    )
+    .await;
+    let burst = || async {
+        let hits = (0..20).map(|_| {
+            let url = tap.admin_url("/readyz");
+            async move { tap::get(&url).await }
+        });
+        for got in futures_util::future::join_all(hits).await {
+            assert_eq!(got.status, 200, "{:?}", got.body);
+        }
+    };
+    burst().await;
+    assert_eq!(health.load(std::sync::atomic::Ordering::SeqCst), 1);
+    tokio::time::sleep(llmtap::admin::PROBE_TTL + Duration::from_millis(100)).await;
+    burst().await;
+    assert_eq!(health.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
