@@ -79,7 +79,7 @@ pub fn rate_max(max: f64) -> impl Fn(&str) -> Result<Option<f64>, String> {
 /// `1GiB`, `16TiB`, `4096 bytes`: the largest unit that divides `n`.
 pub fn show_bytes(n: u64) -> String {
     for (unit, size) in [("TiB", TIB), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB)] {
-        if n >= size && n % size == 0 {
+        if n >= size && n.is_multiple_of(size) {
             return format!("{}{unit}", n / size);
         }
     }
@@ -90,7 +90,7 @@ pub fn show_bytes(n: u64) -> String {
 pub fn show_duration(d: Duration) -> String {
     let ms = d.as_millis();
     for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if ms >= size && ms % size == 0 {
+        if ms >= size && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
