@@ -22,8 +22,8 @@
 //! - [`client`]: the pooled outbound client (rustls, h2/http1.1).
 //! - [`parse`]: pure parsers (SSE, decompression, provider formats).
 //! - [`exchange`], [`trace`], [`record`], [`otlp`]: captured facts -> span -> OTLP.
-//! - [`export`]: the exchange journal, parse workers, the spool, batching,
-//!   retry, sinks (MLflow, files), replay.
+//! - [`export`]: the exchange journal, parse workers, the spool (and its
+//!   directory lock), batching, retry, sinks (MLflow, files), replay.
 //! - [`metrics`]: Prometheus counters and histograms.
 #![forbid(unsafe_code)]
 

@@ -31,6 +31,7 @@ pub mod retry;
 pub mod sink;
 pub mod spool;
 pub mod spooled;
+mod stores;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -41,12 +42,14 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::sync::mpsc;
 
-use crate::config::{Config, SinkConfig, SpoolSettings};
+use crate::config::{Config, SinkConfig};
 use crate::exchange::Exchange;
 use crate::metrics::Metrics;
 use batch::{next_batch, Limits};
 pub use deliver::Deliverer;
 use sink::Sink;
+pub use stores::StartError;
+use stores::{open_stores, Stores};
 
 /// The request path's handle: hands finished exchanges to the pipeline.
 #[derive(Clone)]
@@ -176,57 +179,6 @@ pub struct Pipeline {
     /// Spans the in-memory batcher holds (spool off), counted as dropped
     /// if the grace period runs out with them unsent.
     in_hand: Option<Arc<AtomicUsize>>,
-}
-
-/// The stores of a spool directory, opened and locked.
-struct Stores {
-    lock: lock::DirLock,
-    spool: spool::Spool<spool::RealFs>,
-    journal: spool::Spool<spool::RealFs>,
-}
-
-/// Why the pipeline did not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// Another process uses the spool directory: two must never share one.
-    #[error("{0}; two llmtap processes must not share a spool directory: give each its own spool.dir (LLMTAP_SPOOL_DIR)")]
-    SpoolInUse(lock::LockError),
-}
-
-/// Locks and opens the spool directory's stores, off the async threads (the
-/// open scans every segment). Another process holding the lock is an error;
-/// a directory that cannot be opened is logged and gives `None`: traces are
-/// then kept in memory only.
-async fn open_stores(settings: &SpoolSettings) -> Result<Option<Stores>, StartError> {
-    let s = settings.clone();
-    let opened = tokio::task::spawn_blocking(move || {
-        let lock = lock::acquire(&s.dir)?;
-        let open =
-            || -> Result<_, spool::SpoolError> { Ok((spooled::open(&s)?, journal::open(&s)?)) };
-        Ok::<_, lock::LockError>(open().map(|(spool, journal)| Stores {
-            lock,
-            spool,
-            journal,
-        }))
-    })
-    .await;
-    let error = match opened {
-        Ok(Ok(Ok(stores))) => {
-            tracing::info!(
-                dir = %settings.dir.display(),
-                spooled = stores.spool.stats().records_pending,
-                journaled = stores.journal.stats().records_pending,
-                "spool open; traces it holds will be sent"
-            );
-            return Ok(Some(stores));
-        }
-        Ok(Err(e @ lock::LockError::InUse { .. })) => return Err(StartError::SpoolInUse(e)),
-        Ok(Err(e)) => e.to_string(),
-        Ok(Ok(Err(e))) => e.to_string(),
-        Err(e) => format!("opening the spool panicked: {e}"),
-    };
-    tracing::error!(dir = %settings.dir.display(), %error, "spool cannot be opened: traces are kept in memory only, and dropped (counted) if the sink stays down past export.max_attempts");
-    Ok(None)
 }
 
 /// Builds the sink a configuration names (`None` when tracing is off).
