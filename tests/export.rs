@@ -613,3 +613,47 @@ async fn readyz_bursts_share_one_probe_of_the_tracking_server() {
     burst().await;
     assert_eq!(health.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+/// A shutdown that interrupts a batch keeps only its undelivered spans in
+/// the spool: the half the sink accepted is acknowledged, not sent again.
+#[tokio::test]
+async fn shutdown_mid_batch_keeps_only_the_undelivered_spans_spooled() {
+    // 413 for the batch of 4, 200 for its first half, then 503 for ever.
+    let mut script = vec![413, 200];
+    script.extend([503; 1000]);
+    let (collector, _traces) = collector(script).await;
+    let provider = provider().await;
+    let tap = Tap::start_with(
+        &provider.url(),
+        &[
+            ("MLFLOW_TRACKING_URI", &collector.url()),
+            ("MLFLOW_EXPERIMENT_ID", "1"),
+        ],
+        |c| {
+            c.export.batch_max_spans = 4;
+            c.export.batch_interval = Duration::from_secs(30);
+        },
+    )
+    .await;
+    for _ in 0..4 {
+        assert_eq!(post(&tap.url(CHAT), b"{}", &[]).await.status, 200);
+    }
+    let m = tap.running.metrics.clone();
+    wait_for("the second half retried", || {
+        let text = m.render();
+        text.contains("llmtap_traces_exported_total 2")
+            && !text.contains("llmtap_trace_export_retries_total 0")
+    })
+    .await;
+    let tap::Tap {
+        running,
+        trace_dir,
+        _tmp: keep,
+    } = tap;
+    running.shutdown().await;
+    // The same spool directory the tap used.
+    let settings = tap::config("http://x", &[], &trace_dir).spool.unwrap();
+    let spool = llmtap::export::spooled::open(&settings).unwrap();
+    assert_eq!(spool.stats().records_pending, 2, "only the refused half");
+    drop(keep);
+}
