@@ -45,11 +45,6 @@ impl Outcome {
         let strip = |v: Vec<(usize, T)>| v.into_iter().map(|(_, t)| t).collect();
         (strip(sent), strip(kept))
     }
-
-    /// How many spans went somewhere for good.
-    pub fn delivered(&self) -> usize {
-        self.delivered.iter().map(ExactSizeIterator::len).sum()
-    }
 }
 
 /// What became of one chunk of a batch.
