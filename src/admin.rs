@@ -1,8 +1,16 @@
 //! The admin listener: `GET /healthz` (the process is up), `GET /readyz` (the
 //! trace sink is reachable, or the local trace directory writable) and
 //! `GET /metrics` (Prometheus text).
+//!
+//! The sink probe behind `/readyz` (a call to MLflow's `/health`, or a test
+//! write in the trace directory) runs at most once per [`PROBE_TTL`]:
+//! concurrent hits wait for the one probe in flight and share its answer, so
+//! a burst of probes (or a hostile client) never becomes a burst of calls to
+//! the tracking server. A probe that does not answer within
+//! [`PROBE_TIMEOUT`] counts as not ready.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -12,6 +20,11 @@ use crate::config::{Config, SinkConfig};
 use crate::export::mlflow::MlflowSink;
 use crate::metrics::Metrics;
 
+/// How long a sink probe's answer is reused.
+pub const PROBE_TTL: Duration = Duration::from_secs(1);
+/// The longest a sink probe may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What readiness checks.
 enum Readiness {
     Always,
@@ -19,10 +32,36 @@ enum Readiness {
     Mlflow(Box<MlflowSink>),
 }
 
+impl Readiness {
+    /// Probes the sink once; the file probe runs off the async threads.
+    async fn probe(&self) -> Result<(), String> {
+        let probe = async {
+            match self {
+                Readiness::Always => Ok(()),
+                Readiness::Dir(d) => {
+                    let d = d.clone();
+                    tokio::task::spawn_blocking(move || crate::export::file::probe(&d))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("the trace directory probe failed: {e}")))
+                }
+                Readiness::Mlflow(s) => s.probe().await,
+            }
+        };
+        tokio::time::timeout(PROBE_TIMEOUT, probe)
+            .await
+            .unwrap_or_else(|_| Err(format!("the sink did not answer within {PROBE_TIMEOUT:?}")))
+    }
+}
+
+/// The last probe's answer and when it was taken.
+type Probed = Option<(tokio::time::Instant, Result<(), String>)>;
+
 /// The admin routes' state.
 pub struct Admin {
     metrics: Arc<Metrics>,
     readiness: Readiness,
+    /// Held while a probe runs: concurrent hits wait, then reuse its answer.
+    probed: tokio::sync::Mutex<Probed>,
     spool_threshold: Option<f64>,
 }
 
@@ -40,6 +79,7 @@ impl Admin {
         Admin {
             metrics,
             readiness,
+            probed: tokio::sync::Mutex::new(None),
             spool_threshold: cfg.spool.as_ref().map(|s| s.ready_threshold),
         }
     }
@@ -54,11 +94,20 @@ impl Admin {
                 ));
             }
         }
-        match &self.readiness {
-            Readiness::Always => Ok(()),
-            Readiness::Dir(d) => crate::export::file::probe(d),
-            Readiness::Mlflow(s) => s.probe().await,
+        self.sink_ready().await
+    }
+
+    /// The sink probe's answer, at most [`PROBE_TTL`] old.
+    async fn sink_ready(&self) -> Result<(), String> {
+        let mut probed = self.probed.lock().await;
+        if let Some((at, answer)) = probed.as_ref() {
+            if at.elapsed() < PROBE_TTL {
+                return answer.clone();
+            }
         }
+        let answer = self.readiness.probe().await;
+        *probed = Some((tokio::time::Instant::now(), answer.clone()));
+        answer
     }
 
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>> {

@@ -406,7 +406,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     parse_duration_opt(s)?.ok_or_else(|| "must be greater than zero".to_string())
 }
 
-/// Parses a byte size: `1048576`, `512KiB`, `10MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
+/// Parses a byte size: `1048576`, `512KiB`, `10MiB`, `1GiB`, `1TiB` (also
+/// KB/MB/GB/TB as powers of 1000).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -419,10 +420,16 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        u => return Err(format!("unknown size unit {u:?} (use B, KiB, MiB, GiB)")),
+        "TB" => 1_000_000_000_000,
+        u => {
+            return Err(format!(
+                "unknown size unit {u:?} (use B, KiB, MiB, GiB, TiB)"
+            ))
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| "size too large".to_string())
@@ -586,30 +593,29 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
         Some(o) => Err(format!("log_format: expected text or json, got {o:?}")),
     };
 
-    let dur = parse_duration;
     let shutdown_grace = l.parsed(
         None,
         ("server", "shutdown_grace"),
         Duration::from_secs(30),
-        dur,
+        duration_max(HOUR),
     );
     let connect_timeout = l.parsed(
         Some("LLMTAP_CONNECT_TIMEOUT"),
         ("upstream", "connect_timeout"),
         Duration::from_secs(10),
-        dur,
+        duration_max(10 * MINUTE),
     );
     let idle_timeout = l.parsed(
         Some("LLMTAP_IDLE_TIMEOUT"),
         ("upstream", "idle_timeout"),
         Some(Duration::from_secs(300)),
-        parse_duration_opt,
+        duration_opt_max(DAY),
     );
     let request_timeout = l.parsed(
         Some("LLMTAP_REQUEST_TIMEOUT"),
         ("upstream", "request_timeout"),
         None,
-        parse_duration_opt,
+        duration_opt_max(DAY),
     );
     let inject_stream_usage = l.parsed(
         Some("LLMTAP_INJECT_STREAM_USAGE"),
@@ -624,47 +630,62 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
         Some("LLMTAP_MAX_CAPTURE_BYTES"),
         ("capture", "max_body_bytes"),
         10 << 20,
-        parse_bytes,
+        mem_bytes_max(GIB),
     );
 
     let export = ExportConfig {
-        queue_capacity: l.parsed(None, ("export", "queue_capacity"), 10_000, parse_count),
-        queue_max_bytes: l.parsed(None, ("export", "queue_max_bytes"), 256 << 20, |s| {
-            parse_bytes(s).map(|b| b as usize)
-        }),
-        batch_max_spans: l.parsed(None, ("export", "batch_max_spans"), 256, parse_count),
-        batch_max_bytes: l.parsed(None, ("export", "batch_max_bytes"), 4 << 20, |s| {
-            parse_bytes(s).map(|b| b as usize)
-        }),
+        queue_capacity: l.parsed(
+            None,
+            ("export", "queue_capacity"),
+            10_000,
+            count_max(1_000_000),
+        ),
+        queue_max_bytes: l.parsed(
+            None,
+            ("export", "queue_max_bytes"),
+            256 << 20,
+            mem_bytes_max(16 * GIB),
+        ),
+        batch_max_spans: l.parsed(None, ("export", "batch_max_spans"), 256, count_max(100_000)),
+        batch_max_bytes: l.parsed(
+            None,
+            ("export", "batch_max_bytes"),
+            4 << 20,
+            mem_bytes_max(GIB),
+        ),
         batch_interval: l.parsed(
             None,
             ("export", "batch_interval"),
             Duration::from_secs(1),
-            dur,
+            duration_max(HOUR),
         ),
         retry_initial: l.parsed(
             None,
             ("export", "retry_initial"),
             Duration::from_millis(200),
-            dur,
+            duration_max(HOUR),
         ),
-        retry_max: l.parsed(None, ("export", "retry_max"), Duration::from_secs(30), dur),
+        retry_max: l.parsed(
+            None,
+            ("export", "retry_max"),
+            Duration::from_secs(30),
+            duration_max(HOUR),
+        ),
         max_attempts: l.parsed(None, ("export", "max_attempts"), 10, |s| {
-            parse_count(s).map(|n| n as u32)
+            count_max(1_000)(s).map(|n| n as u32)
         }),
-        timeout: l.parsed(None, ("export", "timeout"), Duration::from_secs(30), dur),
-        parse_workers: l.parsed(None, ("export", "parse_workers"), 1, parse_count),
+        timeout: l.parsed(
+            None,
+            ("export", "timeout"),
+            Duration::from_secs(30),
+            duration_max(HOUR),
+        ),
+        parse_workers: l.parsed(None, ("export", "parse_workers"), 1, count_max(64)),
         max_traces_per_second: l.parsed(
             Some("LLMTAP_MAX_TRACES_PER_SECOND"),
             ("export", "max_traces_per_second"),
             None,
-            |s| match s.trim() {
-                "none" | "0" | "" => Ok(None),
-                v => match v.parse::<f64>() {
-                    Ok(f) if f > 0.0 && f.is_finite() => Ok(Some(f)),
-                    _ => Err(format!("not a positive number: {v:?}")),
-                },
-            },
+            rate_max(1e6),
         ),
         dead_letter_dir: l
             .string(
@@ -678,17 +699,19 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
             None,
             ("export", "dead_letter_max_file_bytes"),
             64 << 20,
-            parse_bytes,
+            bytes_max(16 * GIB),
         ),
-        dead_letter_max_files: l.parsed(None, ("export", "dead_letter_max_files"), 10, parse_count),
+        dead_letter_max_files: l.parsed(
+            None,
+            ("export", "dead_letter_max_files"),
+            10,
+            count_max(10_000),
+        ),
     };
 
     let sink = resolve_sink(&mut l);
     let spool = resolve_spool(&mut l);
     let mut errors = l.errors;
-    if max_capture > usize::MAX as u64 {
-        errors.push("capture.max_body_bytes: too large".into());
-    }
     match (listen, admin_listen, upstream, log_format) {
         (Ok(listen), Ok(admin_listen), Ok(upstream), Ok(log_format)) if errors.is_empty() => {
             Ok(Config {
@@ -699,7 +722,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 connect_timeout,
                 idle_timeout,
                 request_timeout,
-                max_capture_bytes: max_capture as usize,
+                max_capture_bytes: max_capture,
                 inject_stream_usage,
                 routes,
                 sink,
@@ -732,16 +755,16 @@ fn resolve_spool(l: &mut Layers<'_>) -> Option<SpoolSettings> {
         Some(Duration::from_millis(100)),
         |s| match s.trim() {
             "always" => Ok(None),
-            other => parse_duration(other).map(Some),
+            other => duration_max(10 * MINUTE)(other).map(Some),
         },
     );
     let max_bytes = l.parsed(
         Some("LLMTAP_SPOOL_MAX_BYTES"),
         ("spool", "max_bytes"),
         1 << 30,
-        parse_bytes,
+        bytes_max(64 * TIB),
     );
-    let segment_bytes = l.parsed(None, ("spool", "segment_bytes"), 16 << 20, parse_bytes);
+    let segment_bytes = l.parsed(None, ("spool", "segment_bytes"), 16 << 20, bytes_max(GIB));
     let ready_threshold = l.parsed(None, ("spool", "ready_threshold"), 0.8, |s| {
         match s.trim().parse::<f64>() {
             Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
@@ -752,7 +775,7 @@ fn resolve_spool(l: &mut Layers<'_>) -> Option<SpoolSettings> {
         Some("LLMTAP_SPOOL_MAX_HOLD"),
         ("spool", "max_hold"),
         Duration::from_secs(2),
-        parse_duration,
+        duration_max(MINUTE),
     );
     enabled.then_some(SpoolSettings {
         dir,
@@ -783,8 +806,13 @@ fn resolve_sink(l: &mut Layers<'_>) -> SinkConfig {
             .string(None, &["LLMTAP_TRACE_DIR"], ("file_sink", "dir"))
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("llmtap-traces")),
-        max_file_bytes: l.parsed(None, ("file_sink", "max_file_bytes"), 64 << 20, parse_bytes),
-        max_files: l.parsed(None, ("file_sink", "max_files"), 20, parse_count),
+        max_file_bytes: l.parsed(
+            None,
+            ("file_sink", "max_file_bytes"),
+            64 << 20,
+            bytes_max(16 * GIB),
+        ),
+        max_files: l.parsed(None, ("file_sink", "max_files"), 20, count_max(10_000)),
     };
     if !enabled {
         return SinkConfig::Disabled;
@@ -874,7 +902,12 @@ fn check_known_keys(file: &toml::Table, errors: &mut Vec<String>) {
     }
 }
 
+mod limits;
 mod routes;
+pub use limits::{
+    bytes_max, count_max, duration_max, duration_opt_max, mem_bytes_max, rate_max, DAY, GIB, HOUR,
+    MINUTE, TIB,
+};
 pub use routes::{select as select_route, RouteConfig};
 
 #[cfg(test)]

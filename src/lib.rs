@@ -23,8 +23,8 @@
 //! - [`client`]: the pooled outbound client (rustls, h2/http1.1).
 //! - [`parse`]: pure parsers (SSE, decompression, provider formats).
 //! - [`exchange`], [`trace`], [`record`], [`otlp`]: captured facts -> span -> OTLP.
-//! - [`export`]: the exchange journal, parse workers, the spool, batching,
-//!   retry, sinks (MLflow, files), replay.
+//! - [`export`]: the exchange journal, parse workers, the spool (and its
+//!   directory lock), batching, retry, sinks (MLflow, files), replay.
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`redact`]: URLs for display, without userinfo or query.
 #![forbid(unsafe_code)]
@@ -88,7 +88,8 @@ impl Running {
     }
 }
 
-/// Binds both listeners and starts serving. Port 0 picks a free port.
+/// Binds both listeners and starts serving. Port 0 picks a free port. Fails
+/// when a listener cannot bind or another process holds the spool directory.
 pub async fn start(cfg: Config) -> std::io::Result<Running> {
     let listener = TcpListener::bind(cfg.listen).await?;
     let admin_listener = TcpListener::bind(cfg.admin_listen).await?;
@@ -96,7 +97,9 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     let admin_addr = admin_listener.local_addr()?;
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::default());
-    let pipeline = export::Pipeline::start(&cfg, metrics.clone());
+    let pipeline = export::Pipeline::start(&cfg, metrics.clone())
+        .await
+        .map_err(std::io::Error::other)?;
     let proxy = Arc::new(forward::Proxy::new(
         cfg.clone(),
         pipeline.as_ref().map(export::Pipeline::submitter),

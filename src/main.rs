@@ -68,17 +68,28 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn signal() -> &'static str {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
+/// SIGTERM and SIGINT, listened for from the moment this is made: made
+/// before llmtap starts, so a signal sent as soon as it logs that it
+/// listens is never taken by the default action (exit without draining).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
         }
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
     }
 }
 
@@ -120,8 +131,8 @@ fn replay(args: ReplayArgs) -> ExitCode {
     match runtime.block_on(llmtap::export::replay::replay(&cfg, &args.paths)) {
         Ok(r) => {
             println!(
-                "replayed {} lines ({} unreadable): {} spans, {} exported, {} dead-lettered, {} dropped",
-                r.lines, r.bad_lines, r.spans, r.exported, r.dead_lettered, r.dropped
+                "replayed {} lines ({} unreadable): {} spans, {} exported, {} dead-lettered, {} dropped, {} left in the spool",
+                r.lines, r.bad_lines, r.spans, r.exported, r.dead_lettered, r.dropped, r.kept
             );
             if r.exported == r.spans && r.bad_lines == 0 {
                 ExitCode::SUCCESS
@@ -155,14 +166,21 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async move {
-        let running = match llmtap::start(cfg).await {
-            Ok(r) => r,
+        let mut signals = match Signals::new() {
+            Ok(s) => s,
             Err(e) => {
-                tracing::error!(error = %e, "cannot listen");
+                tracing::error!(error = %e, "cannot listen for signals");
                 return ExitCode::FAILURE;
             }
         };
-        let first = signal().await;
+        let running = match llmtap::start(cfg).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        let first = signals.next().await;
         tracing::info!(
             signal = first,
             "shutting down: draining in-flight calls and traces"
@@ -173,7 +191,7 @@ fn main() -> ExitCode {
                 tracing::info!("stopped");
                 ExitCode::SUCCESS
             }
-            second = signal() => {
+            second = signals.next() => {
                 tracing::warn!(signal = second, "second signal: exiting now");
                 ExitCode::from(130)
             }

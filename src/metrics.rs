@@ -207,6 +207,7 @@ impl Metrics {
             "rejected",
             "spool_full",
             "dead_letter_rotated",
+            "shutdown",
         ] {
             let n = self.dropped_count(reason);
             let _ = writeln!(

@@ -161,3 +161,84 @@ async fn serves_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
     );
     assert!(!all.contains(secret), "a secret reached the logs:\n{all}");
 }
+
+/// A running llmtap, killed if the test ends early.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Two processes never share a spool directory: while one llmtap runs on it,
+/// a second one exits non-zero naming the holder's pid, and so does
+/// `llmtap replay` of it; once the first has stopped, replay runs.
+#[test]
+fn a_live_spool_directory_is_refused_to_a_second_llmtap_and_to_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let run = || {
+        let mut c = llmtap();
+        c.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .env("LLMTAP_SPOOL_DIR", &spool)
+            .env("LLMTAP_TRACE_DIR", dir.path().join("traces"))
+            .env("RUST_LOG", "info");
+        c
+    };
+    let mut first = run().stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = BufReader::new(first.stderr.take().unwrap());
+    let pid = first.id();
+    let mut first = Running(first);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !rx
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .expect("a listening log line")
+        .contains("llmtap listening")
+    {}
+
+    let holder = format!("is in use by another running llmtap (pid {pid})");
+    let second = run().output().unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&holder) && err.contains("must not share a spool directory"),
+        "{err}"
+    );
+
+    let replay = |dir_arg: &std::path::Path| {
+        llmtap()
+            .arg("replay")
+            .arg(dir_arg)
+            .env("LLMTAP_TRACE_DIR", dir.path().join("traces"))
+            .output()
+            .unwrap()
+    };
+    let refused = replay(&spool);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&holder) && err.contains("stop it first"),
+        "{err}"
+    );
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(first.0.wait().unwrap().success());
+    let after = replay(&spool);
+    assert!(
+        after.status.success(),
+        "replay once the spool is free: {}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+}

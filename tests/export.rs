@@ -415,3 +415,245 @@ async fn shutdown_with_a_dead_sink_leaves_traces_spooled_without_waiting_out_the
     assert_eq!(spool.stats().records_pending, 5);
     drop(keep);
 }
+
+/// A span with trace id `[n; 16]`.
+fn span(n: u8) -> opentelemetry_proto::tonic::trace::v1::Span {
+    llmtap::otlp::to_span(&llmtap::record::SpanRecord {
+        trace_id: [n; 16],
+        span_id: [n; 8],
+        parent_span_id: None,
+        name: "Completions".into(),
+        start_unix_nano: 1,
+        end_unix_nano: 2,
+        status: llmtap::record::SpanStatus::Ok,
+        attributes: vec![],
+        events: vec![],
+    })
+}
+
+/// `llmtap replay` of a spool directory acknowledges exactly what was
+/// delivered: a batch split in halves (413) whose first half is accepted and
+/// second refused leaves the second half, and only it, in the spool.
+#[tokio::test]
+async fn replaying_a_spool_acks_only_the_spans_delivered() {
+    use prost::Message;
+    // 413 for the whole batch, 200 for its first half, 503 for the second.
+    let (collector, traces) = collector(vec![413, 200, 503]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = tap::config(
+        "http://127.0.0.1:1",
+        &[
+            ("MLFLOW_TRACKING_URI", &collector.url()),
+            ("MLFLOW_EXPERIMENT_ID", "1"),
+        ],
+        &tmp.path().join("traces"),
+    );
+    cfg.export.batch_max_spans = 4;
+    cfg.export.max_attempts = 1;
+    let settings = cfg.spool.clone().unwrap();
+    {
+        let mut spool = llmtap::export::spooled::open(&settings).unwrap();
+        for n in 1..=4 {
+            spool.append(&span(n).encode_to_vec()).unwrap();
+        }
+        spool.flush().unwrap();
+    }
+    let report = llmtap::export::replay::replay(&cfg, std::slice::from_ref(&settings.dir))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.spans, report.exported, report.kept, report.dropped),
+        (4, 2, 2, 0),
+        "{report:?}"
+    );
+    let sizes: Vec<usize> = traces
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| decode(s).resource_spans[0].scope_spans[0].spans.len())
+        .collect();
+    assert_eq!(sizes, vec![4, 2, 2]);
+    let mut spool = llmtap::export::spooled::open(&settings).unwrap();
+    assert_eq!(spool.stats().records_pending, 2, "the refused half stays");
+    let left: Vec<Vec<u8>> = spool
+        .next_batch(10, 1 << 20)
+        .unwrap()
+        .into_iter()
+        .map(|(_, payload)| {
+            opentelemetry_proto::tonic::trace::v1::Span::decode(payload.as_slice())
+                .unwrap()
+                .trace_id
+        })
+        .collect();
+    assert_eq!(left, vec![vec![3u8; 16], vec![4u8; 16]]);
+}
+
+/// Without a usable spool — switched off, or its directory cannot be opened
+/// — traces live in memory only: a dead sink is retried `export.max_attempts`
+/// times, then the batch is dropped and counted, never retried for ever.
+#[tokio::test]
+async fn without_a_spool_a_dead_sink_is_given_up_after_max_attempts_and_counted() {
+    let dead = dead_uri();
+    let provider = provider().await;
+    let not_a_dir = tempfile::NamedTempFile::new().unwrap();
+    let not_a_dir = not_a_dir.path().display().to_string();
+    for spool in [
+        ("LLMTAP_SPOOL", "false"),
+        ("LLMTAP_SPOOL_DIR", not_a_dir.as_str()),
+    ] {
+        let tap = Tap::start_with(
+            &provider.url(),
+            &[
+                ("MLFLOW_TRACKING_URI", &dead),
+                ("MLFLOW_EXPERIMENT_ID", "1"),
+                spool,
+            ],
+            |c| c.export.max_attempts = 3,
+        )
+        .await;
+        for _ in 0..2 {
+            assert_eq!(post(&tap.url(CHAT), b"{}", &[]).await.status, 200);
+        }
+        let m = tap.running.metrics.clone();
+        wait_for("the drops", || m.dropped_count("export_failed") == 2).await;
+        let text = m.render();
+        assert!(
+            text.contains("llmtap_traces_dropped_total{reason=\"export_failed\"} 2"),
+            "{spool:?}: {text}"
+        );
+        // Two attempts retried, the third given up on, per batch.
+        let retries = text
+            .lines()
+            .find_map(|l| l.strip_prefix("llmtap_trace_export_retries_total "))
+            .unwrap();
+        assert!(
+            ["2", "4"].contains(&retries),
+            "{spool:?}: {retries} retries"
+        );
+        assert!(!text.contains("llmtap_spool_records"), "{spool:?}: {text}");
+        tap.running.shutdown().await;
+    }
+}
+
+/// Without the spool, what the shutdown grace period leaves undelivered —
+/// the batch being retried and the spans still queued — is counted as
+/// dropped (`reason="shutdown"`), not lost silently.
+#[tokio::test]
+async fn without_the_spool_shutdown_counts_what_the_grace_period_leaves() {
+    let dead = dead_uri();
+    let provider = provider().await;
+    let tap = Tap::start_with(
+        &provider.url(),
+        &[
+            ("MLFLOW_TRACKING_URI", &dead),
+            ("MLFLOW_EXPERIMENT_ID", "1"),
+            ("LLMTAP_SPOOL", "false"),
+        ],
+        |c| {
+            c.export.batch_max_spans = 1;
+            c.export.retry_initial = Duration::from_secs(30);
+            c.export.retry_max = Duration::from_secs(30);
+            c.shutdown_grace = Duration::from_millis(500);
+        },
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(post(&tap.url(CHAT), b"{}", &[]).await.status, 200);
+    }
+    let m = tap.running.metrics.clone();
+    wait_for("one batch retried, two spans queued", || {
+        let text = m.render();
+        text.contains("llmtap_trace_export_retries_total 1")
+            && text.contains("llmtap_export_queue_depth 2")
+    })
+    .await;
+    tap.running.shutdown().await;
+    assert_eq!(m.dropped_count("shutdown"), 3);
+    assert!(m
+        .render()
+        .contains("llmtap_traces_dropped_total{reason=\"shutdown\"} 3"));
+}
+
+/// `/readyz` probes the tracking server at most once a second: a burst of
+/// concurrent hits makes one `/health` call, and a burst after that second
+/// makes one more.
+#[tokio::test]
+async fn readyz_bursts_share_one_probe_of_the_tracking_server() {
+    let health = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = health.clone();
+    let server = FakeProvider::start(move |seen| {
+        if seen.uri.ends_with("/health") {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Reply::json(200, "OK");
+        }
+        Reply::json(200, "{}")
+    })
+    .await;
+    let provider = provider().await;
+    let tap = Tap::start(
+        &provider.url(),
+        &[
+            ("MLFLOW_TRACKING_URI", &server.url()),
+            ("MLFLOW_EXPERIMENT_ID", "1"),
+        ],
+    )
+    .await;
+    let burst = || async {
+        let hits = (0..20).map(|_| {
+            let url = tap.admin_url("/readyz");
+            async move { tap::get(&url).await }
+        });
+        for got in futures_util::future::join_all(hits).await {
+            assert_eq!(got.status, 200, "{:?}", got.body);
+        }
+    };
+    burst().await;
+    assert_eq!(health.load(std::sync::atomic::Ordering::SeqCst), 1);
+    tokio::time::sleep(llmtap::admin::PROBE_TTL + Duration::from_millis(100)).await;
+    burst().await;
+    assert_eq!(health.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// A shutdown that interrupts a batch keeps only its undelivered spans in
+/// the spool: the half the sink accepted is acknowledged, not sent again.
+#[tokio::test]
+async fn shutdown_mid_batch_keeps_only_the_undelivered_spans_spooled() {
+    // 413 for the batch of 4, 200 for its first half, then 503 for ever.
+    let mut script = vec![413, 200];
+    script.extend([503; 1000]);
+    let (collector, _traces) = collector(script).await;
+    let provider = provider().await;
+    let tap = Tap::start_with(
+        &provider.url(),
+        &[
+            ("MLFLOW_TRACKING_URI", &collector.url()),
+            ("MLFLOW_EXPERIMENT_ID", "1"),
+        ],
+        |c| {
+            c.export.batch_max_spans = 4;
+            c.export.batch_interval = Duration::from_secs(30);
+        },
+    )
+    .await;
+    for _ in 0..4 {
+        assert_eq!(post(&tap.url(CHAT), b"{}", &[]).await.status, 200);
+    }
+    let m = tap.running.metrics.clone();
+    wait_for("the second half retried", || {
+        let text = m.render();
+        text.contains("llmtap_traces_exported_total 2")
+            && !text.contains("llmtap_trace_export_retries_total 0")
+    })
+    .await;
+    let tap::Tap {
+        running,
+        trace_dir,
+        _tmp: keep,
+    } = tap;
+    running.shutdown().await;
+    // The same spool directory the tap used.
+    let settings = tap::config("http://x", &[], &trace_dir).spool.unwrap();
+    let spool = llmtap::export::spooled::open(&settings).unwrap();
+    assert_eq!(spool.stats().records_pending, 2, "only the refused half");
+    drop(keep);
+}

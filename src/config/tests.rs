@@ -315,3 +315,99 @@ fn spool_settings_defaults_env_and_errors() {
     assert!(err.contains("LLMTAP_SPOOL_MAX_HOLD"), "{err}");
     assert!(err.contains("LLMTAP_SPOOL_FSYNC"), "{err}");
 }
+
+/// Every numeric setting, a value just past its maximum, and the maximum as
+/// the error shows it.
+const PAST_MAX: &[(&str, &str, &str, &str)] = &[
+    ("server", "shutdown_grace", "61m", "1h"),
+    ("upstream", "connect_timeout", "11m", "10m"),
+    ("upstream", "idle_timeout", "25h", "24h"),
+    ("upstream", "request_timeout", "25h", "24h"),
+    ("capture", "max_body_bytes", "100GiB", "1GiB"),
+    ("file_sink", "max_file_bytes", "17GiB", "16GiB"),
+    ("file_sink", "max_files", "10001", "10000"),
+    ("spool", "fsync", "11m", "10m"),
+    ("spool", "max_bytes", "65TiB", "64TiB"),
+    ("spool", "segment_bytes", "2GiB", "1GiB"),
+    ("spool", "max_hold", "61s", "1m"),
+    ("export", "queue_capacity", "1000001", "1000000"),
+    ("export", "queue_max_bytes", "17GiB", "16GiB"),
+    ("export", "batch_max_spans", "100001", "100000"),
+    ("export", "batch_max_bytes", "2GiB", "1GiB"),
+    ("export", "batch_interval", "2h", "1h"),
+    ("export", "retry_initial", "2h", "1h"),
+    ("export", "retry_max", "2h", "1h"),
+    ("export", "max_attempts", "1001", "1000"),
+    ("export", "timeout", "2h", "1h"),
+    ("export", "parse_workers", "65", "64"),
+    ("export", "max_traces_per_second", "2000000", "1000000"),
+    ("export", "dead_letter_max_file_bytes", "17GiB", "16GiB"),
+    ("export", "dead_letter_max_files", "10001", "10000"),
+];
+
+#[test]
+fn a_value_past_its_maximum_names_the_field_and_the_maximum() {
+    for (table, key, value, max) in PAST_MAX {
+        let file = format!("[{table}]\n{key} = \"{value}\"\n");
+        let err = resolve(&Flags::default(), &Env::new(), Some(&file))
+            .expect_err(&format!("{table}.{key} = {value} accepted"))
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "{table}.{key}: \"{value}\" is above the maximum of {max}"
+            )),
+            "{err}"
+        );
+    }
+    // From the environment, the variable is named.
+    let e = env(&[("LLMTAP_MAX_CAPTURE_BYTES", "100GiB")]);
+    let err = resolve(&Flags::default(), &e, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "LLMTAP_MAX_CAPTURE_BYTES=\"100GiB\": \"100GiB\" is above the maximum of 1GiB"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_numeric_setting_has_a_maximum_and_every_default_is_within_it() {
+    // The example file states every default; it passes the bounded parsers
+    // and gives the same settings as no file at all.
+    let text = include_str!("../../config/llmtap.example.toml");
+    let example = resolve(&Flags::default(), &Env::new(), Some(text)).unwrap();
+    let defaults = resolve(&Flags::default(), &Env::new(), None).unwrap();
+    assert_eq!(example.export, defaults.export);
+    assert_eq!(example.spool, defaults.spool);
+    assert_eq!(example.max_capture_bytes, defaults.max_capture_bytes);
+    assert_eq!(
+        (
+            example.connect_timeout,
+            example.idle_timeout,
+            example.request_timeout
+        ),
+        (
+            defaults.connect_timeout,
+            defaults.idle_timeout,
+            defaults.request_timeout
+        )
+    );
+    assert_eq!(example.shutdown_grace, defaults.shutdown_grace);
+    assert_eq!(example.sink, defaults.sink);
+    // Every numeric key of the file is in the table above.
+    let numeric = text.lines().filter_map(|line| {
+        let (key, value) = line.split_once(" = ").filter(|_| !line.starts_with('#'))?;
+        let value = value.trim_matches('"');
+        let first = value.chars().next()?;
+        (first.is_ascii_digit() && !value.contains(':')).then_some(key.trim())
+    });
+    // ready_threshold is a fraction, 0 to 1, checked by its own parser.
+    for key in numeric.filter(|k| *k != "ready_threshold") {
+        assert!(
+            PAST_MAX.iter().any(|(_, k, _, _)| *k == key),
+            "{key} has no maximum in PAST_MAX"
+        );
+    }
+}

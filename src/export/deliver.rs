@@ -2,6 +2,7 @@
 //! backoff, 413 splits, dead-lettering of refusals — the retry policy of
 //! [`super::retry`] applied. Shared by the live pipeline and `llmtap replay`.
 
+use std::ops::Range;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -16,6 +17,47 @@ use super::retry::{backoff, Verdict};
 use super::sink::Sink;
 use crate::config::{Config, ExportConfig};
 use crate::metrics::Metrics;
+
+/// What became of a batch handed to [`Deliverer::deliver`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Index ranges, in the batch as given, of the spans that went somewhere
+    /// for good (exported or dead-lettered).
+    delivered: Vec<Range<usize>>,
+    /// False when a persistent deliverer stopped retrying because shutdown
+    /// began; the spans not delivered are the caller's to keep.
+    pub finished: bool,
+}
+
+impl Outcome {
+    /// Whether span `i` of the batch went somewhere for good.
+    pub fn is_delivered(&self, i: usize) -> bool {
+        self.delivered.iter().any(|r| r.contains(&i))
+    }
+
+    /// Splits what stands for the batch's spans, one item per span in order
+    /// (e.g. their spool record ids), into (delivered, not delivered).
+    pub fn partition<T>(&self, items: Vec<T>) -> (Vec<T>, Vec<T>) {
+        let (sent, kept): (Vec<_>, Vec<_>) = items
+            .into_iter()
+            .enumerate()
+            .partition(|(i, _)| self.is_delivered(*i));
+        let strip = |v: Vec<(usize, T)>| v.into_iter().map(|(_, t)| t).collect();
+        (strip(sent), strip(kept))
+    }
+}
+
+/// What became of one chunk of a batch.
+enum Sent {
+    /// Exported or dead-lettered: these spans of the batch.
+    Delivered(Range<usize>),
+    /// Given up on (out of attempts, or the dead-letter file failed); counted.
+    Dropped,
+    /// Too large: send these two halves (first index, spans) instead.
+    Halves((usize, Vec<Span>), (usize, Vec<Span>)),
+    /// Shutdown began while retrying (persistent mode).
+    Stopped,
+}
 
 /// Sends batches to one sink; see the module docs.
 pub struct Deliverer {
@@ -34,11 +76,6 @@ pub struct Deliverer {
 
 impl Deliverer {
     /// The deliverer for a configuration's sink (`None` when tracing is off).
-    /// Spans exported or dead-lettered so far (delivered somewhere for good).
-    pub fn delivered(&self) -> u64 {
-        self.metrics.traces_exported.load(Relaxed) + self.metrics.dead_lettered.load(Relaxed)
-    }
-
     /// `persistent`: retry transient failures without limit (the batch is
     /// safe in the spool meanwhile) instead of giving up after
     /// `export.max_attempts`.
@@ -89,86 +126,108 @@ impl Deliverer {
 
     /// Sends one batch until it is accepted, refused for good, or out of
     /// attempts. A batch too large for the sink is sent in halves; one the
-    /// sink refuses goes to the dead-letter file. Returns false when a
-    /// persistent deliverer stopped retrying because shutdown began (the
-    /// caller keeps the batch; parts of it may have gone already).
-    pub async fn deliver(&mut self, mut batch: Vec<Span>) -> bool {
+    /// sink refuses goes to the dead-letter file. The [`Outcome`] says which
+    /// spans went somewhere for good, and whether a persistent deliverer
+    /// stopped retrying because shutdown began (the caller keeps the rest).
+    pub async fn deliver(&mut self, mut batch: Vec<Span>) -> Outcome {
         // Under a rate limit, send at most a second's worth at a time, so a
         // backlog flows steadily instead of in one late request.
         let mut pending = Vec::new();
+        let mut start = 0;
         if let Some(most) = self.rate.as_ref().map(RateLimit::burst) {
             while batch.len() > most {
                 let rest = batch.split_off(most);
-                pending.push(std::mem::replace(&mut batch, rest));
+                let chunk = std::mem::replace(&mut batch, rest);
+                let len = chunk.len();
+                pending.push((start, chunk));
+                start += len;
             }
         }
-        pending.push(batch);
+        pending.push((start, batch));
         pending.reverse();
-        while let Some(batch) = pending.pop() {
-            let n = batch.len() as u64;
+        let mut outcome = Outcome::default();
+        while let Some((start, batch)) = pending.pop() {
             if let Some(rate) = self.rate.as_mut() {
                 rate.acquire(batch.len()).await;
             }
-            let req = crate::otlp::request(&self.service_name, batch);
-            let mut attempt = 0;
-            loop {
-                let result = self.sink.send(&req).await;
-                match result.verdict {
-                    Verdict::Success => {
-                        self.metrics.traces_exported.fetch_add(n, Relaxed);
-                    }
-                    Verdict::Split if n > 1 => {
-                        let mut spans = req
-                            .resource_spans
-                            .into_iter()
-                            .flat_map(|r| r.scope_spans)
-                            .flat_map(|s| s.spans)
-                            .collect::<Vec<_>>();
-                        let second = spans.split_off(spans.len() / 2);
-                        tracing::info!(
-                            sink = self.sink.name(),
-                            spans = n,
-                            "batch too large for the sink; sending it in halves"
-                        );
-                        pending.push(second);
-                        pending.push(spans);
-                    }
-                    Verdict::Split | Verdict::DontRetry => {
-                        self.dead_letter(&req, n, &result.reason).await
-                    }
-                    Verdict::Retry { after } => {
-                        attempt += 1;
-                        if !self.persistent && attempt >= self.cfg.max_attempts {
-                            self.metrics.dropped("export_failed", n);
-                            self.metrics.export_failures.fetch_add(1, Relaxed);
-                            tracing::error!(sink = self.sink.name(), spans = n, attempts = attempt, reason = %result.reason, "giving up on a batch; dropped");
-                        } else {
-                            let wait = backoff(
-                                self.cfg.retry_initial,
-                                self.cfg.retry_max,
-                                attempt - 1,
-                                after,
-                            );
-                            if self.is_closing() {
-                                tracing::info!(sink = self.sink.name(), spans = n, reason = %result.reason, "shutting down: the batch stays in the spool");
-                                return false;
-                            }
-                            self.metrics.retry(result.class);
-                            tracing::warn!(sink = self.sink.name(), spans = n, attempt, ?wait, reason = %result.reason, "export failed; retrying");
-                            if !self.pause(wait).await {
-                                return false;
-                            }
-                            continue;
-                        }
-                    }
+            match self.send(start, batch).await {
+                Sent::Delivered(range) => outcome.delivered.push(range),
+                Sent::Dropped => {}
+                Sent::Halves(first, second) => {
+                    pending.push(second);
+                    pending.push(first);
                 }
-                break;
+                Sent::Stopped => return outcome,
             }
         }
-        true
+        outcome.finished = true;
+        outcome
     }
 
-    async fn dead_letter(&self, req: &ExportTraceServiceRequest, n: u64, reason: &str) {
+    /// One chunk (spans `start..` of the batch), with its retries.
+    async fn send(&mut self, start: usize, batch: Vec<Span>) -> Sent {
+        let n = batch.len() as u64;
+        let range = start..start + batch.len();
+        let req = crate::otlp::request(&self.service_name, batch);
+        let mut attempt = 0;
+        loop {
+            let result = self.sink.send(&req).await;
+            let after = match result.verdict {
+                Verdict::Success => {
+                    self.metrics.traces_exported.fetch_add(n, Relaxed);
+                    return Sent::Delivered(range);
+                }
+                Verdict::Split if n > 1 => {
+                    let mut spans = req
+                        .resource_spans
+                        .into_iter()
+                        .flat_map(|r| r.scope_spans)
+                        .flat_map(|s| s.spans)
+                        .collect::<Vec<_>>();
+                    let second = spans.split_off(spans.len() / 2);
+                    tracing::info!(
+                        sink = self.sink.name(),
+                        spans = n,
+                        "batch too large for the sink; sending it in halves"
+                    );
+                    let middle = start + spans.len();
+                    return Sent::Halves((start, spans), (middle, second));
+                }
+                Verdict::Split | Verdict::DontRetry => {
+                    return match self.dead_letter(&req, n, &result.reason).await {
+                        true => Sent::Delivered(range),
+                        false => Sent::Dropped,
+                    };
+                }
+                Verdict::Retry { after } => after,
+            };
+            attempt += 1;
+            if !self.persistent && attempt >= self.cfg.max_attempts {
+                self.metrics.dropped("export_failed", n);
+                self.metrics.export_failures.fetch_add(1, Relaxed);
+                tracing::error!(sink = self.sink.name(), spans = n, attempts = attempt, reason = %result.reason, "giving up on a batch; dropped");
+                return Sent::Dropped;
+            }
+            let wait = backoff(
+                self.cfg.retry_initial,
+                self.cfg.retry_max,
+                attempt - 1,
+                after,
+            );
+            if self.is_closing() {
+                tracing::info!(sink = self.sink.name(), spans = n, reason = %result.reason, "shutting down: the batch stays in the spool");
+                return Sent::Stopped;
+            }
+            self.metrics.retry(result.class);
+            tracing::warn!(sink = self.sink.name(), spans = n, attempt, ?wait, reason = %result.reason, "export failed; retrying");
+            if !self.pause(wait).await {
+                return Sent::Stopped;
+            }
+        }
+    }
+
+    /// True when the batch was written to the dead-letter file.
+    async fn dead_letter(&self, req: &ExportTraceServiceRequest, n: u64, reason: &str) -> bool {
         self.metrics.export_failures.fetch_add(1, Relaxed);
         match self.dead_letter.write(self.sink.name(), reason, req).await {
             Ok(rotated_out) => {
@@ -177,10 +236,12 @@ impl Deliverer {
                     self.metrics.dropped("dead_letter_rotated", rotated_out);
                 }
                 tracing::error!(sink = self.sink.name(), spans = n, %reason, file = %self.dead_letter.path().display(), "sink refused a batch; written to the dead-letter file");
+                true
             }
             Err(e) => {
                 self.metrics.dropped("rejected", n);
                 tracing::error!(sink = self.sink.name(), spans = n, %reason, error = %e, "sink refused a batch and the dead-letter file could not be written; dropped");
+                false
             }
         }
     }

@@ -23,6 +23,7 @@ pub mod dead_letter;
 pub mod deliver;
 pub mod file;
 pub mod journal;
+pub mod lock;
 pub mod mlflow;
 pub mod private;
 pub mod rate;
@@ -31,6 +32,7 @@ pub mod retry;
 pub mod sink;
 pub mod spool;
 pub mod spooled;
+mod stores;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -47,6 +49,8 @@ use crate::metrics::Metrics;
 use batch::{next_batch, Limits};
 pub use deliver::Deliverer;
 use sink::Sink;
+pub use stores::StartError;
+use stores::{open_stores, Stores};
 
 /// The request path's handle: hands finished exchanges to the pipeline.
 #[derive(Clone)]
@@ -171,6 +175,11 @@ pub struct Pipeline {
     batcher: tokio::task::JoinHandle<()>,
     /// Turns true at shutdown, once every queued trace is spooled.
     closing: tokio::sync::watch::Sender<bool>,
+    /// The spool directory's lock (spool on), released once shut down.
+    lock: Option<lock::DirLock>,
+    /// Spans the in-memory batcher holds (spool off), counted as dropped
+    /// if the grace period runs out with them unsent.
+    in_hand: Option<Arc<AtomicUsize>>,
 }
 
 /// Builds the sink a configuration names (`None` when tracing is off).
@@ -188,8 +197,24 @@ pub fn make_sink(cfg: &Config) -> Option<Sink> {
 
 impl Pipeline {
     /// Starts parse workers and the batcher; `None` when tracing is off.
-    pub fn start(cfg: &Config, metrics: Arc<Metrics>) -> Option<Pipeline> {
-        let mut deliverer = Deliverer::new(cfg, metrics.clone(), cfg.spool.is_some())?;
+    /// With the spool on, its directory is locked and opened first (off the
+    /// async threads); another process using it is an error.
+    pub async fn start(
+        cfg: &Config,
+        metrics: Arc<Metrics>,
+    ) -> Result<Option<Pipeline>, StartError> {
+        if cfg.sink == SinkConfig::Disabled {
+            return Ok(None);
+        }
+        let stores = match &cfg.spool {
+            Some(settings) => open_stores(settings).await?.map(|s| (settings, s)),
+            None => None,
+        };
+        // With the spool, a failing batch waits there; without it (off, or
+        // it failed to open), memory is all there is: retries are limited.
+        let Some(mut deliverer) = Deliverer::new(cfg, metrics.clone(), stores.is_some()) else {
+            return Ok(None);
+        };
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
         deliverer.stop_retrying_on(closing_rx);
         let e = cfg.export.clone();
@@ -200,26 +225,18 @@ impl Pipeline {
             max_bytes: e.batch_max_bytes,
             interval: e.batch_interval,
         };
-        let stores = cfg.spool.as_ref().and_then(|settings| {
-            let opened = spooled::open(settings).and_then(|s| Ok((s, journal::open(settings)?)));
-            match opened {
-                Ok((spool, journal)) => {
-                    tracing::info!(
-                        dir = %settings.dir.display(),
-                        spooled = spool.stats().records_pending,
-                        journaled = journal.stats().records_pending,
-                        "spool open; traces it holds will be sent"
-                    );
-                    Some((settings, spool, journal))
-                }
-                Err(err) => {
-                    tracing::error!(dir = %settings.dir.display(), error = %err, "spool cannot be opened: traces are kept in memory only");
-                    None
-                }
-            }
-        });
+        let mut lock = None;
+        let mut in_hand = None;
         let (intake, sources, batcher) = match stores {
-            Some((settings, spool, journal)) => {
+            Some((
+                settings,
+                Stores {
+                    lock: held,
+                    spool,
+                    journal,
+                },
+            )) => {
+                lock = Some(held);
                 let journal = Arc::new(Mutex::new(journal));
                 let wake = Arc::new(journal::Wake::default());
                 let (tx, rx) = mpsc::channel(e.queue_capacity.max(1));
@@ -269,11 +286,14 @@ impl Pipeline {
                 let sources = (0..e.parse_workers)
                     .map(|_| Source::Memory(rx.clone()))
                     .collect();
+                let held = Arc::new(AtomicUsize::new(0));
+                in_hand = Some(held.clone());
                 let batcher = Batcher {
                     rx: span_rx,
                     limits,
                     deliverer,
                     metrics: metrics.clone(),
+                    in_hand: held,
                 };
                 (Intake::Memory(tx), sources, tokio::spawn(batcher.run()))
             }
@@ -297,7 +317,7 @@ impl Pipeline {
             })
             .collect();
         drop(span_tx);
-        Some(Pipeline {
+        Ok(Some(Pipeline {
             submitter: Submitter {
                 intake,
                 queued_bytes,
@@ -307,7 +327,9 @@ impl Pipeline {
             workers,
             batcher,
             closing,
-        })
+            lock,
+            in_hand,
+        }))
     }
 
     pub fn submitter(&self) -> Submitter {
@@ -315,14 +337,19 @@ impl Pipeline {
     }
 
     /// Closes the queues and waits, at most `grace`, for everything queued to
-    /// be sent. Callers must drop their [`Submitter`] clones first.
+    /// be sent. Callers must drop their [`Submitter`] clones first. With the
+    /// spool, what is not sent stays there; without it, it is lost, counted
+    /// in `llmtap_traces_dropped_total{reason="shutdown"}`.
     pub async fn shutdown(self, grace: Duration) {
         let Pipeline {
             submitter,
             workers,
             batcher,
             closing,
+            lock,
+            in_hand,
         } = self;
+        let metrics = submitter.metrics.clone();
         drop(submitter);
         let batcher_abort = batcher.abort_handle();
         let flush = async move {
@@ -341,12 +368,31 @@ impl Pipeline {
         let abort = batcher_abort;
         if tokio::time::timeout(grace, flush).await.is_err() {
             abort.abort();
-            tracing::warn!(
-                ?grace,
-                "export did not finish within the grace period; unsent traces stay in the spool (if on) for the next start"
-            );
+            match in_hand {
+                Some(held) => count_lost_at_shutdown(&metrics, &held, grace),
+                None => tracing::warn!(
+                    ?grace,
+                    "export did not finish within the grace period; unsent traces stay in the spool for the next start"
+                ),
+            }
         }
+        drop(lock);
     }
+}
+
+/// Spool off, grace over: the batcher's batch and whatever is still queued
+/// (exchanges and spans; the queue depth) are lost. Counted and logged.
+fn count_lost_at_shutdown(metrics: &Metrics, in_hand: &AtomicUsize, grace: Duration) {
+    let queued = metrics.queue_depth.load(Relaxed).max(0) as u64;
+    let lost = in_hand.load(Relaxed) as u64 + queued;
+    if lost > 0 {
+        metrics.dropped("shutdown", lost);
+    }
+    tracing::error!(
+        dropped = lost,
+        ?grace,
+        "export did not finish within the grace period; traces held in memory (no spool) are lost"
+    );
 }
 
 /// Where a parse worker takes exchanges from.
@@ -418,12 +464,16 @@ impl Worker {
     }
 }
 
-/// Gathers spans into batches and hands each to the [`Deliverer`].
+/// Gathers spans into batches and hands each to the [`Deliverer`] (spool
+/// off: memory only, so the deliverer gives up after `export.max_attempts`
+/// and counts the drop).
 struct Batcher {
     rx: mpsc::Receiver<Parsed>,
     limits: Limits,
     deliverer: Deliverer,
     metrics: Arc<Metrics>,
+    /// Spans of the batch being delivered (see [`count_lost_at_shutdown`]).
+    in_hand: Arc<AtomicUsize>,
 }
 
 impl Batcher {
@@ -434,7 +484,9 @@ impl Batcher {
                 .queue_depth
                 .fetch_sub(spans.len() as i64, Relaxed);
             if !spans.is_empty() {
+                self.in_hand.store(spans.len(), Relaxed);
                 self.deliverer.deliver(spans).await;
+                self.in_hand.store(0, Relaxed);
             }
         }
     }

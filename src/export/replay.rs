@@ -14,7 +14,7 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
-use super::Deliverer;
+use super::{lock, Deliverer};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -27,6 +27,8 @@ pub struct Report {
     pub exported: u64,
     pub dead_lettered: u64,
     pub dropped: u64,
+    /// Spans of a spool directory not delivered, left in it for next time.
+    pub kept: u64,
 }
 
 /// The spans of one line: an export request, or a dead-letter record holding one.
@@ -88,11 +90,14 @@ pub async fn replay(cfg: &Config, paths: &[std::path::PathBuf]) -> Result<Report
     }
     report.exported = metrics.traces_exported.load(Relaxed);
     report.dead_lettered = metrics.dead_lettered.load(Relaxed);
-    report.dropped = metrics.dropped_count("export_failed") + metrics.dropped_count("rejected");
+    // Spans given up on but still in a spool directory are kept, not lost.
+    let given_up = metrics.dropped_count("export_failed") + metrics.dropped_count("rejected");
+    report.dropped = given_up.saturating_sub(report.kept);
     Ok(report)
 }
 
-/// A directory holding spool segment files (its own or its journal's).
+/// A directory holding spool segment files (its own or its journal's), or
+/// a spool's lock file.
 fn is_spool(p: &Path) -> bool {
     let has_segments = |p: &Path| {
         std::fs::read_dir(p).is_ok_and(|d| {
@@ -103,12 +108,13 @@ fn is_spool(p: &Path) -> bool {
             })
         })
     };
-    has_segments(p) || has_segments(&p.join(super::journal::DIR))
+    has_segments(p) || has_segments(&p.join(super::journal::DIR)) || p.join(lock::FILE).is_file()
 }
 
 /// Sends and acknowledges everything a spool directory holds: the spans in
 /// its spool, then the exchanges in its journal (parsed here, as the live
-/// pipeline would have).
+/// pipeline would have). The directory is locked meanwhile; one a running
+/// llmtap holds is refused.
 async fn replay_spool(
     cfg: &Config,
     dir: &Path,
@@ -125,6 +131,12 @@ async fn replay_spool(
         max_hold: std::time::Duration::from_secs(2),
     });
     settings.dir = dir.to_path_buf();
+    let _lock = lock::acquire(dir).map_err(|e| match e {
+        lock::LockError::InUse { .. } => format!(
+            "{e}: stop it first (it sends what the spool holds itself), or replay a copy of the directory"
+        ),
+        other => other.to_string(),
+    })?;
     let spool = super::spooled::open(&settings).map_err(|e| format!("{}: {e}", dir.display()))?;
     let span = |payload: &[u8]| Span::decode(payload).ok();
     drain(cfg, spool, &span, deliverer, report)
@@ -147,8 +159,10 @@ async fn replay_spool(
         .map_err(|e| format!("{}: {e}", journal_dir.display()))
 }
 
-/// Delivers a spool's records as spans, acknowledging each batch that went
-/// somewhere (exported or dead-lettered); stops at the first that did not.
+/// Delivers a spool's records as spans, acknowledging exactly the records
+/// whose spans went somewhere (exported or dead-lettered) — a batch split
+/// for the sink can be partly delivered — and unreadable ones. Stops at the
+/// first batch not wholly delivered; the rest stays in the spool.
 async fn drain(
     cfg: &Config,
     mut spool: super::spool::Spool,
@@ -161,27 +175,36 @@ async fn drain(
         if batch.is_empty() {
             break;
         }
-        let ids: Vec<_> = batch.iter().map(|(id, _)| *id).collect();
+        // Unreadable records: nothing to send, nothing to keep.
+        let mut done = Vec::new();
+        let mut span_ids = Vec::new();
         let mut spans = Vec::new();
-        for (_, payload) in batch {
+        for (id, payload) in batch {
             report.lines += 1;
             match to_span(&payload) {
-                Some(s) => spans.push(s),
-                None => report.bad_lines += 1,
+                Some(s) => {
+                    spans.push(s);
+                    span_ids.push(id);
+                }
+                None => {
+                    report.bad_lines += 1;
+                    done.push(id);
+                }
             }
         }
         report.spans += spans.len() as u64;
-        if spans.is_empty() {
-            // Nothing readable in this batch: nothing to send, nothing to keep.
-            spool.ack(&ids)?;
-            continue;
-        }
-        let before = deliverer.delivered();
-        deliverer.deliver(spans).await;
-        if deliverer.delivered() > before {
-            spool.ack(&ids)?;
-        } else {
-            spool.nack(&ids);
+        let kept = match spans.is_empty() {
+            true => Vec::new(),
+            false => {
+                let (sent, kept) = deliverer.deliver(spans).await.partition(span_ids);
+                done.extend(sent);
+                kept
+            }
+        };
+        spool.ack(&done)?;
+        if !kept.is_empty() {
+            report.kept += kept.len() as u64;
+            spool.nack(&kept);
             break;
         }
     }

@@ -310,20 +310,40 @@ pub async fn deliver(
             }
         }
         partial_since = None;
+        // Records that are not spans are acked with the batch: they never will be.
         let mut ids = Vec::with_capacity(batch.len());
+        let mut span_ids = Vec::with_capacity(batch.len());
         let mut spans = Vec::with_capacity(batch.len());
         for (id, payload) in batch {
-            ids.push(id);
             match Span::decode(payload.as_slice()) {
-                Ok(s) => spans.push(s),
-                Err(e) => tracing::error!(error = %e, "spool: a record is not a span; skipped"),
+                Ok(s) => {
+                    spans.push(s);
+                    span_ids.push(id);
+                }
+                Err(e) => {
+                    ids.push(id);
+                    tracing::error!(error = %e, "spool: a record is not a span; skipped")
+                }
             }
         }
-        if !spans.is_empty() && !deliverer.deliver(spans).await {
-            // Shutting down with the sink failing: the batch stays spooled.
-            with_spool(&spool, &metrics, Slot::Spool, move |s| s.nack(&ids)).await;
+        let outcome = match spans.is_empty() {
+            true => None,
+            false => Some(deliverer.deliver(spans).await),
+        };
+        if let Some(outcome) = outcome.filter(|o| !o.finished) {
+            // Shutting down with the sink failing: what did not go stays spooled.
+            let (sent, kept) = outcome.partition(span_ids);
+            ids.extend(sent);
+            with_spool(&spool, &metrics, Slot::Spool, move |s| {
+                s.nack(&kept);
+                if let Err(e) = s.ack(&ids) {
+                    tracing::warn!(error = %e, "spool: acks not persisted; those traces will be sent again after a restart");
+                }
+            })
+            .await;
             return;
         }
+        ids.extend(span_ids);
         with_spool(&spool, &metrics, Slot::Spool, move |s| {
             if let Err(e) = s.ack(&ids) {
                 tracing::warn!(error = %e, "spool: acks not persisted; those traces will be sent again after a restart");

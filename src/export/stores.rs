@@ -1,0 +1,57 @@
+//! Opening a spool directory at start: take its lock, then open the span
+//! spool and the exchange journal (each open scans every segment) on the
+//! blocking pool, never on an async worker thread.
+
+use super::{journal, lock, spool, spooled};
+use crate::config::SpoolSettings;
+
+/// The stores of a spool directory, opened and locked.
+pub(super) struct Stores {
+    pub lock: lock::DirLock,
+    pub spool: spool::Spool<spool::RealFs>,
+    pub journal: spool::Spool<spool::RealFs>,
+}
+
+/// Why the pipeline did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Another process uses the spool directory: two must never share one.
+    #[error("{0}; two llmtap processes must not share a spool directory: give each its own spool.dir (LLMTAP_SPOOL_DIR)")]
+    SpoolInUse(lock::LockError),
+}
+
+/// Locks and opens the spool directory's stores, off the async threads (the
+/// open scans every segment). Another process holding the lock is an error;
+/// a directory that cannot be opened is logged and gives `None`: traces are
+/// then kept in memory only.
+pub(super) async fn open_stores(settings: &SpoolSettings) -> Result<Option<Stores>, StartError> {
+    let s = settings.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let lock = lock::acquire(&s.dir)?;
+        let open =
+            || -> Result<_, spool::SpoolError> { Ok((spooled::open(&s)?, journal::open(&s)?)) };
+        Ok::<_, lock::LockError>(open().map(|(spool, journal)| Stores {
+            lock,
+            spool,
+            journal,
+        }))
+    })
+    .await;
+    let error = match opened {
+        Ok(Ok(Ok(stores))) => {
+            tracing::info!(
+                dir = %settings.dir.display(),
+                spooled = stores.spool.stats().records_pending,
+                journaled = stores.journal.stats().records_pending,
+                "spool open; traces it holds will be sent"
+            );
+            return Ok(Some(stores));
+        }
+        Ok(Err(e @ lock::LockError::InUse { .. })) => return Err(StartError::SpoolInUse(e)),
+        Ok(Err(e)) => e.to_string(),
+        Ok(Ok(Err(e))) => e.to_string(),
+        Err(e) => format!("opening the spool panicked: {e}"),
+    };
+    tracing::error!(dir = %settings.dir.display(), %error, "spool cannot be opened: traces are kept in memory only, and dropped (counted) if the sink stays down past export.max_attempts");
+    Ok(None)
+}
