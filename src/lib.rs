@@ -17,6 +17,7 @@
 //! - [`forward`]: the request path and its phases; [`headers`], [`route`].
 //! - [`tee`], [`deadline`], [`hide_usage`]: body wrappers — capped copy + end
 //!   report; time limits; removing injected usage chunks.
+//! - [`capture_budget`]: the global cap on captured bytes held in memory.
 //! - [`inject`]: pure request rewrite / stream filter for usage on every stream.
 //! - [`upstream`]: upstream targets, failures and llmtap's own 502/504 answers.
 //! - [`client`]: the pooled outbound client (rustls, h2/http1.1).
@@ -28,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod capture_budget;
 pub mod client;
 pub mod config;
 pub mod deadline;

@@ -315,3 +315,26 @@ fn spool_settings_defaults_env_and_errors() {
     assert!(err.contains("LLMTAP_SPOOL_MAX_HOLD"), "{err}");
     assert!(err.contains("LLMTAP_SPOOL_FSYNC"), "{err}");
 }
+
+#[test]
+fn inflight_capture_budget_defaults_env_file_and_errors() {
+    let c = resolve(&Flags::default(), &Env::new(), None).unwrap();
+    assert_eq!(c.max_inflight_capture_bytes, 256 << 20);
+    let e = env(&[("LLMTAP_MAX_INFLIGHT_CAPTURE_BYTES", "64MiB")]);
+    let c = resolve(&Flags::default(), &e, None).unwrap();
+    assert_eq!(c.max_inflight_capture_bytes, 64 << 20);
+    let file = "[capture]\nmax_body_bytes = \"1MiB\"\nmax_inflight_bytes = \"8MiB\"\n";
+    let c = resolve(&Flags::default(), &Env::new(), Some(file)).unwrap();
+    assert_eq!(c.max_inflight_capture_bytes, 8 << 20);
+
+    let small = "[capture]\nmax_body_bytes = \"2MiB\"\nmax_inflight_bytes = \"1MiB\"\n";
+    let err = resolve(&Flags::default(), &Env::new(), Some(small))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("capture.max_inflight_bytes"), "{err}");
+    let bad = env(&[("LLMTAP_MAX_INFLIGHT_CAPTURE_BYTES", "plenty")]);
+    let err = resolve(&Flags::default(), &bad, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("LLMTAP_MAX_INFLIGHT_CAPTURE_BYTES"), "{err}");
+}

@@ -24,13 +24,18 @@ pub(crate) fn dispatch(
     json: fn(&[u8]) -> Outcome,
     stream: fn(&[u8]) -> Outcome,
 ) -> Outcome {
-    let rest = strip_bom(body).trim_ascii_start();
-    let sse_like = SSE_FIELDS.iter().any(|p| rest.starts_with(p));
-    if !rest.starts_with(b"{") && (is_event_stream || sse_like) {
+    if is_stream(body, is_event_stream) {
         stream(body)
     } else {
         json(body)
     }
+}
+
+/// The choice [`dispatch`] makes: true for SSE, false for (non-)JSON.
+pub(crate) fn is_stream(body: &[u8], is_event_stream: bool) -> bool {
+    let rest = strip_bom(body).trim_ascii_start();
+    let sse_like = SSE_FIELDS.iter().any(|p| rest.starts_with(p));
+    !rest.starts_with(b"{") && (is_event_stream || sse_like)
 }
 
 fn strip_bom(body: &[u8]) -> &[u8] {
@@ -53,20 +58,20 @@ pub(crate) fn json_events(
     mut each: impl FnMut(&mut StreamFacts, &SseEvent, Value),
 ) -> bool {
     let mut done = false;
-    for ev in sse::decode_all(body) {
+    sse::for_each_event(body, |ev| {
         let data = ev.data.trim();
         if data == "[DONE]" {
             done = true;
-            continue;
+            return;
         }
         if data.is_empty() {
-            continue;
+            return;
         }
         match serde_json::from_str::<Value>(data) {
             Ok(v) if v.is_object() => each(facts, &ev, v),
             _ => facts.bad_events += 1,
         }
-    }
+    });
     done
 }
 
