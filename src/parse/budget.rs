@@ -139,6 +139,28 @@ mod tests {
     }
 
     #[test]
+    fn streams_of_ever_new_indexes_keep_at_most_max_parts() {
+        use crate::parse::common::{MAX_PARTS, MAX_SUBPARTS};
+        let mut chat = String::new();
+        let mut blocks = String::new();
+        for i in 0..1000 {
+            chat.push_str(&format!(
+                "data: {{\"choices\":[{{\"index\":{i},\"delta\":{{\"content\":\"x\"}}}}]}}\n\n"
+            ));
+            chat.push_str(&format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"tool_calls\":[{{\"index\":{i},\"function\":{{\"arguments\":\"a\"}}}}]}}}}]}}\n\n"));
+            blocks.push_str(&format!("event: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":{i},\"content_block\":{{\"type\":\"text\",\"text\":\"\"}}}}\n\n"));
+        }
+        let out = crate::parse::openai_chat::parse(chat.as_bytes(), true);
+        let v = out.response.expect("rebuilt");
+        assert_eq!(v["choices"].as_array().map(Vec::len), Some(MAX_PARTS));
+        let tools = &v["choices"][0]["message"]["tool_calls"];
+        assert_eq!(tools.as_array().map(Vec::len), Some(MAX_SUBPARTS));
+        let out = crate::parse::anthropic::parse(blocks.as_bytes(), true);
+        let v = out.response.expect("rebuilt");
+        assert_eq!(v["content"].as_array().map(Vec::len), Some(MAX_PARTS));
+    }
+
+    #[test]
     fn the_budget_scales_with_the_cap() {
         assert_eq!(parse_budget(1 << 20), PARSE_FACTOR << 20);
         assert_eq!(parse_budget(usize::MAX), usize::MAX);

@@ -3,6 +3,8 @@
 //! events, and small `serde_json::Value` accessors. Pure, and none of them
 //! panics on any input.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use super::outcome::{Outcome, StreamFacts};
@@ -73,6 +75,29 @@ pub(crate) fn json_events(
         }
     });
     done
+}
+
+/// Most choices, content blocks or output items a stream merges: each needs
+/// only an event of a few dozen bytes but costs a kilobyte or two once
+/// rebuilt, so a stream of tiny events with ever new indexes would cost far
+/// more than its text. Parts past this are left out of the rebuilt response.
+pub(crate) const MAX_PARTS: usize = 128;
+/// Most tool calls of one choice, or content / summary parts of one item.
+pub(crate) const MAX_SUBPARTS: usize = 64;
+
+/// The entry for `key` in a map of at most `max` entries; past that,
+/// `spare` (reset first), which takes the event and is never output.
+pub(crate) fn bounded_entry<'a, K: Ord, V: Default>(
+    map: &'a mut BTreeMap<K, V>,
+    key: K,
+    max: usize,
+    spare: &'a mut V,
+) -> &'a mut V {
+    if map.len() >= max && !map.contains_key(&key) {
+        *spare = V::default();
+        return spare;
+    }
+    map.entry(key).or_default()
 }
 
 /// A string field, owned.
