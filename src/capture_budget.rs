@@ -63,9 +63,10 @@ impl CaptureBudget {
         self.max
     }
 
-    /// True when a new call may start capturing: something is left.
-    pub fn has_room(&self) -> bool {
-        self.used() < self.max
+    /// True when `n` more bytes would fit now (a new call starts capturing
+    /// only when its first chunk would).
+    pub fn has_room(&self, n: usize) -> bool {
+        self.used().saturating_add(n) <= self.max
     }
 
     /// Reserves `n` more bytes if they fit; all or nothing.
@@ -138,7 +139,8 @@ mod tests {
         assert_eq!(c.bytes(), 0);
         assert!(c.grow(40));
         assert_eq!(b.used(), 100);
-        assert!(!b.has_room());
+        assert!(!b.has_room(1));
+        assert!(b.has_room(0));
         assert!(!a.grow(1));
         assert_eq!((a.bytes(), c.bytes()), (60, 40));
     }
@@ -153,7 +155,7 @@ mod tests {
         assert_eq!(b.used(), 10);
         drop(c);
         assert_eq!(b.used(), 0);
-        assert!(b.has_room());
+        assert!(b.has_room(100) && !b.has_room(101));
         // An empty reservation gives back nothing, and the count never goes negative.
         drop(b.reservation());
         assert_eq!(b.used(), 0);

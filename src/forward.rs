@@ -150,7 +150,8 @@ impl Proxy {
     /// True when a new call must go without a capture: the in-flight budget
     /// is spent. Counted; the call itself is proxied as ever.
     fn skip_capture(&self) -> bool {
-        if self.budget.has_room() {
+        let first_chunk = self.cfg.max_capture_bytes.clamp(1, crate::tee::CHUNK);
+        if self.budget.has_room(first_chunk) {
             return false;
         }
         let n = self.metrics.captures_skipped_budget.fetch_add(1, Relaxed) + 1;

@@ -28,6 +28,7 @@ pub mod rate;
 pub mod replay;
 pub mod retry;
 pub mod sink;
+pub mod span_gate;
 pub mod spool;
 pub mod spooled;
 
@@ -155,6 +156,8 @@ impl Submitter {
 pub struct Parsed {
     pub span: Option<Span>,
     pub journal: Option<spool::RecordId>,
+    /// The span's bytes against the span queue's bound, given back on drop.
+    pub held: Option<span_gate::Held>,
 }
 
 impl batch::Weight for Parsed {
@@ -162,6 +165,10 @@ impl batch::Weight for Parsed {
         self.span.as_ref().map_or(0, batch::Weight::weight)
     }
 }
+
+/// Parsed spans waiting for the spool writer (or batcher) are bounded to
+/// this many `export.batch_max_bytes` ([`span_gate`]).
+pub const SPAN_QUEUE_BATCHES: usize = 2;
 
 /// The running pipeline; [`Pipeline::shutdown`] flushes it.
 pub struct Pipeline {
@@ -193,6 +200,8 @@ impl Pipeline {
         deliverer.stop_retrying_on(closing_rx);
         let e = cfg.export.clone();
         let (span_tx, span_rx) = mpsc::channel::<Parsed>(e.batch_max_spans.saturating_mul(4));
+        let span_gate =
+            span_gate::SpanGate::new(e.batch_max_bytes.saturating_mul(SPAN_QUEUE_BATCHES));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let limits = Limits {
             max_spans: e.batch_max_spans,
@@ -284,6 +293,7 @@ impl Pipeline {
                 let w = Worker {
                     source,
                     span_tx: span_tx.clone(),
+                    span_gate: span_gate.clone(),
                     queued_bytes: queued_bytes.clone(),
                     metrics: metrics.clone(),
                     cap: cfg.max_capture_bytes,
@@ -360,6 +370,7 @@ enum Source {
 struct Worker {
     source: Source,
     span_tx: mpsc::Sender<Parsed>,
+    span_gate: Arc<span_gate::SpanGate>,
     queued_bytes: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     cap: usize,
@@ -390,9 +401,16 @@ impl Worker {
             if span.is_some() {
                 self.metrics.queue_depth.fetch_add(1, Relaxed);
             }
+            let held = span
+                .as_ref()
+                .map(|s| self.span_gate.hold(batch::Weight::weight(s)));
             if self
                 .span_tx
-                .blocking_send(Parsed { span, journal })
+                .blocking_send(Parsed {
+                    span,
+                    journal,
+                    held,
+                })
                 .is_err()
             {
                 return;
