@@ -254,17 +254,24 @@ async fn call(base: String, kind: Kind, n: usize, wave: usize, bomb_body: Bytes)
     }
 }
 
-/// The worst-case RSS the README documents, for this run's settings:
-/// base + in-flight captures + parse workers + journal writer + export
-/// batch + per-connection buffers.
+/// The worst-case RSS the README's "Memory" section documents, for this
+/// run's settings (one parse worker, 4 MiB batches, no injected calls).
 fn documented_bound(connections: usize) -> u64 {
+    let batch = 4 * MIB;
     let base = 32 * MIB;
-    let parse_worker = (16 * MIB).max(2 * CAP) + 24 * CAP;
+    let parse_worker = 16 * MIB + 24 * CAP;
     let journal_writer = 4 * CAP;
-    let export_batch = 3 * 4 * MIB;
+    let span_queue = 2 * batch + 4 * CAP;
+    let delivery = 4 * batch;
     let per_connection = MIB / 2;
-    (base + INFLIGHT + parse_worker + journal_writer + export_batch + connections * per_connection)
-        as u64
+    let total = base
+        + INFLIGHT
+        + parse_worker
+        + journal_writer
+        + span_queue
+        + delivery
+        + connections * per_connection;
+    total as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -340,6 +347,7 @@ async fn many_maximal_calls_at_once_stay_within_the_documented_memory_bound() {
     while let Some(done) = tasks.join_next().await {
         calls.push(done.expect("call task"));
     }
+    let mut peaks = vec![("waves 1-2", bin.status("VmHWM:"))];
     // Then, each wave once the captures before it are released (all fit
     // the budget): bombs, then dense JSON.
     for (wave, range) in [
@@ -355,6 +363,10 @@ async fn many_maximal_calls_at_once_stay_within_the_documented_memory_bound() {
         while let Some(done) = tasks.join_next().await {
             calls.push(done.expect("call task"));
         }
+        peaks.push((
+            if wave == 3 { "bombs" } else { "dense" },
+            bin.status("VmHWM:"),
+        ));
     }
     let total = calls.len();
     assert_eq!(total, 2 * WAVE + BOMBS + DENSE);
@@ -443,6 +455,10 @@ async fn many_maximal_calls_at_once_stay_within_the_documented_memory_bound() {
     // Two connections per call in flight: client -> llmtap -> provider.
     let bound = documented_bound(2 * 2 * WAVE);
     let mib = |b: u64| b as f64 / MIB as f64;
+    eprintln!(
+        "peak RSS after each phase (MiB): {:?}",
+        peaks.iter().map(|(p, b)| (p, mib(*b))).collect::<Vec<_>>()
+    );
     eprintln!(
         "RSS at start {:.1} MiB, with {} calls held {:.1} MiB ({held} captured bytes); peak {:.1} MiB, documented bound {:.1} MiB, {} skipped, {cut} cut, {:.1} s",
         mib(rss_at_start),
