@@ -12,7 +12,10 @@
 //!    `x-llmtap-trace-id`; or llmtap's own 502/504 when the upstream failed.
 //! 5. **body frames** — streamed one by one through a [`Deadline`] and a
 //!    [`Tee`] (and [`HideUsage`] when usage was injected); nothing is
-//!    buffered, coalesced or re-encoded.
+//!    buffered, coalesced or re-encoded. The tee's copy is reserved against
+//!    the in-flight budget ([`crate::capture_budget`]); a call that starts
+//!    with it spent is proxied the same, without a copy (and without usage
+//!    injection, which would read its request whole).
 //! 6. **logging** — when the response body ends (completed, errored or
 //!    cancelled) the exchange is handed to the export pipeline with a
 //!    non-blocking send. Parsing and export happen there, never here. With
