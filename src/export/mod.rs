@@ -11,7 +11,10 @@
 //! With it off, exchanges go from an in-memory queue straight to the parse
 //! workers and spans to the batcher (memory only).
 //!
-//! Every queue is bounded. The request path never waits for parsing or
+//! Every queue is bounded: the span queue by count and by bytes
+//! ([`span_gate`]); the captured bodies an exchange carries are also held
+//! against the global in-flight budget ([`crate::capture_budget`]) until the
+//! journal writer (or a parse worker) drops them. The request path never waits for parsing or
 //! export: the entry queue is full (by count or captured bytes) only when the
 //! disk cannot keep up, and then the trace is dropped and counted. The one
 //! thing a call can wait for is its own exchange's fsync, and only with
