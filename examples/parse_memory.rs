@@ -26,6 +26,7 @@ const SHAPES: &[&str] = &[
     "sse_distinct_choices",
     "sse_logprobs",
     "gzip_bomb",
+    "invalid_utf8",
 ];
 
 /// `body` repeated until it is about `len` bytes, between `open` and `close`.
@@ -103,6 +104,10 @@ fn shape(name: &str, cap: usize) -> (Vec<u8>, Vec<u8>, &'static str, Option<&'st
             inflated.resize(80 << 20, b'a');
             let gz = gzip(&inflated);
             (gz.clone(), gz, json, Some("gzip"))
+        }
+        "invalid_utf8" => {
+            let junk = vec![0xFF; cap];
+            (junk.clone(), junk, json, None)
         }
         other => panic!("unknown shape {other}"),
     }

@@ -259,9 +259,9 @@ async fn call(base: String, kind: Kind, n: usize, wave: usize, bomb_body: Bytes)
 fn documented_bound(connections: usize) -> u64 {
     let batch = 4 * MIB;
     let base = 32 * MIB;
-    let parse_worker = 16 * MIB + 24 * CAP;
+    let parse_worker = (16 * MIB).max(2 * CAP) + 24 * CAP;
     let journal_writer = 4 * CAP;
-    let span_queue = 2 * batch + 4 * CAP;
+    let span_queue = 2 * batch + 6 * CAP;
     let delivery = 4 * batch;
     let per_connection = MIB / 2;
     let total = base

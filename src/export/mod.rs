@@ -13,9 +13,9 @@
 //!
 //! Every queue is bounded: the span queue by count and by bytes
 //! ([`span_gate`]); the captured bodies an exchange carries are also held
-//! against the global in-flight budget ([`crate::capture_budget`]) until the
-//! journal writer (or a parse worker) drops them. The request path never waits for parsing or
-//! export: the entry queue is full (by count or captured bytes) only when the
+//! against the global in-flight budget ([`crate::capture_budget`]) until
+//! the journal writer (or a parse worker) drops them. The request path
+//! never waits for parsing or export: the entry queue is full (by count or captured bytes) only when the
 //! disk cannot keep up, and then the trace is dropped and counted. The one
 //! thing a call can wait for is its own exchange's fsync, and only with
 //! `fsync = "always"` ([`journal`]). A batch refused for good goes to the
