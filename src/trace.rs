@@ -61,11 +61,14 @@ fn decode(body: &CapturedBody, cap: usize) -> Decoded {
         }
     };
     let c = &body.capture;
-    let truncated = match (c.skipped().or(c.cut()), c.truncated(), decoded_cut) {
-        (Some(why), _, _) => Some(why.as_str()),
-        (None, true, _) => Some("capture_cap"),
-        (None, false, true) => Some("decoded_cap"),
-        (None, false, false) => None,
+    let truncated = match (c.truncated(), decoded_cut) {
+        (true, _) => Some(
+            c.skipped()
+                .or(c.cut())
+                .map_or("capture_cap", |why| why.as_str()),
+        ),
+        (false, true) => Some("decoded_cap"),
+        (false, false) => None,
     };
     let encoded = body.content_encoding.as_deref().is_some_and(|e| {
         e.split(',')

@@ -113,4 +113,11 @@ async fn a_call_without_a_capture_is_traced_with_its_facts() {
         "http.response.status_code" => 200i64,
     );
     assert!(span.end_unix_nano > span.start_unix_nano);
+
+    // An empty body lost nothing: not truncated, though not captured either.
+    let mut ex = exchange(STREAM_REQ.as_bytes()).await;
+    ex.request = Some(skipped(b""));
+    let (span, _) = run(&ex);
+    has!(span; "llmtap.capture.skipped" => "memory_budget", "llmtap.request.bytes" => n(0));
+    lacks!(span; "llmtap.request.truncated", "llmtap.request.truncated_reason");
 }
