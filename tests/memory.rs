@@ -254,24 +254,19 @@ async fn call(base: String, kind: Kind, n: usize, wave: usize, bomb_body: Bytes)
     }
 }
 
-/// The worst-case RSS the README's "Memory" section documents, for this
-/// run's settings (one parse worker, 4 MiB batches, no injected calls).
+/// The worst-case RSS the README's "Memory" section documents
+/// ([`llmtap::memory_bound`]), for this run's settings.
 fn documented_bound(connections: usize) -> u64 {
-    let batch = 4 * MIB;
-    let base = 32 * MIB;
-    let parse_worker = (16 * MIB).max(2 * CAP) + 24 * CAP;
-    let journal_writer = 4 * CAP;
-    let span_queue = 2 * batch + 6 * CAP;
-    let delivery = 4 * batch;
-    let per_connection = MIB / 2;
-    let total = base
-        + INFLIGHT
-        + parse_worker
-        + journal_writer
-        + span_queue
-        + delivery
-        + connections * per_connection;
-    total as u64
+    let env: llmtap::config::Env = [
+        ("LLMTAP_MAX_CAPTURE_BYTES", CAP),
+        ("LLMTAP_MAX_INFLIGHT_CAPTURE_BYTES", INFLIGHT),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let cfg = llmtap::config::resolve(&llmtap::config::Flags::default(), &env, None)
+        .expect("the run's settings");
+    llmtap::memory_bound::worst_case_rss(&cfg, connections, 0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
