@@ -165,7 +165,8 @@ impl Capture {
 
     fn note_frame_time(&mut self) {
         let times = &mut self.frame_times;
-        if times.len() >= MAX_FRAME_TIMES {
+        // A call without a copy has no token to time.
+        if times.len() >= MAX_FRAME_TIMES || self.skipped.is_some() {
             return;
         }
         if times.len() == times.capacity() {

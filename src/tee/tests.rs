@@ -253,6 +253,7 @@ fn a_skipped_capture_keeps_nothing_but_counts_the_bytes() {
     assert_eq!(c.skipped(), Some(Shortfall::MemoryBudget));
     assert!(c.truncated());
     assert!(c.bytes().is_empty());
+    assert!(c.frame_times.is_empty(), "nothing held for it at all");
 }
 
 #[tokio::test]
