@@ -469,3 +469,49 @@ async fn many_maximal_calls_at_once_stay_within_the_documented_memory_bound() {
         "peak RSS {peak} over the documented bound {bound}"
     );
 }
+
+/// With the spool off, captures go from the request path straight to the
+/// parse workers; they are released once parsed, so the budget empties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_spool_off_captures_are_released_once_parsed() {
+    let provider = FakeProvider::start(|seen| {
+        let n: usize = seen.headers["x-call"].to_str().unwrap().parse().unwrap();
+        reply(Kind::Dense, n, b"")
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Bin::start(
+        &provider.url(),
+        dir.path(),
+        &[
+            ("LLMTAP_SPOOL", "false".to_string()),
+            ("LLMTAP_MAX_CAPTURE_BYTES", CAP.to_string()),
+            ("LLMTAP_MAX_INFLIGHT_CAPTURE_BYTES", INFLIGHT.to_string()),
+        ],
+    );
+    let base = format!("http://{}", bin.addr);
+    let mut calls = tokio::task::JoinSet::new();
+    for n in 0..4 {
+        calls.spawn(call(base.clone(), Kind::Dense, n, 1, Bytes::new()));
+    }
+    while let Some(done) = calls.join_next().await {
+        done.expect("call task");
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let exported = bin.metric("llmtap_traces_exported_total").await;
+        let held = bin.metric("llmtap_capture_inflight_bytes").await;
+        if exported >= 4.0 && held == 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{exported} traces exported, {held} bytes still held"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        bin.metric("llmtap_capture_inflight_max_bytes").await,
+        INFLIGHT as f64
+    );
+}
