@@ -254,6 +254,49 @@ async fn call(base: String, kind: Kind, n: usize, wave: usize, bomb_body: Bytes)
     }
 }
 
+/// Checks the span of one call against what the call was; true when its
+/// request capture met the in-flight budget mid-body.
+fn check_span(c: &Call, span: &Span) -> bool {
+    assert_eq!(span.int("http.response.status_code"), Some(200));
+    assert_eq!(
+        span.int("llmtap.request.bytes"),
+        Some(c.sent as i64),
+        "{:?}",
+        c.kind
+    );
+    assert_eq!(
+        span.int("llmtap.response.bytes"),
+        Some(c.got as i64),
+        "{:?}",
+        c.kind
+    );
+    let skipped = span.str("llmtap.capture.skipped");
+    match (c.kind, c.wave) {
+        (Kind::Big, 2) => assert_eq!(skipped.as_deref(), Some("memory_budget")),
+        (Kind::Big, _) => {
+            return span.str("llmtap.request.truncated_reason").as_deref() == Some("memory_budget");
+        }
+        (Kind::Bomb, _) => {
+            assert_eq!(skipped, None);
+            for which in ["request", "response"] {
+                let reason = span.str(&format!("llmtap.{which}.truncated_reason"));
+                assert_eq!(reason.as_deref(), Some("decoded_cap"), "{which}");
+                let decoded = span.int(&format!("llmtap.{which}.decoded_bytes"));
+                assert_eq!(decoded, Some(CAP as i64), "{which}");
+            }
+        }
+        (Kind::Dense, _) => {
+            assert_eq!(skipped, None);
+            assert_eq!(
+                span.str("llmtap.response.unparsed").as_deref(),
+                Some("parse_budget")
+            );
+            assert_eq!(span.str("mlflow.spanOutputs").map(|s| s.len()), Some(c.got));
+        }
+    }
+    false
+}
+
 /// The worst-case RSS the README's "Memory" section documents
 /// ([`llmtap::memory_bound`]), for this run's settings.
 fn documented_bound(connections: usize) -> u64 {
@@ -401,45 +444,7 @@ async fn many_maximal_calls_at_once_stay_within_the_documented_memory_bound() {
             .iter()
             .find(|s| s.0["traceId"] == hex)
             .unwrap_or_else(|| panic!("no trace for {}", c.trace_id));
-        assert_eq!(span.int("http.response.status_code"), Some(200));
-        assert_eq!(
-            span.int("llmtap.request.bytes"),
-            Some(c.sent as i64),
-            "{:?}",
-            c.kind
-        );
-        assert_eq!(
-            span.int("llmtap.response.bytes"),
-            Some(c.got as i64),
-            "{:?}",
-            c.kind
-        );
-        let skipped = span.str("llmtap.capture.skipped");
-        match (c.kind, c.wave) {
-            (Kind::Big, 2) => assert_eq!(skipped.as_deref(), Some("memory_budget")),
-            (Kind::Big, _) => {
-                cut += usize::from(
-                    span.str("llmtap.request.truncated_reason").as_deref() == Some("memory_budget"),
-                );
-            }
-            (Kind::Bomb, _) => {
-                assert_eq!(skipped, None);
-                for which in ["request", "response"] {
-                    let reason = span.str(&format!("llmtap.{which}.truncated_reason"));
-                    assert_eq!(reason.as_deref(), Some("decoded_cap"), "{which}");
-                    let decoded = span.int(&format!("llmtap.{which}.decoded_bytes"));
-                    assert_eq!(decoded, Some(CAP as i64), "{which}");
-                }
-            }
-            (Kind::Dense, _) => {
-                assert_eq!(skipped, None);
-                assert_eq!(
-                    span.str("llmtap.response.unparsed").as_deref(),
-                    Some("parse_budget")
-                );
-                assert_eq!(span.str("mlflow.spanOutputs").map(|s| s.len()), Some(c.got));
-            }
-        }
+        cut += usize::from(check_span(c, span));
     }
     assert!(cut > 0, "some of wave 1 met the budget mid-body");
     assert!(
