@@ -161,6 +161,9 @@ pub struct Config {
     pub request_timeout: Option<Duration>,
     /// Cap of each captured body copy (request and response).
     pub max_capture_bytes: usize,
+    /// Cap of all captured bytes held in memory at once; past it new calls
+    /// are proxied without a capture ([`crate::capture_budget`]).
+    pub max_inflight_capture_bytes: usize,
     /// Ask OpenAI chat/completions streams for usage and hide the extra chunk.
     pub inject_stream_usage: bool,
     /// Non-default upstreams, chosen by path prefix and/or Host.
@@ -206,7 +209,14 @@ const KNOWN: &[(&str, &[&str])] = &[
             "ca_file",
         ],
     ),
-    ("capture", &["max_body_bytes", "inject_stream_usage"]),
+    (
+        "capture",
+        &[
+            "max_body_bytes",
+            "max_inflight_bytes",
+            "inject_stream_usage",
+        ],
+    ),
     (
         "mlflow",
         &[
@@ -632,6 +642,12 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
         10 << 20,
         mem_bytes_max(GIB),
     );
+    let max_inflight = l.parsed(
+        Some("LLMTAP_MAX_INFLIGHT_CAPTURE_BYTES"),
+        ("capture", "max_inflight_bytes"),
+        256 << 20,
+        mem_bytes_max(64 * GIB),
+    );
 
     let export = ExportConfig {
         queue_capacity: l.parsed(
@@ -712,6 +728,11 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
     let sink = resolve_sink(&mut l);
     let spool = resolve_spool(&mut l);
     let mut errors = l.errors;
+    if max_inflight < max_capture {
+        errors.push(format!(
+            "capture.max_inflight_bytes ({max_inflight}) must be at least capture.max_body_bytes ({max_capture}): one call's capture must fit"
+        ));
+    }
     match (listen, admin_listen, upstream, log_format) {
         (Ok(listen), Ok(admin_listen), Ok(upstream), Ok(log_format)) if errors.is_empty() => {
             Ok(Config {
@@ -723,6 +744,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 idle_timeout,
                 request_timeout,
                 max_capture_bytes: max_capture,
+                max_inflight_capture_bytes: max_inflight,
                 inject_stream_usage,
                 routes,
                 sink,

@@ -15,7 +15,10 @@
 //! 5. **body frames** — streamed one by one through a [`Deadline`] and a
 //!    [`Tee`] (and [`hide_usage`] around it when usage was injected and the
 //!    answer is a 2xx event stream); nothing is buffered, coalesced or
-//!    re-encoded.
+//!    re-encoded. The tee's copy is reserved against the in-flight budget
+//!    ([`crate::capture_budget`]); a call that starts with it spent is
+//!    proxied the same, without a copy (and without usage injection, which
+//!    would read its request whole).
 //! 6. **logging** — when the response body ends (completed, errored or
 //!    cancelled) the exchange is handed to the export pipeline with a
 //!    non-blocking send. Parsing and export happen there, never here. With
@@ -37,6 +40,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 
+use crate::capture_budget::{CaptureBudget, Shortfall};
 use crate::client::Connector;
 use crate::config::{select_route, Config};
 use crate::deadline::Deadline;
@@ -68,6 +72,8 @@ pub struct Proxy {
     upstreams: Vec<Upstream>,
     submitter: Option<Submitter>,
     metrics: Arc<Metrics>,
+    /// Captured bytes in memory, all calls together (`capture.max_inflight_bytes`).
+    budget: Arc<CaptureBudget>,
 }
 
 /// The parts of a traced call known before its response ends.
@@ -81,6 +87,9 @@ struct Draft {
     started_wall: SystemTime,
     started: Instant,
     request: Mutex<Option<CapturedBody>>,
+    /// The in-flight capture budget was spent when the call started: its
+    /// bodies are not captured (the trace still carries the call's facts).
+    skipped: bool,
 }
 
 impl Draft {
@@ -122,7 +131,10 @@ impl Proxy {
     pub fn new(cfg: Arc<Config>, submitter: Option<Submitter>, metrics: Arc<Metrics>) -> Self {
         let mut upstreams = vec![Upstream::new(&cfg.upstream)];
         upstreams.extend(cfg.routes.iter().map(|r| Upstream::new(&r.upstream)));
+        let budget = CaptureBudget::new(cfg.max_inflight_capture_bytes);
+        let _ = metrics.capture_budget.set(budget.clone());
         Proxy {
+            budget,
             client: crate::client::client(cfg.connect_timeout, &cfg.upstream_ca.certs),
             upstreams,
             cfg,
@@ -140,6 +152,34 @@ impl Proxy {
         match select_route(&self.cfg.routes, host, uri.path()) {
             Some((i, path)) => (&self.upstreams[i + 1], path),
             None => (&self.upstreams[0], Cow::Borrowed(uri.path())),
+        }
+    }
+
+    /// True when a new call must go without a capture: the in-flight budget
+    /// is spent. Counted; the call itself is proxied as ever.
+    fn skip_capture(&self) -> bool {
+        let first_chunk = self.cfg.max_capture_bytes.clamp(1, crate::tee::CHUNK);
+        if self.budget.has_room(first_chunk) {
+            return false;
+        }
+        let n = self.metrics.captures_skipped_budget.fetch_add(1, Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                skipped_total = n,
+                inflight_bytes = self.budget.used(),
+                "capture.max_inflight_bytes reached: calls are proxied without a body capture (traced with their facts only)"
+            );
+        }
+        true
+    }
+
+    /// An empty copy for one of a traced call's bodies: budgeted, or none at
+    /// all when the call found the budget spent.
+    fn capture(&self, d: &Draft) -> Capture {
+        if d.skipped {
+            Capture::skip(Shortfall::MemoryBudget)
+        } else {
+            Capture::budgeted(self.cfg.max_capture_bytes, self.budget.reservation())
         }
     }
 
@@ -161,12 +201,14 @@ impl Proxy {
         let content_encoding = text(headers, header::CONTENT_ENCODING);
         let length = text(headers, header::CONTENT_LENGTH).and_then(|l| l.parse::<usize>().ok());
         let may_inject = self.cfg.inject_stream_usage
+            && !d.skipped
             && d.api.has_stream_usage_option()
             && content_encoding.is_none()
             && length.is_some_and(|l| l <= cap);
         if !may_inject {
+            let capture = self.capture(d);
             let d = d.clone();
-            let tee = Tee::new(body, cap, move |capture, end| {
+            let tee = Tee::with_capture(body, capture, move |capture, end| {
                 d.set_request(CapturedBody {
                     capture,
                     end,
@@ -183,7 +225,7 @@ impl Proxy {
             .map_err(|e| format!("reading the request body: {e}"))?
             .to_bytes();
         d.set_request(CapturedBody {
-            capture: Capture::whole(&whole, cap),
+            capture: self.capture(d).with_body(&whole),
             end: BodyEnd::Complete,
             content_type,
             content_encoding,
@@ -215,6 +257,7 @@ impl Proxy {
         let (upstream, forward_path) = self.pick(&parts.headers, &parts.uri);
         let draft = match (api, &self.submitter) {
             (Some(api), Some(_)) => Some(Arc::new(Draft {
+                skipped: self.skip_capture(),
                 trace_id: exchange::new_trace_id(),
                 api,
                 provider: route::provider(upstream.base.host().unwrap_or(""), &forward_path, api),
@@ -339,9 +382,8 @@ impl Proxy {
                 };
                 let submitter = submitter.clone();
                 let metrics = self.metrics.clone();
-                let cap = self.cfg.max_capture_bytes;
                 let hidden = hiding.clone();
-                let tee = Tee::new(body, cap, move |capture, end| {
+                let tee = Tee::with_capture(body, self.capture(&d), move |capture, end| {
                     log_end(&d, status, &end, &capture);
                     let response = CapturedBody {
                         capture,

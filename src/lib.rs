@@ -18,6 +18,8 @@
 //!   [`target`]: the request targets llmtap refuses (CONNECT, `*`, `..`).
 //! - [`tee`], [`deadline`], [`hide_usage`]: body wrappers — capped copy + end
 //!   report; time limits; removing injected usage chunks.
+//! - [`capture_budget`]: the global cap on captured bytes held in memory;
+//!   [`memory_bound`]: the worst-case RSS a configuration allows.
 //! - [`inject`]: pure request rewrite / stream filter for usage on every stream.
 //! - [`upstream`]: upstream targets, failures and llmtap's own 502/504 answers.
 //! - [`client`]: the pooled outbound client (rustls, h2/http1.1).
@@ -30,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod capture_budget;
 pub mod client;
 pub mod config;
 pub mod deadline;
@@ -39,6 +42,7 @@ pub mod forward;
 pub mod headers;
 pub mod hide_usage;
 pub mod inject;
+pub mod memory_bound;
 pub mod metrics;
 pub mod otlp;
 pub mod parse;

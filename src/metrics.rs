@@ -74,6 +74,10 @@ pub struct Metrics {
     pub hold_timeouts: AtomicU64,
     /// Streams where the usage injection added could not be hidden.
     pub usage_hiding_failures: AtomicU64,
+    /// Calls proxied without a body capture: the in-flight capture budget was spent.
+    pub captures_skipped_budget: AtomicU64,
+    /// The in-flight capture budget, for its gauge (set at start).
+    pub capture_budget: std::sync::OnceLock<std::sync::Arc<crate::capture_budget::CaptureBudget>>,
 }
 
 impl Metrics {
@@ -217,6 +221,7 @@ impl Metrics {
         }
         self.render_spool(&mut out);
         self.render_journal(&mut out);
+        self.render_capture(&mut out);
         let depth = self.queue_depth.load(Relaxed).max(0);
         let _ = writeln!(
             out,
@@ -237,6 +242,33 @@ fn write_rows(out: &mut String, rows: &[(&str, &str, &str, f64)]) {
 }
 
 impl Metrics {
+    fn render_capture(&self, out: &mut String) {
+        let skipped = self.captures_skipped_budget.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP llmtap_captures_skipped_total Calls proxied without a body capture (still traced with their facts), by reason.\n# TYPE llmtap_captures_skipped_total counter\nllmtap_captures_skipped_total{{reason=\"memory_budget\"}} {skipped}"
+        );
+        if let Some(b) = self.capture_budget.get() {
+            write_rows(
+                out,
+                &[
+                    (
+                        "llmtap_capture_inflight_bytes",
+                        "gauge",
+                        "Captured body bytes held in memory now.",
+                        b.used() as f64,
+                    ),
+                    (
+                        "llmtap_capture_inflight_max_bytes",
+                        "gauge",
+                        "capture.max_inflight_bytes.",
+                        b.max() as f64,
+                    ),
+                ],
+            );
+        }
+    }
+
     fn render_spool(&self, out: &mut String) {
         let Some((s, max)) = self.spool.lock().ok().and_then(|g| g.clone()) else {
             return;

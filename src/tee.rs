@@ -2,9 +2,17 @@
 //! and the end of the body is reported exactly once — completed, errored, or
 //! cancelled (dropped before its end, i.e. the peer hung up).
 //!
-//! Keeping the copy costs no byte copying on the hot path: a [`Bytes`] frame is
-//! reference-counted, so the copy is a list of cheap clones (the frame that
-//! crosses the cap is sliced). Flattening happens later, off the request path.
+//! The copy is made of bytes llmtap owns: each kept frame is copied into
+//! chunks of at most [`CHUNK`] bytes, allocated at their exact size and
+//! reserved first against the global [`CaptureBudget`] when there is one.
+//! Keeping clones of the frames themselves would cost no copying, but a
+//! small clone pins the whole allocation it was cut from (hyper's read
+//! buffer, possibly holding other streams' data), so what a capture really
+//! holds would be unbounded by what it kept. Copying at most the capture cap
+//! per body is a memcpy of the bytes kept, once; flattening happens later,
+//! off the request path.
+//!
+//! [`CaptureBudget`]: crate::capture_budget::CaptureBudget
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,16 +22,32 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
+use crate::capture_budget::{Reservation, Shortfall};
+
 /// How many frame arrival times are kept: enough to find the first token of a
 /// stream, bounded so a body of millions of tiny frames costs no memory.
 const MAX_FRAME_TIMES: usize = 4096;
+
+/// Frame times are stored (and reserved) this many at a time.
+const FRAME_TIMES_STEP: usize = 256;
+
+/// The largest chunk of a capture's copy.
+pub const CHUNK: usize = 64 << 10;
 
 /// The captured copy of one body.
 #[derive(Debug)]
 pub struct Capture {
     cap: usize,
     kept: usize,
+    /// Filled chunks, then `open`, the one being filled.
     chunks: Vec<Bytes>,
+    open: BytesMut,
+    /// What this capture holds against the global budget (none: unbudgeted).
+    reservation: Option<Reservation>,
+    /// Why keeping stopped before the cap, mid-body.
+    cut: Option<Shortfall>,
+    /// Why nothing was kept at all.
+    skipped: Option<Shortfall>,
     /// Every byte the body carried, captured or not.
     pub total_bytes: u64,
     /// Byte offset where each frame ended, and when it arrived.
@@ -31,21 +55,47 @@ pub struct Capture {
 }
 
 impl Capture {
+    /// A capture of at most `cap` bytes, outside any budget.
     pub fn new(cap: usize) -> Self {
         Capture {
             cap,
             kept: 0,
             chunks: Vec::new(),
+            open: BytesMut::new(),
+            reservation: None,
+            cut: None,
+            skipped: None,
             total_bytes: 0,
             frame_times: Vec::new(),
         }
     }
 
+    /// A capture of at most `cap` bytes that reserves what it keeps in `r`.
+    pub fn budgeted(cap: usize, r: Reservation) -> Self {
+        Capture {
+            reservation: Some(r),
+            ..Capture::new(cap)
+        }
+    }
+
+    /// A capture that keeps nothing, for `why`; it still counts the bytes.
+    pub fn skip(why: Shortfall) -> Self {
+        Capture {
+            skipped: Some(why),
+            ..Capture::new(0)
+        }
+    }
+
     /// A capture of a body already read whole.
     pub fn whole(body: &Bytes, cap: usize) -> Self {
-        let mut c = Capture::new(cap);
-        c.record(body);
-        c
+        Capture::new(cap).with_body(body)
+    }
+
+    /// This capture, having recorded `body` as one whole frame.
+    pub fn with_body(mut self, body: &Bytes) -> Self {
+        self.record(body);
+        self.seal();
+        self
     }
 
     /// A capture rebuilt from its parts (read back from the journal): `data`
@@ -62,25 +112,71 @@ impl Capture {
             },
             total_bytes: total_bytes.max(kept as u64),
             frame_times,
+            ..Capture::new(0)
         }
     }
 
-    fn record(&mut self, data: &Bytes) {
+    /// This capture with its shortfalls (read back from the journal).
+    pub fn with_shortfalls(mut self, cut: Option<Shortfall>, skipped: Option<Shortfall>) -> Self {
+        self.cut = cut;
+        self.skipped = skipped;
+        self
+    }
+
+    pub(crate) fn record(&mut self, data: &Bytes) {
         self.total_bytes += data.len() as u64;
-        if self.frame_times.len() < MAX_FRAME_TIMES {
-            self.frame_times.push((self.total_bytes, Instant::now()));
-        }
+        self.note_frame_time();
         let room = self.cap - self.kept;
-        if room == 0 || data.is_empty() {
+        let mut rest = data.get(..data.len().min(room)).unwrap_or_default();
+        while !rest.is_empty() {
+            if self.open.len() == self.open.capacity() && !self.open_chunk() {
+                return;
+            }
+            let n = rest.len().min(self.open.capacity() - self.open.len());
+            let (now, later) = rest.split_at(n);
+            self.open.extend_from_slice(now);
+            self.kept += n;
+            rest = later;
+        }
+    }
+
+    /// Starts a new chunk, reserving it first; false (and the capture stops
+    /// keeping, for good) when the budget has no room for it.
+    fn open_chunk(&mut self) -> bool {
+        let size = (self.cap - self.kept).min(CHUNK);
+        if let Some(r) = self.reservation.as_mut() {
+            if !r.grow(size) {
+                self.cut = Some(Shortfall::MemoryBudget);
+                self.cap = self.kept;
+                return false;
+            }
+        }
+        self.seal();
+        self.open = BytesMut::with_capacity(size);
+        true
+    }
+
+    /// Moves the chunk being filled to the filled ones (no copy).
+    fn seal(&mut self) {
+        if !self.open.is_empty() {
+            self.chunks.push(self.open.split().freeze());
+        }
+    }
+
+    fn note_frame_time(&mut self) {
+        let times = &mut self.frame_times;
+        // A call without a copy has no token to time.
+        if times.len() >= MAX_FRAME_TIMES || self.skipped.is_some() {
             return;
         }
-        let piece = if data.len() <= room {
-            data.clone()
-        } else {
-            data.slice(..room)
-        };
-        self.kept += piece.len();
-        self.chunks.push(piece);
+        if times.len() == times.capacity() {
+            let bytes = FRAME_TIMES_STEP * std::mem::size_of::<(u64, Instant)>();
+            if self.reservation.as_mut().is_some_and(|r| !r.grow(bytes)) {
+                return;
+            }
+            times.reserve_exact(FRAME_TIMES_STEP);
+        }
+        times.push((self.total_bytes, Instant::now()));
     }
 
     /// Bytes held in the copy.
@@ -88,21 +184,33 @@ impl Capture {
         self.kept
     }
 
-    /// True when the body was longer than the cap.
+    /// True when the body was longer than what was kept.
     pub fn truncated(&self) -> bool {
         self.total_bytes > self.kept as u64
     }
 
+    /// Why keeping stopped mid-body before the capture cap, if it did.
+    pub fn cut(&self) -> Option<Shortfall> {
+        self.cut
+    }
+
+    /// Why the body was not captured at all, if it was not.
+    pub fn skipped(&self) -> Option<Shortfall> {
+        self.skipped
+    }
+
     /// The captured bytes as one buffer.
     pub fn bytes(&self) -> Bytes {
-        match self.chunks.len() {
-            0 => Bytes::new(),
-            1 => self.chunks[0].clone(),
-            _ => {
+        match (self.chunks.as_slice(), self.open.is_empty()) {
+            ([], true) => Bytes::new(),
+            ([one], true) => one.clone(),
+            ([], false) => Bytes::copy_from_slice(&self.open),
+            (chunks, _) => {
                 let mut out = BytesMut::with_capacity(self.kept);
-                for c in &self.chunks {
+                for c in chunks {
                     out.extend_from_slice(c);
                 }
+                out.extend_from_slice(&self.open);
                 out.freeze()
             }
         }
@@ -161,9 +269,18 @@ impl<B: Body<Data = Bytes>> Tee<B> {
         cap: usize,
         on_end: impl FnOnce(Capture, BodyEnd) -> Option<Hold> + Send + Sync + 'static,
     ) -> Self {
+        Tee::with_capture(inner, Capture::new(cap), on_end)
+    }
+
+    /// Wraps `inner`, keeping its copy in `capture`; `on_end` runs exactly once.
+    pub fn with_capture(
+        inner: B,
+        capture: Capture,
+        on_end: impl FnOnce(Capture, BodyEnd) -> Option<Hold> + Send + Sync + 'static,
+    ) -> Self {
         let mut tee = Tee {
             inner,
-            state: Some((Capture::new(cap), Box::new(on_end))),
+            state: Some((capture, Box::new(on_end))),
             held: None,
         };
         // An empty body may never be polled at all: it is complete already.
@@ -174,7 +291,8 @@ impl<B: Body<Data = Bytes>> Tee<B> {
     }
 
     fn fire(&mut self, end: BodyEnd) -> Option<Hold> {
-        let (capture, on_end) = self.state.take()?;
+        let (mut capture, on_end) = self.state.take()?;
+        capture.seal();
         on_end(capture, end)
     }
 
@@ -254,7 +372,8 @@ impl<B> Drop for Tee<B> {
         // Completion is reported as soon as the last frame passes (even when
         // the reader stops at `is_end_stream` and never polls the end), so a
         // body dropped with its report still pending was abandoned mid-way.
-        if let Some((capture, on_end)) = self.state.take() {
+        if let Some((mut capture, on_end)) = self.state.take() {
+            capture.seal();
             on_end(capture, BodyEnd::Cancelled);
         }
     }

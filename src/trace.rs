@@ -4,12 +4,19 @@
 //!
 //! Pure apart from reading the clock-free facts in the exchange; runs on a
 //! parse worker, never on the request path.
+//!
+//! Memory is bounded by the capture cap, whatever the bodies hold: a
+//! compressed body is decoded to at most the cap, and a decoded body is
+//! parsed only when its estimated cost fits the parse budget
+//! ([`crate::parse::budget`]); otherwise the span keeps the call's facts
+//! and says why the body was not parsed.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::exchange::{CapturedBody, Exchange};
+use crate::parse::budget::{body_cost, parse_budget, value_cost};
 use crate::parse::decode::decode_body;
 use crate::parse::{
     anthropic, openai_chat, openai_completions, openai_embeddings, openai_responses, Outcome,
@@ -18,8 +25,8 @@ use crate::record::{AttrValue, SpanEvent, SpanRecord, SpanStatus};
 use crate::route::Api;
 use crate::tee::BodyEnd;
 
-/// Decoded bodies are cut at this multiple of the capture cap (decompression bombs).
-const DECODE_FACTOR: usize = 8;
+/// Why a body's parse was refused (`llmtap.<body>.unparsed`).
+const OVER_BUDGET: &str = "parse_budget";
 
 /// What the pipeline learns from building a span, besides the span.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -30,23 +37,66 @@ pub struct Built {
 /// A decoded body copy.
 struct Decoded {
     text: Vec<u8>,
-    truncated: bool,
+    /// Wire bytes the body carried.
     total: u64,
+    /// Why the text is not the whole body, if it is not.
+    truncated: Option<&'static str>,
+    /// Whether a content coding was undone.
+    encoded: bool,
     note: Option<String>,
 }
 
+/// Decodes a captured body to at most `cap` bytes (compression bombs stop there).
 fn decode(body: &CapturedBody, cap: usize) -> Decoded {
     let raw = body.capture.bytes();
-    let limit = cap.saturating_mul(DECODE_FACTOR).max(1 << 20);
-    let (text, cut, note) = match decode_body(body.content_encoding.as_deref(), &raw, limit) {
+    let (text, decoded_cut, note) = match decode_body(body.content_encoding.as_deref(), &raw, cap) {
         Ok((text, cut)) => (text, cut, None),
-        Err(e) => (raw.to_vec(), false, Some(e.to_string())),
+        Err(e) => {
+            let n = raw.len().min(cap);
+            (
+                raw.get(..n).unwrap_or_default().to_vec(),
+                raw.len() > n,
+                Some(e.to_string()),
+            )
+        }
     };
+    let c = &body.capture;
+    let truncated = match (c.truncated(), decoded_cut) {
+        (true, _) => Some(
+            c.skipped()
+                .or(c.cut())
+                .map_or("capture_cap", |why| why.as_str()),
+        ),
+        (false, true) => Some("decoded_cap"),
+        (false, false) => None,
+    };
+    let encoded = body.content_encoding.as_deref().is_some_and(|e| {
+        e.split(',')
+            .any(|t| !t.trim().is_empty() && !t.trim().eq_ignore_ascii_case("identity"))
+    });
     Decoded {
         text,
-        truncated: body.capture.truncated() || cut,
-        total: body.capture.total_bytes,
+        total: c.total_bytes,
+        truncated,
+        encoded,
         note,
+    }
+}
+
+/// The size facts of one body: `llmtap.<which>.bytes` (on the wire), and
+/// when the copy is short, `.truncated` and `.truncated_reason`;
+/// `.decoded_bytes` when a content coding was undone.
+fn body_facts(span: &mut SpanRecord, which: &str, d: &Decoded) {
+    span.set(format!("llmtap.{which}.bytes"), d.total);
+    if let Some(why) = d.truncated {
+        span.set(format!("llmtap.{which}.truncated"), true);
+        span.set(format!("llmtap.{which}.truncated_reason"), why);
+    }
+    if d.encoded {
+        span.set(format!("llmtap.{which}.decoded_bytes"), d.text.len() as u64);
+    }
+    if let Some(note) = &d.note {
+        span.set(format!("llmtap.{which}.decode_error"), note.as_str());
     }
 }
 
@@ -65,9 +115,14 @@ fn unix_nanos(ex: &Exchange, at: std::time::Instant) -> u64 {
 
 /// Builds the root span of one exchange; `cap` is the capture cap.
 pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
+    let budget = parse_budget(cap);
     let request = ex.request.as_ref().map(|b| decode(b, cap));
+    let request_fits = request
+        .as_ref()
+        .is_none_or(|d| value_cost(&d.text) <= budget);
     let request_json: Option<Value> = request
         .as_ref()
+        .filter(|_| request_fits)
         .and_then(|d| serde_json::from_slice(&d.text).ok());
     let api = ex.api.resolve(request_json.as_ref());
     let mut span = SpanRecord {
@@ -92,13 +147,17 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
             _ => String::from_utf8_lossy(&req.text).into_owned(),
         };
         span.set("mlflow.spanInputs", inputs);
-        span.set("llmtap.request.bytes", req.total);
-        if req.truncated {
-            span.set("llmtap.request.truncated", true);
+        body_facts(&mut span, "request", req);
+        if !request_fits {
+            span.set("llmtap.request.unparsed", OVER_BUDGET);
         }
-        if let Some(note) = &req.note {
-            span.set("llmtap.request.decode_error", note.as_str());
-        }
+    }
+    let skipped = [&ex.request, &ex.response]
+        .into_iter()
+        .flatten()
+        .find_map(|b| b.capture.skipped());
+    if let Some(why) = skipped {
+        span.set("llmtap.capture.skipped", why.as_str());
     }
     let req_field = |k: &str| request_json.as_ref().and_then(|v| v.get(k));
     let request_model = req_field("model").and_then(Value::as_str);
@@ -117,12 +176,18 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     // The response.
     let mut outcome = Outcome::default();
     let mut stream = false;
-    let mut response_truncated = false;
+    let mut response_partial = false;
     if let Some(body) = &ex.response {
         let dec = decode(body, cap);
         stream = is_event_stream(body);
-        outcome = parse_response(api, &dec.text, stream);
-        response_truncated = dec.truncated;
+        let fits = body_cost(&dec.text, stream) <= budget;
+        if fits {
+            outcome = parse_response(api, &dec.text, stream);
+        } else {
+            span.set("llmtap.response.unparsed", OVER_BUDGET);
+        }
+        // Only a whole, parsed stream can be said to lack its end.
+        response_partial = dec.truncated.is_some() || !fits;
         match &outcome.response {
             // Streams are reconstructed; embeddings lose their vectors.
             Some(v) if stream || api == Api::Embeddings => {
@@ -134,13 +199,7 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
             ),
             _ => {}
         }
-        span.set("llmtap.response.bytes", dec.total);
-        if dec.truncated {
-            span.set("llmtap.response.truncated", true);
-        }
-        if let Some(note) = &dec.note {
-            span.set("llmtap.response.decode_error", note.as_str());
-        }
+        body_facts(&mut span, "response", &dec);
         // Token offsets index the decoded text; frame times index wire bytes.
         let identity = body.content_encoding.as_deref().is_none_or(|e| {
             e.split(',')
@@ -225,7 +284,7 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
         span.set("llmtap.usage_hiding.failed", reason.as_str());
     }
 
-    if let Some((kind, message)) = failure(ex, api, &outcome, stream, response_truncated) {
+    if let Some((kind, message)) = failure(ex, api, &outcome, stream, response_partial) {
         span.set("llmtap.error.type", kind);
         span.events.push(SpanEvent {
             name: "exception".into(),

@@ -324,6 +324,7 @@ const PAST_MAX: &[(&str, &str, &str, &str)] = &[
     ("upstream", "idle_timeout", "25h", "24h"),
     ("upstream", "request_timeout", "25h", "24h"),
     ("capture", "max_body_bytes", "100GiB", "1GiB"),
+    ("capture", "max_inflight_bytes", "65GiB", "64GiB"),
     ("file_sink", "max_file_bytes", "17GiB", "16GiB"),
     ("file_sink", "max_files", "10001", "10000"),
     ("spool", "fsync", "11m", "10m"),
@@ -410,4 +411,27 @@ fn every_numeric_setting_has_a_maximum_and_every_default_is_within_it() {
             "{key} has no maximum in PAST_MAX"
         );
     }
+}
+
+#[test]
+fn inflight_capture_budget_defaults_env_file_and_errors() {
+    let c = resolve(&Flags::default(), &Env::new(), None).unwrap();
+    assert_eq!(c.max_inflight_capture_bytes, 256 << 20);
+    let e = env(&[("LLMTAP_MAX_INFLIGHT_CAPTURE_BYTES", "64MiB")]);
+    let c = resolve(&Flags::default(), &e, None).unwrap();
+    assert_eq!(c.max_inflight_capture_bytes, 64 << 20);
+    let file = "[capture]\nmax_body_bytes = \"1MiB\"\nmax_inflight_bytes = \"8MiB\"\n";
+    let c = resolve(&Flags::default(), &Env::new(), Some(file)).unwrap();
+    assert_eq!(c.max_inflight_capture_bytes, 8 << 20);
+
+    let small = "[capture]\nmax_body_bytes = \"2MiB\"\nmax_inflight_bytes = \"1MiB\"\n";
+    let err = resolve(&Flags::default(), &Env::new(), Some(small))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("capture.max_inflight_bytes"), "{err}");
+    let bad = env(&[("LLMTAP_MAX_INFLIGHT_CAPTURE_BYTES", "plenty")]);
+    let err = resolve(&Flags::default(), &bad, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("LLMTAP_MAX_INFLIGHT_CAPTURE_BYTES"), "{err}");
 }

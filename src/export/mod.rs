@@ -11,8 +11,11 @@
 //! With it off, exchanges go from an in-memory queue straight to the parse
 //! workers and spans to the batcher (memory only).
 //!
-//! Every queue is bounded. The request path never waits for parsing or
-//! export: the entry queue is full (by count or captured bytes) only when the
+//! Every queue is bounded: the span queue by count and by bytes
+//! ([`span_gate`]); the captured bodies an exchange carries are also held
+//! against the global in-flight budget ([`crate::capture_budget`]) until
+//! the journal writer (or a parse worker) drops them. The request path
+//! never waits for parsing or export: the entry queue is full (by count or captured bytes) only when the
 //! disk cannot keep up, and then the trace is dropped and counted. The one
 //! thing a call can wait for is its own exchange's fsync, and only with
 //! `fsync = "always"` ([`journal`]). A batch refused for good goes to the
@@ -30,6 +33,7 @@ pub mod rate;
 pub mod replay;
 pub mod retry;
 pub mod sink;
+pub mod span_gate;
 pub mod spool;
 pub mod spooled;
 mod stores;
@@ -160,6 +164,8 @@ impl Submitter {
 pub struct Parsed {
     pub span: Option<Span>,
     pub journal: Option<spool::RecordId>,
+    /// The span's bytes against the span queue's bound, given back on drop.
+    pub held: Option<span_gate::Held>,
 }
 
 impl batch::Weight for Parsed {
@@ -167,6 +173,10 @@ impl batch::Weight for Parsed {
         self.span.as_ref().map_or(0, batch::Weight::weight)
     }
 }
+
+/// Parsed spans waiting for the spool writer (or batcher) are bounded to
+/// this many `export.batch_max_bytes` ([`span_gate`]).
+pub const SPAN_QUEUE_BATCHES: usize = 2;
 
 /// The running pipeline; [`Pipeline::shutdown`] flushes it.
 pub struct Pipeline {
@@ -219,6 +229,8 @@ impl Pipeline {
         deliverer.stop_retrying_on(closing_rx);
         let e = cfg.export.clone();
         let (span_tx, span_rx) = mpsc::channel::<Parsed>(e.batch_max_spans.saturating_mul(4));
+        let span_gate =
+            span_gate::SpanGate::new(e.batch_max_bytes.saturating_mul(SPAN_QUEUE_BATCHES));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let limits = Limits {
             max_spans: e.batch_max_spans,
@@ -305,6 +317,7 @@ impl Pipeline {
                 let w = Worker {
                     source,
                     span_tx: span_tx.clone(),
+                    span_gate: span_gate.clone(),
                     queued_bytes: queued_bytes.clone(),
                     metrics: metrics.clone(),
                     cap: cfg.max_capture_bytes,
@@ -407,6 +420,7 @@ enum Source {
 struct Worker {
     source: Source,
     span_tx: mpsc::Sender<Parsed>,
+    span_gate: Arc<span_gate::SpanGate>,
     queued_bytes: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     cap: usize,
@@ -437,9 +451,16 @@ impl Worker {
             if span.is_some() {
                 self.metrics.queue_depth.fetch_add(1, Relaxed);
             }
+            let held = span
+                .as_ref()
+                .map(|s| self.span_gate.hold(batch::Weight::weight(s)));
             if self
                 .span_tx
-                .blocking_send(Parsed { span, journal })
+                .blocking_send(Parsed {
+                    span,
+                    journal,
+                    held,
+                })
                 .is_err()
             {
                 return;

@@ -38,6 +38,7 @@ fn a_panicking_parse_loses_only_its_own_trace() {
     let worker = Worker {
         source: Source::Memory(Arc::new(Mutex::new(rx))),
         span_tx,
+        span_gate: span_gate::SpanGate::new(1 << 20),
         queued_bytes: Arc::new(AtomicUsize::new(0)),
         metrics: metrics.clone(),
         cap: 1024,

@@ -22,7 +22,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use super::common::{append, dispatch, json_body, json_events, non_empty, str_of};
+use super::common::{
+    append, bounded_entry, dispatch, json_body, json_events, non_empty, str_of, MAX_PARTS,
+};
 use super::outcome::{Outcome, ProviderError, StreamFacts};
 use super::sse::SseEvent;
 use super::usage::Usage;
@@ -150,7 +152,8 @@ impl StreamAcc {
                     .next_back()
                     .map_or(0, |i| i.saturating_add(1));
                 let index = chunk.get("index").and_then(Value::as_u64).unwrap_or(next);
-                let acc = self.blocks.entry(index).or_default();
+                let mut spare = BlockAcc::default();
+                let acc = bounded_entry(&mut self.blocks, index, MAX_PARTS, &mut spare);
                 if let Some(start) = chunk.get("content_block").and_then(Value::as_object) {
                     for (k, v) in start {
                         acc.block.entry(k.clone()).or_insert_with(|| v.clone());
@@ -163,7 +166,8 @@ impl StreamAcc {
                 let last = self.blocks.keys().next_back().copied().unwrap_or(0);
                 let index = chunk.get("index").and_then(Value::as_u64).unwrap_or(last);
                 let delta = chunk.get("delta").unwrap_or(&Value::Null);
-                self.blocks.entry(index).or_default().absorb(delta);
+                let mut spare = BlockAcc::default();
+                bounded_entry(&mut self.blocks, index, MAX_PARTS, &mut spare).absorb(delta);
             }
             "content_block_stop" => self.seen = true,
             "message_delta" => {

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::common::{json_body, json_events, str_of};
+use super::common::{bounded_entry, json_body, json_events, str_of, MAX_PARTS};
 use super::outcome::{Outcome, ProviderError, StreamFacts};
 use super::sse::SseEvent;
 use super::usage::Usage;
@@ -131,7 +131,9 @@ impl<C: Choice> StreamAcc<C> {
         }
         let mut token = false;
         for (pos, c) in choices(chunk).iter().enumerate() {
-            token |= self.choices.entry(index_of(c, pos)).or_default().absorb(c);
+            let mut spare = C::default();
+            let index = index_of(c, pos);
+            token |= bounded_entry(&mut self.choices, index, MAX_PARTS, &mut spare).absorb(c);
         }
         if token {
             facts.first_token_offset.get_or_insert(ev.start);

@@ -3,6 +3,8 @@
 //! events, and small `serde_json::Value` accessors. Pure, and none of them
 //! panics on any input.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use super::outcome::{Outcome, StreamFacts};
@@ -24,13 +26,18 @@ pub(crate) fn dispatch(
     json: fn(&[u8]) -> Outcome,
     stream: fn(&[u8]) -> Outcome,
 ) -> Outcome {
-    let rest = strip_bom(body).trim_ascii_start();
-    let sse_like = SSE_FIELDS.iter().any(|p| rest.starts_with(p));
-    if !rest.starts_with(b"{") && (is_event_stream || sse_like) {
+    if is_stream(body, is_event_stream) {
         stream(body)
     } else {
         json(body)
     }
+}
+
+/// The choice [`dispatch`] makes: true for SSE, false for (non-)JSON.
+pub(crate) fn is_stream(body: &[u8], is_event_stream: bool) -> bool {
+    let rest = strip_bom(body).trim_ascii_start();
+    let sse_like = SSE_FIELDS.iter().any(|p| rest.starts_with(p));
+    !rest.starts_with(b"{") && (is_event_stream || sse_like)
 }
 
 fn strip_bom(body: &[u8]) -> &[u8] {
@@ -53,21 +60,44 @@ pub(crate) fn json_events(
     mut each: impl FnMut(&mut StreamFacts, &SseEvent, Value),
 ) -> bool {
     let mut done = false;
-    for ev in sse::decode_all(body) {
+    sse::for_each_event(body, |ev| {
         let data = ev.data.trim();
         if data == "[DONE]" {
             done = true;
-            continue;
+            return;
         }
         if data.is_empty() {
-            continue;
+            return;
         }
         match serde_json::from_str::<Value>(data) {
             Ok(v) if v.is_object() => each(facts, &ev, v),
             _ => facts.bad_events += 1,
         }
-    }
+    });
     done
+}
+
+/// Most choices, content blocks or output items a stream merges: each needs
+/// only an event of a few dozen bytes but costs a kilobyte or two once
+/// rebuilt, so a stream of tiny events with ever new indexes would cost far
+/// more than its text. Parts past this are left out of the rebuilt response.
+pub(crate) const MAX_PARTS: usize = 128;
+/// Most tool calls of one choice, or content / summary parts of one item.
+pub(crate) const MAX_SUBPARTS: usize = 64;
+
+/// The entry for `key` in a map of at most `max` entries; past that,
+/// `spare` (reset first), which takes the event and is never output.
+pub(crate) fn bounded_entry<'a, K: Ord, V: Default>(
+    map: &'a mut BTreeMap<K, V>,
+    key: K,
+    max: usize,
+    spare: &'a mut V,
+) -> &'a mut V {
+    if map.len() >= max && !map.contains_key(&key) {
+        *spare = V::default();
+        return spare;
+    }
+    map.entry(key).or_default()
 }
 
 /// A string field, owned.

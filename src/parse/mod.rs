@@ -4,6 +4,8 @@
 //! function takes a byte slice (or an incremental decoder is fed chunks) and
 //! returns plain data. The layers are:
 //!
+//! - [`budget`]: the parse budget — a body whose `Value`s would cost more
+//!   than a multiple of the capture cap is not parsed.
 //! - [`decode`]: undo `Content-Encoding` (gzip, deflate, br, zstd, comma
 //!   lists) on a captured, possibly truncated body copy, with a size cap.
 //! - [`sse`]: incremental Server-Sent Events decoder (WHATWG rules) that
@@ -29,6 +31,7 @@
 //! share.
 
 pub mod anthropic;
+pub mod budget;
 mod choices;
 mod common;
 pub mod decode;

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use super::choices::{self, index_of, Choice};
-use super::common::{append, dispatch, non_empty};
+use super::common::{append, bounded_entry, dispatch, non_empty, MAX_SUBPARTS};
 use super::outcome::Outcome;
 
 /// Parse a complete (non-stream) JSON response body.
@@ -82,7 +82,9 @@ impl Choice for ChoiceAcc {
         if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
             token |= !calls.is_empty();
             for (pos, tc) in calls.iter().enumerate() {
-                self.tools.entry(index_of(tc, pos)).or_default().absorb(tc);
+                let mut spare = ToolAcc::default();
+                let index = index_of(tc, pos);
+                bounded_entry(&mut self.tools, index, MAX_SUBPARTS, &mut spare).absorb(tc);
             }
         }
         if let Some(fc) = delta.get("function_call").filter(|f| f.is_object()) {

@@ -181,6 +181,20 @@ impl SseDecoder {
     }
 }
 
+/// How much of a captured stream [`for_each_event`] feeds at a time.
+const PIECE: usize = 16 << 10;
+
+/// Decodes a whole captured stream a piece at a time, handing each event to
+/// `each` as it completes: the events of a stream of millions of tiny ones
+/// are never all in memory at once. Same events as [`decode_all`].
+pub fn for_each_event(bytes: &[u8], mut each: impl FnMut(SseEvent)) {
+    let mut dec = SseDecoder::new();
+    for piece in bytes.chunks(PIECE) {
+        dec.feed(piece).into_iter().for_each(&mut each);
+    }
+    dec.finish().into_iter().for_each(each);
+}
+
 /// Convenience: decode a whole captured stream.
 pub fn decode_all(bytes: &[u8]) -> Vec<SseEvent> {
     let mut dec = SseDecoder::new();
@@ -328,6 +342,19 @@ mod tests {
         assert!(decode_all(b": only a comment").is_empty());
     }
 
+    #[test]
+    fn for_each_event_matches_decode_all_across_pieces() {
+        let mut s = Vec::new();
+        for i in 0..5000 {
+            s.extend_from_slice(format!("event: e\r\ndata: {i}\r\n\r\n").as_bytes());
+        }
+        assert!(s.len() > 4 * PIECE);
+        let mut got = Vec::new();
+        for_each_event(&s, |e| got.push(e));
+        assert_eq!(got.len(), 5000);
+        assert_eq!(got, decode_all(&s));
+    }
+
     const STREAMS: &[&[u8]] = &[
         include_bytes!("../../tests/fixtures/openai_chat/stream_basic.sse"),
         include_bytes!("../../tests/fixtures/openai_chat/stream_crlf.sse"),
@@ -363,6 +390,9 @@ mod tests {
             bytes in prop::collection::vec(sse_byte(), 0..400),
             cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..24),
         ) {
+            let mut streamed = Vec::new();
+            for_each_event(&bytes, |e| streamed.push(e));
+            prop_assert_eq!(&streamed, &decode_all(&bytes));
             let whole = decode_all(&bytes);
             for e in &whole {
                 prop_assert!(e.start <= e.end && e.end <= bytes.len());

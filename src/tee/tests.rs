@@ -187,3 +187,105 @@ fn arrival_of_finds_the_frame_holding_an_offset() {
     assert_eq!(c.arrival_of(4), Some(t2));
     assert_eq!(c.arrival_of(8), None);
 }
+
+use crate::capture_budget::{CaptureBudget, Shortfall};
+
+#[test]
+fn a_capture_copies_what_it_keeps_and_pins_no_frame() {
+    let mut c = Capture::new(10);
+    let big = Bytes::from(vec![7u8; 1 << 20]);
+    c.record(&big);
+    assert!(
+        big.is_unique(),
+        "the capture holds no reference to the frame"
+    );
+    assert_eq!(&c.bytes()[..], &[7u8; 10][..]);
+    assert!(c.truncated());
+    assert_eq!(c.total_bytes, 1 << 20);
+}
+
+#[test]
+fn a_budgeted_capture_reserves_by_the_chunk_and_releases_on_drop() {
+    let budget = CaptureBudget::new(1 << 20);
+    let mut c = Capture::budgeted(200 << 10, budget.reservation());
+    c.record(&Bytes::from_static(b"abc"));
+    assert_eq!(
+        budget.used(),
+        CHUNK + 256 * 24,
+        "one chunk and one step of frame times"
+    );
+    c.record(&Bytes::from(vec![1u8; 150 << 10]));
+    c.record(&Bytes::from(vec![2u8; 100 << 10]));
+    assert_eq!(c.kept(), 200 << 10, "kept up to the cap");
+    let data = c.bytes();
+    assert_eq!(&data[..3], b"abc");
+    assert_eq!(data.len(), 200 << 10);
+    assert!(budget.used() >= 200 << 10 && budget.used() < (200 << 10) + CHUNK);
+    assert_eq!(c.cut(), None, "the cap is not a budget cut");
+    drop(c);
+    assert_eq!(budget.used(), 0);
+}
+
+#[test]
+fn a_capture_that_meets_the_budget_mid_body_stops_keeping_for_good() {
+    let budget = CaptureBudget::new(CHUNK + 256 * 24);
+    let mut c = Capture::budgeted(1 << 20, budget.reservation());
+    c.record(&Bytes::from(vec![1u8; CHUNK + 10]));
+    assert_eq!(c.kept(), CHUNK);
+    assert_eq!(c.cut(), Some(Shortfall::MemoryBudget));
+    // Room freed later does not resume keeping: the copy stays a prefix.
+    let mut other = Capture::budgeted(10, budget.reservation());
+    other.record(&Bytes::from_static(b"x"));
+    drop(other);
+    c.record(&Bytes::from_static(b"more"));
+    assert_eq!(c.kept(), CHUNK);
+    assert_eq!(c.total_bytes, CHUNK as u64 + 14);
+    assert!(c.truncated());
+    assert!(budget.used() <= budget.max());
+    drop(c);
+    assert_eq!(budget.used(), 0);
+}
+
+#[test]
+fn a_skipped_capture_keeps_nothing_but_counts_the_bytes() {
+    let c = Capture::skip(Shortfall::MemoryBudget).with_body(&Bytes::from_static(b"hello"));
+    assert_eq!((c.kept(), c.total_bytes), (0, 5));
+    assert_eq!(c.skipped(), Some(Shortfall::MemoryBudget));
+    assert!(c.truncated());
+    assert!(c.bytes().is_empty());
+    assert!(c.frame_times.is_empty(), "nothing held for it at all");
+}
+
+#[tokio::test]
+async fn a_cancelled_tee_releases_its_reservation_once_the_capture_is_dropped() {
+    let budget = CaptureBudget::new(1 << 20);
+    let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = (0..4)
+        .map(|i| Ok(Frame::data(Bytes::from(vec![i as u8; 1000]))))
+        .collect();
+    use futures_util::StreamExt;
+    let inner =
+        StreamBody::new(futures_util::stream::iter(frames).chain(futures_util::stream::pending()));
+    let seen = Seen::default();
+    let capture = Capture::budgeted(1 << 20, budget.reservation());
+    let mut tee = Tee::with_capture(inner, capture, {
+        let seen = seen.clone();
+        let budget = budget.clone();
+        move |cap, end| {
+            assert!(budget.used() > 0, "held while the capture lives");
+            let kept = cap.kept() as u64;
+            seen.lock()
+                .unwrap()
+                .push((Vec::new(), kept, cap.truncated(), end));
+            None
+        }
+    });
+    for _ in 0..2 {
+        tee.frame().await.unwrap().unwrap();
+    }
+    assert!(budget.used() >= 2000);
+    drop(tee);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].1, 2000);
+    assert_eq!(seen[0].3, BodyEnd::Cancelled);
+    assert_eq!(budget.used(), 0, "released with the capture");
+}

@@ -527,3 +527,5 @@ async fn non_json_and_invalid_utf8_requests_do_not_panic() {
     ex.request = None;
     lacks!(run(&ex).0; "mlflow.spanInputs", "llmtap.request.bytes");
 }
+
+mod budget;

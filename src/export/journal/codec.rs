@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use prost::Message;
 
+use crate::capture_budget::Shortfall;
 use crate::exchange::{CapturedBody, Exchange, ResponseHead};
 use crate::route::Api;
 use crate::tee::{BodyEnd, Capture};
@@ -77,6 +78,12 @@ struct BodyRecord {
     content_type: Option<String>,
     #[prost(string, optional, tag = "8")]
     content_encoding: Option<String>,
+    /// Why keeping stopped mid-body (`memory_budget`), if it did.
+    #[prost(string, optional, tag = "9")]
+    cut: Option<String>,
+    /// Why the body was not captured at all, if it was not.
+    #[prost(string, optional, tag = "10")]
+    skipped: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -135,6 +142,8 @@ fn body_record(body: &CapturedBody, start: Instant, limit: usize) -> BodyRecord 
         end_error,
         content_type: body.content_type.clone(),
         content_encoding: body.content_encoding.clone(),
+        cut: body.capture.cut().map(|c| c.as_str().to_string()),
+        skipped: body.capture.skipped().map(|c| c.as_str().to_string()),
     }
 }
 
@@ -194,8 +203,13 @@ fn captured(b: BodyRecord, start: Instant) -> Result<CapturedBody, DecodeError> 
         2 => BodyEnd::Cancelled,
         _ => return Err(DecodeError::Field("body end")),
     };
+    // A reason this build does not know still reads as a shortfall.
+    let shortfall =
+        |r: Option<String>| r.map(|r| Shortfall::from_label(&r).unwrap_or(Shortfall::MemoryBudget));
+    let (cut, skipped) = (shortfall(b.cut), shortfall(b.skipped));
     Ok(CapturedBody {
-        capture: Capture::restored(b.data, b.total_bytes, frame_times),
+        capture: Capture::restored(b.data, b.total_bytes, frame_times)
+            .with_shortfalls(cut, skipped),
         end,
         content_type: b.content_type,
         content_encoding: b.content_encoding,
@@ -346,6 +360,25 @@ mod tests {
         assert_eq!(&resp.bytes()[..], b"even");
         assert!(resp.capture.truncated());
         assert_eq!(resp.capture.total_bytes, 19);
+    }
+
+    #[test]
+    fn budget_shortfalls_survive_the_round_trip() {
+        let mut ex = sample();
+        let skipped = Capture::skip(Shortfall::MemoryBudget).with_body(&Bytes::from_static(b"abc"));
+        ex.request.as_mut().unwrap().capture = skipped;
+        let budget = crate::capture_budget::CaptureBudget::new(4);
+        let mut cut = Capture::budgeted(100, budget.reservation());
+        cut.record(&Bytes::from_static(b"0123456789"));
+        ex.response.as_mut().unwrap().capture = cut;
+        let back = decode(&encode(&ex, usize::MAX)).unwrap();
+        let (req, resp) = (back.request.unwrap(), back.response.unwrap());
+        assert_eq!(req.capture.skipped(), Some(Shortfall::MemoryBudget));
+        assert_eq!((req.capture.kept(), req.capture.total_bytes), (0, 3));
+        assert_eq!(resp.capture.cut(), Some(Shortfall::MemoryBudget));
+        assert_eq!(resp.capture.skipped(), None);
+        assert!(resp.capture.truncated());
+        assert_eq!(resp.capture.total_bytes, 10);
     }
 
     #[test]

@@ -61,7 +61,7 @@ const GROUP_BYTES: usize = 32 << 20;
 
 /// Records a parse worker takes per read (count and bytes).
 const READ_RECORDS: usize = 8;
-const READ_BYTES: usize = 16 << 20;
+pub const READ_BYTES: usize = 16 << 20;
 
 /// Each captured body is cut to this many bytes in a record, so that a
 /// record always fits the spool's payload limit (room left for the rest).

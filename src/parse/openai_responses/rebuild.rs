@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use crate::parse::common::{bounded_entry, MAX_PARTS, MAX_SUBPARTS};
 use crate::parse::outcome::StreamFacts;
 use crate::parse::sse::SseEvent;
 
@@ -19,8 +20,10 @@ pub(super) struct StreamAcc {
     skeleton: Option<Value>,
     /// `response` of the terminal event.
     terminal: Option<Value>,
-    /// Output items by `output_index`.
+    /// Output items by `output_index` (at most `MAX_PARTS`).
     items: BTreeMap<u64, ItemAcc>,
+    /// Takes the events of items past `MAX_PARTS`; never output.
+    spare: ItemAcc,
 }
 
 /// Merged state of one output item.
@@ -40,6 +43,8 @@ struct ItemAcc {
     summary: BTreeMap<u64, Value>,
     /// Function-call arguments assembled from deltas.
     arguments: Option<String>,
+    /// Takes the events of parts past `MAX_SUBPARTS`; never output.
+    spare: Value,
 }
 
 /// Which part list of an item an event addresses, and the part's default shape.
@@ -198,7 +203,7 @@ impl StreamAcc {
                     .next_back()
                     .map_or(0, |k| k.saturating_add(1))
             });
-        let acc = self.items.entry(index).or_default();
+        let acc = bounded_entry(&mut self.items, index, MAX_PARTS, &mut self.spare);
         if acc.id.is_none() {
             acc.id = item_id.map(str::to_owned);
         }
@@ -214,7 +219,8 @@ impl StreamAcc {
             Part::Summary => &mut acc.summary,
             _ => &mut acc.content,
         };
-        let entry = list.entry(index).or_insert_with(|| part.skeleton());
+        // A new entry is `Null`, replaced by the part's skeleton just below.
+        let entry = bounded_entry(list, index, MAX_SUBPARTS, &mut acc.spare);
         if !entry.is_object() {
             *entry = part.skeleton();
         }

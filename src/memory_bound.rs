@@ -1,0 +1,64 @@
+//! The worst-case resident set of llmtap under a configuration: the formula
+//! the README's "Memory" section documents, written once so that the tests
+//! check the binary against the very formula a container is sized by.
+//!
+//! ```text
+//! base + capture.max_inflight_bytes
+//!      + parse_workers x (max(journal read batch, 2 x cap) + 24 x cap)
+//!      + 4 x cap                          the journal writer, one record
+//!      + 2 x batch_max_bytes + 6 x cap    parsed spans waiting to be spooled
+//!      + 4 x batch_max_bytes              one batch in delivery
+//!      + connections x PER_CONNECTION     hyper's buffers
+//!      + cap x injected calls             requests read whole to add usage
+//! ```
+
+use crate::config::Config;
+use crate::export::journal::READ_BYTES;
+use crate::export::SPAN_QUEUE_BATCHES;
+use crate::parse::budget::PARSE_FACTOR;
+
+/// The process at rest: binary, runtime, TLS roots, allocator (17 MiB
+/// measured idle, with margin).
+pub const BASE: u64 = 32 << 20;
+
+/// One open connection's buffers (hyper's read and write buffers; 0.25 to
+/// 0.3 MiB measured per connection with 1 MiB bodies in transit).
+pub const PER_CONNECTION: u64 = 512 << 10;
+
+/// What a parse worker holds besides the parse budget, in capture caps: the
+/// decoded text and the span's copies of it (input, output, OTLP encoding)
+/// for both bodies; measured at most ~21 x cap in all with the budget.
+const COPIES: u64 = 8;
+
+/// The worst-case RSS with `connections` open connections, `injected` of
+/// them calls whose request is read whole to add `stream_options`.
+pub fn worst_case_rss(cfg: &Config, connections: usize, injected: usize) -> u64 {
+    let cap = cfg.max_capture_bytes as u64;
+    let batch = cfg.export.batch_max_bytes as u64;
+    let workers = cfg.export.parse_workers as u64;
+    let read_batch = (READ_BYTES as u64).max(2 * cap);
+    let parse = read_batch + (PARSE_FACTOR as u64 + COPIES) * cap;
+    let journal_writer = 4 * cap;
+    let span_queue = SPAN_QUEUE_BATCHES as u64 * batch + 6 * cap;
+    let delivery = 4 * batch;
+    BASE.saturating_add(cfg.max_inflight_capture_bytes as u64)
+        .saturating_add(workers.saturating_mul(parse))
+        .saturating_add(journal_writer + span_queue + delivery)
+        .saturating_add(connections as u64 * PER_CONNECTION)
+        .saturating_add(injected as u64 * cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{resolve, Env, Flags};
+
+    #[test]
+    fn the_defaults_come_to_about_670_mib_plus_connections() {
+        let cfg = resolve(&Flags::default(), &Env::new(), None).expect("defaults");
+        let mib = worst_case_rss(&cfg, 0, 0) >> 20;
+        assert_eq!(mib, 32 + 256 + (20 + 240) + 40 + (8 + 60) + 16);
+        let more = worst_case_rss(&cfg, 1000, 10) - worst_case_rss(&cfg, 0, 0);
+        assert_eq!(more, 1000 * PER_CONNECTION + 10 * (10 << 20));
+    }
+}
