@@ -271,7 +271,10 @@ pub fn spans_in(dir: &std::path::Path) -> Vec<Value> {
     files.sort();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
-        for line in text.lines() {
+        // A line still being written (large traces are written in pieces)
+        // is not read until its newline is there.
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        for line in complete.lines() {
             let v: Value = serde_json::from_str(line).expect("trace lines are JSON");
             for rs in v["resourceSpans"].as_array().into_iter().flatten() {
                 for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
