@@ -230,13 +230,15 @@ impl Pipeline {
                     metrics.clone(),
                     settings.clone(),
                 );
+                let guard = poison_guard(settings, &metrics);
                 let sources = (0..e.parse_workers)
-                    .map(|_| {
-                        Source::Journal(journal::Reader::new(
-                            journal.clone(),
-                            wake.clone(),
-                            metrics.clone(),
-                        ))
+                    .map(|i| {
+                        let r =
+                            journal::Reader::new(journal.clone(), wake.clone(), metrics.clone());
+                        Source::Journal(match &guard {
+                            Some(g) => r.guarded(g.clone(), i),
+                            None => r,
+                        })
                     })
                     .collect::<Vec<_>>();
                 let spool = Arc::new(Mutex::new(spool));
@@ -348,6 +350,26 @@ impl Pipeline {
     }
 }
 
+/// The journal's poison-pill guard (`None`, logged, when its marks file
+/// cannot be written: parsing goes on unguarded).
+fn poison_guard(
+    settings: &crate::config::SpoolSettings,
+    metrics: &Arc<Metrics>,
+) -> Option<Arc<journal::guard::Guard>> {
+    let opened = journal::guard::Guard::open(
+        &settings.dir.join(journal::DIR),
+        settings.dir.join(journal::quarantine::DIR),
+        metrics.clone(),
+    );
+    match opened {
+        Ok(g) => Some(Arc::new(g)),
+        Err(err) => {
+            tracing::error!(dir = %settings.dir.display(), error = %err, "exchange journal: the parse marks cannot be written; a record that crashes llmtap could crash it again on every start");
+            None
+        }
+    }
+}
+
 /// Where a parse worker takes exchanges from.
 enum Source {
     /// The in-memory queue (spool off).
@@ -369,24 +391,29 @@ struct Worker {
 
 type BuildFn = fn(&Exchange, usize) -> (crate::record::SpanRecord, crate::trace::Built);
 
+/// A journal record's "being parsed" mark ([`journal::guard`]).
+type Mark = journal::guard::Parsing;
+
 impl Worker {
-    /// The next exchange (None: unreadable journal record) and its journal id;
-    /// `None` once the source is closed and empty.
-    fn next(&mut self) -> Option<(Option<Exchange>, Option<spool::RecordId>)> {
+    /// The next exchange (None: unreadable journal record), its journal id
+    /// and parse mark; `None` once the source is closed and empty.
+    fn next(&mut self) -> Option<(Option<Exchange>, Option<spool::RecordId>, Option<Mark>)> {
         match &mut self.source {
             Source::Memory(rx) => {
                 let ex = rx.lock().ok()?.recv().ok()?;
                 self.queued_bytes.fetch_sub(captured_len(&ex), Relaxed);
                 self.metrics.queue_depth.fetch_sub(1, Relaxed);
-                Some((Some(ex), None))
+                Some((Some(ex), None, None))
             }
-            Source::Journal(reader) => reader.next().map(|i| (i.exchange, Some(i.id))),
+            Source::Journal(reader) => reader.next().map(|i| (i.exchange, Some(i.id), i.parsing)),
         }
     }
 
     fn run(mut self) {
-        while let Some((ex, journal)) = self.next() {
+        while let Some((ex, journal, mark)) = self.next() {
             let span = ex.and_then(|ex| self.parse(&ex));
+            // The parse is over (the process survived it): free its mark.
+            drop(mark);
             if span.is_some() {
                 self.metrics.queue_depth.fetch_add(1, Relaxed);
             }
@@ -401,6 +428,8 @@ impl Worker {
     }
 
     fn parse(&self, ex: &Exchange) -> Option<Span> {
+        #[cfg(debug_assertions)]
+        journal::guard::debug_abort_on_parse(ex);
         let built = std::panic::catch_unwind(AssertUnwindSafe(|| (self.build)(ex, self.cap)));
         let (record, facts) = match built {
             Ok(b) => b,
