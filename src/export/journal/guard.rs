@@ -96,15 +96,7 @@ impl Guard {
             tracing::warn!(file = %path.display(), damaged_slots = read.damaged, "exchange journal: damaged parse marks ignored (a crash mid-write, or a foreign file); their records get no strike");
         }
         let carried = marks::carry_over(&read.marks, now_ms());
-        for m in &carried {
-            tracing::warn!(
-                journal_segment = m.record.0,
-                journal_offset = m.record.1,
-                strikes = m.strikes,
-                "exchange journal: llmtap stopped while a record was being parsed (a crash, an OOM kill or kill -9); {}",
-                if m.strikes >= QUARANTINE_AT { "it is quarantined, not parsed again" } else { "it is parsed again, alone" }
-            );
-        }
+        carried.iter().for_each(log_strike);
         let bytes: Vec<u8> = carried.iter().flat_map(marks::encode).collect();
         replace(&path, &bytes)?;
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
@@ -251,6 +243,19 @@ impl Drop for Parsing {
             self.guard.resolve(self.key);
         }
         self.guard.gate.leave(self.exclusive);
+    }
+}
+
+/// Says what a start does with a record that has strikes: a new strike is
+/// a WARN; a quarantine is logged (WARN, with the trace id) when done.
+fn log_strike(m: &Mark) {
+    let (segment, offset) = m.record;
+    if m.strikes >= QUARANTINE_AT {
+        tracing::info!(journal_segment = segment, journal_offset = offset, strikes = m.strikes, "exchange journal: a record that killed llmtap twice while being parsed is quarantined when read, not parsed");
+    } else if m.carries == 0 {
+        tracing::warn!(journal_segment = segment, journal_offset = offset, strikes = m.strikes, "exchange journal: llmtap stopped while a record was being parsed (a crash, an OOM kill or kill -9); it is parsed again, alone");
+    } else {
+        tracing::info!(journal_segment = segment, journal_offset = offset, strikes = m.strikes, "exchange journal: a record with a strike, not reached by the last start, is parsed again, alone");
     }
 }
 
