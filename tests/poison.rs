@@ -311,11 +311,14 @@ async fn a_poison_record_kills_llmtap_twice_then_is_quarantined_for_good() {
     wait_traces(dir, &[&before, &after]).await;
     assert_eq!(quarantined_total(admin, 1.0).await, 1.0);
     let warned = bin.logged("quarantined");
-    assert!(
-        warned
-            .iter()
-            .any(|v| v["level"] == "WARN" && v["trace_id"] == poison),
-        "a warning names the poison call's trace id:\n{}",
+    let warnings = warned
+        .iter()
+        .filter(|v| v["level"] == "WARN" && v["trace_id"] == poison)
+        .count();
+    assert_eq!(
+        warnings,
+        1,
+        "one warning names the poison call's trace id:\n{}",
         bin.log_text()
     );
     let files = quarantine_files(dir);
