@@ -298,7 +298,7 @@ fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// A test hook, in debug builds only (`cargo test` builds the binary so;
 /// release builds do not have it): with `LLMTAP_DEBUG_ABORT_ON_PARSE=<marker>`
 /// set, a parse worker aborts the process when a captured request body
-/// contains the marker, as an OOM kill would (after 200 ms, so that the
+/// contains the marker, as an OOM kill would (after a second, so that the
 /// call's response reaches its client first). `tests/poison.rs` uses it.
 #[cfg(debug_assertions)]
 pub fn debug_abort_on_parse(ex: &crate::exchange::Exchange) {
@@ -319,7 +319,7 @@ pub fn debug_abort_on_parse(ex: &crate::exchange::Exchange) {
         .any(|w| w == marker)
     {
         tracing::warn!("LLMTAP_DEBUG_ABORT_ON_PARSE: aborting mid-parse (a debug-build test hook)");
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::thread::sleep(std::time::Duration::from_secs(1));
         std::process::abort();
     }
 }
