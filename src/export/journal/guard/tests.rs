@@ -95,6 +95,9 @@ fn a_finished_parse_leaves_no_mark() {
     );
     drop(p);
     assert!(f.marks().is_empty());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(f.marks_file()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "private, like the journal");
     drop(g);
     let g = f.start();
     assert!(
