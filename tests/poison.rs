@@ -2,7 +2,7 @@
 //! llmtap binary on a persistent spool directory.
 //!
 //! The crash is made deterministic with the debug-build test hook
-//! `LLMTAP_DEBUG_ABORT_ON_PARSE=<marker>` (src/export/journal/guard.rs): a
+//! `LLMTAP_DEBUG_ABORT_ON_PARSE=<marker>` (src/export/journal/test_hooks.rs): a
 //! parse worker aborts the process when a captured request body contains
 //! the marker — the same death, as far as the journal can tell, as an OOM
 //! kill or `kill -9` during the parse (no unwinding, nothing flushed).
@@ -28,6 +28,11 @@ use tap::{get, post, spans_in};
 
 const CHAT: &str = "/v1/chat/completions";
 const MARKER: &str = "POISON-PILL-3c9e";
+const SLOW: &str = "SLOW-PARSE-51d0";
+/// Arms the abort hook on `MARKER`.
+const ABORT: (&str, &str) = ("LLMTAP_DEBUG_ABORT_ON_PARSE", MARKER);
+/// Makes a parse of a call containing `SLOW` take 30 s.
+const STALL: (&str, &str) = ("LLMTAP_DEBUG_STALL_ON_PARSE", SLOW);
 const REPLY: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
 
 /// Settings only the config file has: fast batches and retries.
@@ -38,6 +43,7 @@ shutdown_grace = "5s"
 batch_interval = "50ms"
 retry_initial = "50ms"
 retry_max = "1s"
+parse_workers = 2
 "#;
 
 fn request(text: &str) -> Vec<u8> {
@@ -58,7 +64,7 @@ struct Bin {
 }
 
 impl Bin {
-    fn spawn(dir: &Path, upstream: &str, abort_on: Option<&str>) -> Bin {
+    fn spawn(dir: &Path, upstream: &str, env: &[(&str, &str)]) -> Bin {
         std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("llmtap.toml");
         std::fs::write(&config, CONFIG).unwrap();
@@ -81,8 +87,8 @@ impl Bin {
             // Every call the client saw complete is in the journal.
             .env("LLMTAP_SPOOL_FSYNC", "always")
             .env("RUST_LOG", "info");
-        if let Some(marker) = abort_on {
-            cmd.env("LLMTAP_DEBUG_ABORT_ON_PARSE", marker);
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let mut child = cmd
             .stdin(Stdio::null())
@@ -267,6 +273,19 @@ async fn quarantined_total(admin: SocketAddr, want: f64) -> f64 {
     }
 }
 
+/// Waits (up to 20 s) for a log line containing `text`.
+async fn wait_logged(bin: &Bin, text: &str) {
+    let start = Instant::now();
+    while bin.logged(text).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never logged {text:?}:\n{}",
+            bin.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn quarantine_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir.join("spool/quarantine"))
         .map(|d| d.flatten().map(|e| e.path()).collect())
@@ -287,7 +306,7 @@ async fn a_poison_record_kills_llmtap_twice_then_is_quarantined_for_good() {
 
     // Start 1: an innocent call is traced; the poison call is answered with
     // exact bytes, then its parse kills the process.
-    let mut bin = Bin::spawn(dir, &upstream.url(), Some(MARKER));
+    let mut bin = Bin::spawn(dir, &upstream.url(), &[ABORT]);
     let (addr, _) = bin.addrs().await;
     let before = call(addr, "innocent before").await;
     wait_traces(dir, &[&before]).await;
@@ -296,7 +315,7 @@ async fn a_poison_record_kills_llmtap_twice_then_is_quarantined_for_good() {
 
     // Start 2: the record has a strike; it is parsed again, alone, and the
     // hook kills the process again (a real poison pill would too).
-    let mut bin = Bin::spawn(dir, &upstream.url(), Some(MARKER));
+    let mut bin = Bin::spawn(dir, &upstream.url(), &[ABORT]);
     assert_aborted(bin.exited().await, &bin, "start 2");
     assert!(
         !bin.logged("it is parsed again, alone").is_empty(),
@@ -305,7 +324,7 @@ async fn a_poison_record_kills_llmtap_twice_then_is_quarantined_for_good() {
     );
 
     // Start 3: quarantined, not parsed (the hook is still armed); serves.
-    let mut bin = Bin::spawn(dir, &upstream.url(), Some(MARKER));
+    let mut bin = Bin::spawn(dir, &upstream.url(), &[ABORT]);
     let (addr, admin) = bin.addrs().await;
     let after = call(addr, "innocent after").await;
     wait_traces(dir, &[&before, &after]).await;
@@ -347,7 +366,7 @@ async fn a_poison_record_kills_llmtap_twice_then_is_quarantined_for_good() {
     bin.stop().await;
 
     // Start 4: clean — nothing parsed a third time, no quarantine growth.
-    let mut bin = Bin::spawn(dir, &upstream.url(), Some(MARKER));
+    let mut bin = Bin::spawn(dir, &upstream.url(), &[ABORT]);
     let (addr, admin) = bin.addrs().await;
     let last = call(addr, "innocent last").await;
     wait_traces(dir, &[&last]).await;
@@ -365,13 +384,13 @@ async fn a_single_crash_mid_parse_loses_no_trace() {
     let dir = tmp.path();
 
     // The process dies once during a parse (as in a kill -9 mid-deploy).
-    let mut bin = Bin::spawn(dir, &upstream.url(), Some(MARKER));
+    let mut bin = Bin::spawn(dir, &upstream.url(), &[ABORT]);
     let (addr, _) = bin.addrs().await;
     let id = call(addr, MARKER).await;
     assert_aborted(bin.exited().await, &bin, "the crash");
 
     // The next start parses it again (alone) and the trace is delivered.
-    let mut bin = Bin::spawn(dir, &upstream.url(), None);
+    let mut bin = Bin::spawn(dir, &upstream.url(), &[]);
     let (addr, admin) = bin.addrs().await;
     let other = call(addr, "innocent").await;
     wait_traces(dir, &[&id, &other]).await;
@@ -380,10 +399,42 @@ async fn a_single_crash_mid_parse_loses_no_trace() {
     bin.stop().await;
 
     // And the one after has nothing left to do about it.
-    let mut bin = Bin::spawn(dir, &upstream.url(), Some(MARKER));
+    let mut bin = Bin::spawn(dir, &upstream.url(), &[ABORT]);
     let (addr, _) = bin.addrs().await;
     call(addr, "innocent again").await;
     assert!(bin.logged("parsed again").is_empty(), "{}", bin.log_text());
     assert!(bin.alive());
+    bin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_parsed_at_the_moment_of_the_crash_keeps_its_trace() {
+    let upstream = provider().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+
+    // Start 1: one worker is in a slow parse when the poison kills the
+    // process; both records are found being parsed by the next start.
+    let mut bin = Bin::spawn(dir, &upstream.url(), &[ABORT, STALL]);
+    let (addr, _) = bin.addrs().await;
+    let bystander = call(addr, SLOW).await;
+    wait_logged(&bin, "LLMTAP_DEBUG_STALL_ON_PARSE").await;
+    let poison = call(addr, MARKER).await;
+    assert_aborted(bin.exited().await, &bin, "start 1");
+
+    // Start 2: each is parsed again alone; the poison kills it again.
+    let mut bin = Bin::spawn(dir, &upstream.url(), &[ABORT]);
+    assert_aborted(bin.exited().await, &bin, "start 2");
+
+    // Start 3: only the poison is quarantined; the bystander is traced.
+    let mut bin = Bin::spawn(dir, &upstream.url(), &[ABORT]);
+    let (_, admin) = bin.addrs().await;
+    wait_traces(dir, &[&bystander]).await;
+    assert_eq!(quarantined_total(admin, 1.0).await, 1.0);
+    let files = quarantine_files(dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let bytes = std::fs::read(&files[0]).unwrap();
+    assert!(contains(&bytes, &poison) && !contains(&bytes, SLOW));
+    assert!(!has_trace(dir, &poison));
     bin.stop().await;
 }

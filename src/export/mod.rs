@@ -429,7 +429,7 @@ impl Worker {
 
     fn parse(&self, ex: &Exchange) -> Option<Span> {
         #[cfg(debug_assertions)]
-        journal::guard::debug_abort_on_parse(ex);
+        journal::test_hooks::on_parse(ex);
         let built = std::panic::catch_unwind(AssertUnwindSafe(|| (self.build)(ex, self.cap)));
         let (record, facts) = match built {
             Ok(b) => b,

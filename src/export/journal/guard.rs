@@ -295,34 +295,5 @@ fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::rename(&tmp, path)
 }
 
-/// A test hook, in debug builds only (`cargo test` builds the binary so;
-/// release builds do not have it): with `LLMTAP_DEBUG_ABORT_ON_PARSE=<marker>`
-/// set, a parse worker aborts the process when a captured request body
-/// contains the marker, as an OOM kill would (after a second, so that the
-/// call's response reaches its client first). `tests/poison.rs` uses it.
-#[cfg(debug_assertions)]
-pub fn debug_abort_on_parse(ex: &crate::exchange::Exchange) {
-    static MARKER: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
-    let marker = MARKER.get_or_init(|| {
-        std::env::var("LLMTAP_DEBUG_ABORT_ON_PARSE")
-            .ok()
-            .filter(|m| !m.is_empty())
-            .map(String::into_bytes)
-    });
-    let (Some(marker), Some(body)) = (marker, &ex.request) else {
-        return;
-    };
-    if body
-        .capture
-        .bytes()
-        .windows(marker.len())
-        .any(|w| w == marker)
-    {
-        tracing::warn!("LLMTAP_DEBUG_ABORT_ON_PARSE: aborting mid-parse (a debug-build test hook)");
-        std::thread::sleep(std::time::Duration::from_secs(1));
-        std::process::abort();
-    }
-}
-
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,8 @@ mod gate;
 pub mod guard;
 pub mod marks;
 pub mod quarantine;
+#[cfg(debug_assertions)]
+pub mod test_hooks;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
