@@ -70,6 +70,8 @@ pub struct Metrics {
     pub journal: std::sync::Mutex<Option<(crate::export::spool::SpoolStats, u64)>>,
     /// Journal records that could not be decoded back into an exchange.
     pub journal_undecodable: AtomicU64,
+    /// Journal records quarantined after killing the process twice.
+    pub journal_quarantined: AtomicU64,
     /// Responses that stopped waiting for their exchange's fsync.
     pub hold_timeouts: AtomicU64,
     /// Streams where the usage injection added could not be hidden.
@@ -378,6 +380,12 @@ impl Metrics {
                 "counter",
                 "Journal records that could not be read back as a call.",
                 self.journal_undecodable.load(Relaxed) as f64,
+            ),
+            (
+                "llmtap_journal_quarantined_total",
+                "counter",
+                "Journal records quarantined (never parsed again) after llmtap died twice while parsing them.",
+                self.journal_quarantined.load(Relaxed) as f64,
             ),
             (
                 "llmtap_journal_hold_timeouts_total",

@@ -217,7 +217,9 @@ impl Pipeline {
             return Ok(None);
         }
         let stores = match &cfg.spool {
-            Some(settings) => open_stores(settings).await?.map(|s| (settings, s)),
+            Some(settings) => open_stores(settings, &metrics)
+                .await?
+                .map(|s| (settings, s)),
             None => None,
         };
         // With the spool, a failing batch waits there; without it (off, or
@@ -246,6 +248,7 @@ impl Pipeline {
                     lock: held,
                     spool,
                     journal,
+                    guard,
                 },
             )) => {
                 lock = Some(held);
@@ -261,12 +264,13 @@ impl Pipeline {
                     settings.clone(),
                 );
                 let sources = (0..e.parse_workers)
-                    .map(|_| {
-                        Source::Journal(journal::Reader::new(
-                            journal.clone(),
-                            wake.clone(),
-                            metrics.clone(),
-                        ))
+                    .map(|i| {
+                        let r =
+                            journal::Reader::new(journal.clone(), wake.clone(), metrics.clone());
+                        Source::Journal(match &guard {
+                            Some(g) => r.guarded(g.clone(), i),
+                            None => r,
+                        })
                     })
                     .collect::<Vec<_>>();
                 let spool = Arc::new(Mutex::new(spool));
@@ -430,24 +434,29 @@ struct Worker {
 
 type BuildFn = fn(&Exchange, usize) -> (crate::record::SpanRecord, crate::trace::Built);
 
+/// A journal record's "being parsed" mark ([`journal::guard`]).
+type Mark = journal::guard::Parsing;
+
 impl Worker {
-    /// The next exchange (None: unreadable journal record) and its journal id;
-    /// `None` once the source is closed and empty.
-    fn next(&mut self) -> Option<(Option<Exchange>, Option<spool::RecordId>)> {
+    /// The next exchange (None: unreadable journal record), its journal id
+    /// and parse mark; `None` once the source is closed and empty.
+    fn next(&mut self) -> Option<(Option<Exchange>, Option<spool::RecordId>, Option<Mark>)> {
         match &mut self.source {
             Source::Memory(rx) => {
                 let ex = rx.lock().ok()?.recv().ok()?;
                 self.queued_bytes.fetch_sub(captured_len(&ex), Relaxed);
                 self.metrics.queue_depth.fetch_sub(1, Relaxed);
-                Some((Some(ex), None))
+                Some((Some(ex), None, None))
             }
-            Source::Journal(reader) => reader.next().map(|i| (i.exchange, Some(i.id))),
+            Source::Journal(reader) => reader.next().map(|i| (i.exchange, Some(i.id), i.parsing)),
         }
     }
 
     fn run(mut self) {
-        while let Some((ex, journal)) = self.next() {
+        while let Some((ex, journal, mark)) = self.next() {
             let span = ex.and_then(|ex| self.parse(&ex));
+            // The parse is over (the process survived it): free its mark.
+            drop(mark);
             if span.is_some() {
                 self.metrics.queue_depth.fetch_add(1, Relaxed);
             }
@@ -469,6 +478,8 @@ impl Worker {
     }
 
     fn parse(&self, ex: &Exchange) -> Option<Span> {
+        #[cfg(debug_assertions)]
+        journal::test_hooks::on_parse(ex);
         let built = std::panic::catch_unwind(AssertUnwindSafe(|| (self.build)(ex, self.cap)));
         let (record, facts) = match built {
             Ok(b) => b,

@@ -2,14 +2,20 @@
 //! spool and the exchange journal (each open scans every segment) on the
 //! blocking pool, never on an async worker thread.
 
+use std::sync::Arc;
+
 use super::{journal, lock, spool, spooled};
 use crate::config::SpoolSettings;
+use crate::metrics::Metrics;
 
 /// The stores of a spool directory, opened and locked.
 pub(super) struct Stores {
     pub lock: lock::DirLock,
     pub spool: spool::Spool<spool::RealFs>,
     pub journal: spool::Spool<spool::RealFs>,
+    /// The journal's poison-pill guard (`None` when its marks file cannot be
+    /// written: parsing goes on unguarded, logged).
+    pub guard: Option<Arc<journal::guard::Guard>>,
 }
 
 /// Why the pipeline did not start.
@@ -24,8 +30,12 @@ pub enum StartError {
 /// open scans every segment). Another process holding the lock is an error;
 /// a directory that cannot be opened is logged and gives `None`: traces are
 /// then kept in memory only.
-pub(super) async fn open_stores(settings: &SpoolSettings) -> Result<Option<Stores>, StartError> {
+pub(super) async fn open_stores(
+    settings: &SpoolSettings,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Stores>, StartError> {
     let s = settings.clone();
+    let m = metrics.clone();
     let opened = tokio::task::spawn_blocking(move || {
         let lock = lock::acquire(&s.dir)?;
         let open =
@@ -34,6 +44,7 @@ pub(super) async fn open_stores(settings: &SpoolSettings) -> Result<Option<Store
             lock,
             spool,
             journal,
+            guard: poison_guard(&s, &m),
         }))
     })
     .await;
@@ -54,4 +65,24 @@ pub(super) async fn open_stores(settings: &SpoolSettings) -> Result<Option<Store
     };
     tracing::error!(dir = %settings.dir.display(), %error, "spool cannot be opened: traces are kept in memory only, and dropped (counted) if the sink stays down past export.max_attempts");
     Ok(None)
+}
+
+/// The journal's poison-pill guard (`None`, logged, when its marks file
+/// cannot be written: parsing goes on unguarded).
+fn poison_guard(
+    settings: &SpoolSettings,
+    metrics: &Arc<Metrics>,
+) -> Option<Arc<journal::guard::Guard>> {
+    let opened = journal::guard::Guard::open(
+        &settings.dir.join(journal::DIR),
+        settings.dir.join(journal::quarantine::DIR),
+        metrics.clone(),
+    );
+    match opened {
+        Ok(g) => Some(Arc::new(g)),
+        Err(err) => {
+            tracing::error!(dir = %settings.dir.display(), error = %err, "exchange journal: the parse marks cannot be written; a record that crashes llmtap could crash it again on every start");
+            None
+        }
+    }
 }

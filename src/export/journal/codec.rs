@@ -98,6 +98,20 @@ struct HeadRecord {
     at_nanos: u64,
 }
 
+/// Only the trace id of an [`ExchangeRecord`]: every other field is skipped
+/// unread.
+#[derive(Clone, PartialEq, Message)]
+struct TraceIdOnly {
+    #[prost(bytes = "vec", tag = "2")]
+    trace_id: Vec<u8>,
+}
+
+/// A record's trace id without decoding the rest of it (the bodies are
+/// skipped, not read): for naming a record that must not be decoded.
+pub fn peek_trace_id(bytes: &[u8]) -> Option<[u8; 16]> {
+    TraceIdOnly::decode(bytes).ok()?.trace_id.try_into().ok()
+}
+
 /// Why a journal record could not be turned back into an exchange.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -379,6 +393,14 @@ mod tests {
         assert_eq!(resp.capture.skipped(), None);
         assert!(resp.capture.truncated());
         assert_eq!(resp.capture.total_bytes, 10);
+    }
+
+    #[test]
+    fn the_trace_id_is_read_without_decoding_the_record() {
+        let ex = sample();
+        assert_eq!(peek_trace_id(&encode(&ex, usize::MAX)), Some(ex.trace_id));
+        assert_eq!(peek_trace_id(b"\xff\xff\xff"), None);
+        assert_eq!(peek_trace_id(b""), None, "no trace id");
     }
 
     #[test]

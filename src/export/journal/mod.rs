@@ -33,8 +33,27 @@
 //! (or after parsing it failed for good: a panic, an undecodable record), so
 //! a crash anywhere re-parses it on the next start. A record parsed twice
 //! yields the same trace and span ids, which MLflow upserts into one trace.
+//!
+//! **No record is parsed a third time after killing the process twice**
+//! ([`guard`]). A crash `catch_unwind` cannot see (an OOM kill, a stack
+//! overflow, an abort) leaves its record unacked, so without a guard every
+//! start would parse it and die again: a crash loop. Each record is marked
+//! "being parsed" in `exchanges/parsing.marks` before it is decoded, and
+//! freed after. A start that finds a record still marked gives it a strike
+//! and parses it again alone (no other parse running, so a second crash
+//! blames it and no bystander); at two strikes the record is written to
+//! `<spool.dir>/quarantine/` ([`quarantine`]), counted in
+//! `llmtap_journal_quarantined_total` and acked, never parsed. One crash
+//! (a `kill -9` in a deploy) costs no trace. The marks file is checksummed
+//! per slot; damage in it reads as "no mark", never as a crash.
 
 pub mod codec;
+mod gate;
+pub mod guard;
+pub mod marks;
+pub mod quarantine;
+#[cfg(debug_assertions)]
+pub mod test_hooks;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -161,10 +180,12 @@ pub async fn writer(
 }
 
 /// One record read back: the exchange (None when the record cannot be
-/// decoded; it is counted and acknowledged all the same) and its id.
+/// decoded; it is counted and acknowledged all the same), its id, and (with
+/// a [`guard::Guard`]) its parse mark, to drop once the parse is over.
 pub struct Item {
     pub exchange: Option<Exchange>,
     pub id: RecordId,
+    pub parsing: Option<guard::Parsing>,
 }
 
 /// A parse worker's reading end: small batches, oldest first.
@@ -173,6 +194,8 @@ pub struct Reader {
     wake: Arc<Wake>,
     metrics: Arc<Metrics>,
     batch: VecDeque<(RecordId, Vec<u8>)>,
+    /// The poison-pill guard and this worker's number.
+    guard: Option<(Arc<guard::Guard>, usize)>,
 }
 
 impl Reader {
@@ -182,7 +205,15 @@ impl Reader {
             wake,
             metrics,
             batch: VecDeque::new(),
+            guard: None,
         }
+    }
+
+    /// Marks each record in progress (as `worker`) before decoding it, and
+    /// quarantines the records the guard says to.
+    pub fn guarded(mut self, guard: Arc<guard::Guard>, worker: usize) -> Self {
+        self.guard = Some((guard, worker));
+        self
     }
 }
 
@@ -194,6 +225,16 @@ impl Iterator for Reader {
     fn next(&mut self) -> Option<Item> {
         loop {
             if let Some((id, payload)) = self.batch.pop_front() {
+                let parsing = match &self.guard {
+                    None => None,
+                    Some((g, worker)) => match g.admit(*worker, id) {
+                        guard::Admit::Parse(p) => Some(p),
+                        guard::Admit::Quarantine => {
+                            g.quarantine(id, &payload, &self.journal);
+                            continue;
+                        }
+                    },
+                };
                 let exchange = match codec::decode(&payload) {
                     Ok(ex) => Some(ex),
                     Err(e) => {
@@ -204,7 +245,11 @@ impl Iterator for Reader {
                         None
                     }
                 };
-                return Some(Item { exchange, id });
+                return Some(Item {
+                    exchange,
+                    id,
+                    parsing,
+                });
             }
             // Read `done` (and the generation) before looking: if the writer
             // finished before this read, the read sees all it wrote.
