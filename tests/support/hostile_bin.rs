@@ -152,6 +152,8 @@ pub struct Bin {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub dir: PathBuf,
+    /// Traces go to OTLP-JSON files under `dir/traces` (no MLflow URI set).
+    pub traces_to_files: bool,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -178,6 +180,7 @@ impl Bin {
             .collect();
         env.insert(0, ("LLMTAP_UPSTREAM".into(), upstream.into()));
         let dir = dir.to_path_buf();
+        let files = !env.iter().any(|(k, _)| k == "MLFLOW_TRACKING_URI");
         tokio::task::spawn_blocking(move || {
             let env: Vec<(&str, &str)> =
                 env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -185,6 +188,10 @@ impl Bin {
         })
         .await
         .unwrap()
+        .map(|mut bin| {
+            bin.traces_to_files = files;
+            bin
+        })
     }
 
     fn start_blocking(mut cmd: Command, dir: &Path) -> Result<Bin, Exited> {
@@ -200,6 +207,7 @@ impl Bin {
                     addr,
                     admin,
                     dir: dir.to_path_buf(),
+                    traces_to_files: true,
                     log,
                 });
             }

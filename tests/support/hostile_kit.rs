@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -223,25 +222,24 @@ pub async fn assert_serves(bin: &mut Bin, what: &str, limit: Duration) -> Vec<St
 }
 
 /// Waits (up to `limit`) until every one of `ids` (`tr-<hex>`) has a span in
-/// the trace files under `dir`.
-pub async fn assert_traced(dir: &Path, ids: &[String], limit: Duration, what: &str) {
+/// the trace files of `bin`.
+pub async fn assert_traced(bin: &Bin, ids: &[String], limit: Duration, what: &str) {
+    let dir = bin.dir.join("traces");
     let start = std::time::Instant::now();
     loop {
-        let spans = tap::spans_in(dir);
-        let missing: Vec<&String> = ids
-            .iter()
-            .filter(|id| {
-                !spans
-                    .iter()
-                    .any(|s| Some(s["traceId"].as_str().unwrap_or("")) == id.strip_prefix("tr-"))
-            })
-            .collect();
+        let spans = tap::spans_in(&dir);
+        let traced = |id: &String| {
+            let hex = id.strip_prefix("tr-").unwrap_or(id);
+            spans.iter().any(|s| s["traceId"] == hex)
+        };
+        let missing: Vec<&String> = ids.iter().filter(|id| !traced(id)).collect();
         if missing.is_empty() {
             return;
         }
         assert!(
             start.elapsed() < limit,
-            "{what}: no trace within {limit:?} for {missing:?}"
+            "{what}: no trace within {limit:?} for {missing:?}; llmtap's log ends:\n{}",
+            bin.log_tail(30)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
