@@ -582,7 +582,7 @@ async fn exception_type(trace_dir: &Path, id: &str, limit: Duration) -> Option<S
     let hex = id.strip_prefix("tr-").unwrap();
     let start = Instant::now();
     while start.elapsed() < limit {
-        if let Some(s) = tap::spans_in(trace_dir)
+        if let Some(s) = kit::spans_so_far(trace_dir)
             .into_iter()
             .find(|s| s["traceId"] == hex)
         {
