@@ -1125,6 +1125,104 @@ async fn spool_journal_trace_and_dead_letter_files_are_private() {
     assert_no_secret(&bin2, &[], "refusing sink");
 }
 
+/// Settings of the dead-letter test: one span per batch, dead-letter files
+/// of 64 KiB, two kept besides the one being written.
+const DEAD_LETTER_CONFIG: &str = r#"
+[server]
+shutdown_grace = "5s"
+[export]
+batch_interval = "20ms"
+batch_max_spans = 1
+retry_initial = "50ms"
+retry_max = "1s"
+dead_letter_max_file_bytes = "64KiB"
+dead_letter_max_files = 2
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_file_is_capped_and_rotated() {
+    const CALLS: usize = 24;
+    const FILE_CAP: u64 = 64 * 1024;
+    let mlflow = mlflow_stand_in(400).await;
+    let provider = provider(|_, _| None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dead-letter.toml");
+    std::fs::write(&config, DEAD_LETTER_CONFIG).unwrap();
+    let (cfg, uri) = (config.display().to_string(), mlflow.url());
+    let env = [
+        ("LLMTAP_CONFIG", cfg.as_str()),
+        ("MLFLOW_TRACKING_URI", uri.as_str()),
+        ("MLFLOW_EXPERIMENT_ID", "1"),
+    ];
+    let (mut bin, idle) = start(&provider.url(), dir.path(), &env).await;
+    let content = "x".repeat(40_000);
+    for _ in 0..CALLS {
+        let body =
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": content}]});
+        let got = kit::post(
+            &bin.url(CHAT),
+            serde_json::to_vec(&body).unwrap(),
+            &[],
+            SERVE_LIMIT,
+        )
+        .await;
+        assert_eq!(got.status, 200);
+    }
+    let refused = || {
+        mlflow
+            .seen()
+            .iter()
+            .filter(|s| s.uri.ends_with("/v1/traces"))
+            .count()
+    };
+    wait_until("every batch refused by the sink", SERVE_LIMIT, || {
+        refused() >= CALLS
+    })
+    .await;
+    let dead = dir.path().join("dead-letter");
+    let sizes = || -> Vec<u64> {
+        tap::files_under(&dead)
+            .iter()
+            .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+            .collect()
+    };
+    // Writes happen off the request path: wait until the files stop changing.
+    let (mut last, start) = (Vec::new(), Instant::now());
+    loop {
+        let now = sizes();
+        if !now.is_empty() && now == last {
+            break;
+        }
+        assert!(
+            start.elapsed() < SERVE_LIMIT,
+            "the dead-letter files never settled"
+        );
+        last = now;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let sizes = sizes();
+    eprintln!("dead-letter files after {CALLS} refused ~40 KB spans: {sizes:?}");
+    assert!(
+        sizes.len() <= 3,
+        "at most 2 rotated files and the current one: {sizes:?}"
+    );
+    for s in &sizes {
+        assert!(
+            *s <= 2 * FILE_CAP,
+            "a dead-letter file of {s} B with a cap of {FILE_CAP} B"
+        );
+    }
+    assert_private(&dead);
+    finish(
+        &mut bin,
+        idle,
+        Limits::new(16),
+        &[],
+        "after a refusing sink",
+    )
+    .await;
+}
+
 // ----- guarantees that held before issue 8 ----------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
