@@ -62,7 +62,7 @@ async fn finish(bin: &mut Bin, idle: u64, limits: Limits, secrets: &[&str], what
         kit::assert_traced(bin, &ids, SERVE_LIMIT, what).await;
     }
     assert_rss_bounded(bin, idle, limits, what);
-    assert_no_secret(bin, secrets, what);
+    assert_no_secret(bin, secrets, what).await;
 }
 
 /// A header of a request the provider saw.
@@ -822,7 +822,7 @@ async fn query_secrets_reach_the_provider_and_nothing_else() {
         "a 502 body printed the query secret"
     );
     assert!(dead_bin.alive());
-    assert_no_secret(&dead_bin, &[Q], "502 with a query secret");
+    assert_no_secret(&dead_bin, &[Q], "502 with a query secret").await;
     finish(
         &mut bin,
         idle,
@@ -1122,7 +1122,7 @@ async fn spool_journal_trace_and_dead_letter_files_are_private() {
     assert_private(&dead);
     assert_private(&dir2.path().join("spool"));
     assert_rss_bounded(&bin2, idle2, Limits::new(16), "refusing sink");
-    assert_no_secret(&bin2, &[], "refusing sink");
+    assert_no_secret(&bin2, &[], "refusing sink").await;
 }
 
 /// Settings of the dead-letter test: one span per batch, dead-letter files

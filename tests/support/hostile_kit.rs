@@ -173,18 +173,23 @@ pub async fn post(url: &str, body: Vec<u8>, headers: &[(&str, &str)], limit: Dur
         .unwrap_or_else(|_| panic!("POST {url}: no whole answer within {limit:?}"))
 }
 
-/// GETs a URL within `limit`; the status.
-pub async fn get_status(url: &str, limit: Duration) -> u16 {
+/// GETs a URL within `limit`; the status and body.
+pub async fn get(url: &str, limit: Duration) -> (u16, Bytes) {
     let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
     let call = async {
         let resp = tap::client().request(req).await.expect("GET");
         let status = resp.status().as_u16();
-        let _ = resp.into_body().collect().await;
-        status
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+        (status, body.unwrap_or_default())
     };
     tokio::time::timeout(limit, call)
         .await
         .unwrap_or_else(|_| panic!("GET {url}: no answer within {limit:?}"))
+}
+
+/// GETs a URL within `limit`; the status.
+pub async fn get_status(url: &str, limit: Duration) -> u16 {
+    get(url, limit).await.0
 }
 
 /// Real calls (plain and streamed chat, and `/healthz`) answered within
@@ -268,11 +273,18 @@ pub fn spans_so_far(dir: &std::path::Path) -> Vec<serde_json::Value> {
 // ----- secrets ---------------------------------------------------------------------------
 
 /// Asserts none of `secrets` (the planted credentials always included)
-/// appears in the process's log or in any file under its dir (spool,
-/// journal, traces, dead letters, quarantine).
-pub fn assert_no_secret(bin: &Bin, secrets: &[&str], what: &str) {
+/// appears in the process's log, its `/metrics`, or any file under its dir
+/// (spool, journal, traces, dead letters, quarantine).
+pub async fn assert_no_secret(bin: &Bin, secrets: &[&str], what: &str) {
     let mut all = vec![SECRET_AUTH, SECRET_KEY];
     all.extend_from_slice(secrets);
+    let (_, metrics) = get(&bin.admin_url("/metrics"), Duration::from_secs(10)).await;
+    for s in &all {
+        assert!(
+            !contains(&metrics, s.as_bytes()),
+            "{what}: secret {s:?} in /metrics"
+        );
+    }
     let log = bin.log();
     for s in &all {
         if let Some(line) = log.lines().find(|l| l.contains(s)) {
