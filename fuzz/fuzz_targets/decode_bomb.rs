@@ -34,7 +34,11 @@ fuzz_target!(|data: &[u8]| {
     let enc = ENCODINGS[usize::from(*enc) % ENCODINGS.len()];
     let limit = LIMITS[usize::from(*limit) % LIMITS.len()];
     if let Ok((out, cut)) = decode_body(Some(enc), body, limit) {
-        assert!(out.len() <= limit, "{enc}: {} bytes out, limit {limit}", out.len());
+        assert!(
+            out.len() <= limit,
+            "{enc}: {} bytes out, limit {limit}",
+            out.len()
+        );
         if cut && !enc.contains(',') {
             assert_eq!(out.len(), limit, "{enc}: cut short of the limit");
         }

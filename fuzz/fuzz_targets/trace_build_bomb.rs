@@ -90,6 +90,10 @@ fuzz_target!(|data: &[u8]| {
     let spans = &v["resourceSpans"][0]["scopeSpans"][0]["spans"];
     for a in spans[0]["attributes"].as_array().into_iter().flatten() {
         let len = a["value"]["stringValue"].as_str().map_or(0, str::len);
-        assert!(len <= bound, "attribute {} is {len} bytes, cap {cap}", a["key"]);
+        assert!(
+            len <= bound,
+            "attribute {} is {len} bytes, cap {cap}",
+            a["key"]
+        );
     }
 });
