@@ -948,14 +948,62 @@ async fn an_absurd_capture_cap_is_refused_naming_the_maximum() {
         "the error names the field:\n{}",
         out.output
     );
-    let says_max = ["maximum", "at most", "must be <=", "must not exceed"]
-        .iter()
-        .any(|w| out.output.to_ascii_lowercase().contains(w));
+    // The maximum is a size other than the one refused: "1GiB", "1073741824 bytes".
+    let sizes = sizes_in(&out.output);
+    let says_max = sizes.iter().any(|s| *s != 100.0 * MIB as f64 * 1024.0);
     assert!(
         says_max,
         "the error says what the maximum is:\n{}",
         out.output
     );
+}
+
+/// The byte sizes written in `text` ("10MiB", "1 GiB", "1073741824 bytes"),
+/// in bytes.
+fn sizes_in(text: &str) -> Vec<f64> {
+    let words: Vec<&str> = text
+        .split(|c: char| c.is_whitespace() || "\"',;:()=<>".contains(c))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let unit = |u: &str| -> Option<f64> {
+        let k = match u {
+            "B" | "bytes" => 1.0,
+            "KiB" => 1024.0,
+            "MiB" => 1024.0 * 1024.0,
+            "GiB" => 1024.0 * 1024.0 * 1024.0,
+            "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+            "KB" => 1e3,
+            "MB" => 1e6,
+            "GB" => 1e9,
+            "TB" => 1e12,
+            _ => return None,
+        };
+        Some(k)
+    };
+    let mut out = Vec::new();
+    for (i, w) in words.iter().enumerate() {
+        let digits = w.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        let Ok(n) = digits.parse::<f64>() else {
+            continue;
+        };
+        let suffix = &w[digits.len()..];
+        let k = match suffix {
+            "" => words.get(i + 1).and_then(|u| unit(u)),
+            s => unit(s),
+        };
+        out.extend(k.map(|k| n * k));
+    }
+    out
+}
+
+#[test]
+fn sizes_are_read_from_error_messages() {
+    let gib = 1024.0 * 1024.0 * 1024.0;
+    assert_eq!(
+        sizes_in("llmtap: capture.max_body_bytes: \"100GiB\" is over the maximum (1 GiB, 1073741824 bytes)"),
+        vec![100.0 * gib, gib, gib]
+    );
+    assert!(sizes_in("capture.max_body_bytes: too large").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
