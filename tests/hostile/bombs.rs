@@ -3,8 +3,6 @@
 
 use super::*;
 
-// ----- compression bombs ----------------------------------------------------------------------
-
 /// A JSON document of about `total` bytes — `head`, `record` repeated, `last`
 /// — compressed with `compress` one ~1 MiB piece at a time (gzip members and
 /// zstd frames concatenate), so a bomb takes milliseconds to make and a few

@@ -2,8 +2,6 @@
 
 use super::*;
 
-// ----- configuration, readiness, the spool ----------------------------------------------------
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_absurd_capture_cap_is_refused_naming_the_maximum() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,8 +2,6 @@
 
 use super::*;
 
-// ----- connections ----------------------------------------------------------------------------
-
 /// Opens `n` connections to `addr`, each sending half a request head and
 /// then nothing. Connections the listener does not take within 3 s are
 /// left out (a refused or backlogged connection is an allowed answer).

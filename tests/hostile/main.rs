@@ -171,6 +171,8 @@ async fn first_byte(body: &mut hyper::body::Incoming, limit: Duration) -> Option
     tokio::time::timeout(limit, wait).await.ok().flatten()
 }
 
+/// An MLflow stand-in: `/health` answers 200, `/v1/traces` answers
+/// `traces_status`; every request is recorded.
 async fn mlflow_stand_in(traces_status: u16) -> FakeProvider {
     FakeProvider::start(move |seen| {
         if seen.uri.ends_with("/v1/traces") {
@@ -192,6 +194,7 @@ async fn mlflow_stand_in(traces_status: u16) -> FakeProvider {
     .await
 }
 
+/// Polls `ok` every 50 ms; fails the test after `limit`.
 async fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {

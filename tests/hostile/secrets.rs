@@ -2,8 +2,6 @@
 
 use super::*;
 
-// ----- credentials in URLs --------------------------------------------------------------------
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn userinfo_in_an_upstream_is_refused_without_printing_it() {
     const PW: &str = "upstream-PW-SECRET-93ab";
@@ -59,9 +57,6 @@ async fn userinfo_in_an_upstream_is_refused_without_printing_it() {
         out.output
     );
 }
-
-/// An MLflow stand-in: `/health` and `/v1/traces` answer `traces_status`;
-/// every request is recorded.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mlflow_userinfo_becomes_basic_auth_and_is_never_printed() {

@@ -4,8 +4,6 @@
 
 use super::*;
 
-// ----- request targets and methods ------------------------------------------------------------
-
 /// True when `path` (percent-decoded per segment) stays under `base` with
 /// no `.` or `..` segment.
 fn stays_under(path: &str, base: &str) -> bool {

@@ -2,8 +2,6 @@
 
 use super::*;
 
-// ----- the usage-hiding filter ----------------------------------------------------------------
-
 const LONG_LINE_HEAD: &str = r#"data: {"id":"chatcmpl-long","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":""#;
 const LONG_LINE_TAIL: &str = "\"},\"finish_reason\":null}]}\n\ndata: [DONE]\n\n";
 
