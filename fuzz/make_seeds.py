@@ -5,7 +5,10 @@ Each target's input layout is described at the top of its
 fuzz_targets/<target>.rs; seeds are fixtures wrapped in that layout. The
 zstd seeds need the host `zstd` tool (skipped when it is missing); gzip,
 zlib and raw deflate come from Python's standard library, brotli seeds are
-built as stored (uncompressed) meta-blocks.
+built as stored (uncompressed) meta-blocks. The compression bombs (seeds of
+`decode_bomb`, `trace_build_bomb` and `decode`) are small on disk and
+inflate to 4-80 MiB: gzip and zstd made here one 1 MiB piece at a time
+(members and frames concatenate), brotli from tests/fixtures/bombs/.
 """
 import gzip
 import hashlib
@@ -90,6 +93,64 @@ def zstd(b):
     return subprocess.run(["zstd", "-q", "-c", "-3"], input=b, stdout=subprocess.PIPE, check=True).stdout
 
 
+BOMB_RECORD = b'{"role":"user","content":"hi"},'
+BOMB_HEAD = b'{"model":"gpt-4o-mini","messages":['
+BOMB_LAST = b'{"role":"user","content":"hi"}]}'
+BR_BOMB = os.path.join(FIXTURES, "bombs", "chat_response_80mib.json.br")
+
+
+def bomb(mib, compress):
+    """A chat request of `mib` MiB of messages, compressed 1 MiB at a time."""
+    piece = BOMB_RECORD * ((1 << 20) // len(BOMB_RECORD))
+    packed = compress(piece)
+    if packed is None:
+        return None
+    return compress(BOMB_HEAD) + packed * mib + compress(BOMB_LAST)
+
+
+def bombs(mib):
+    """(name, Content-Encoding index in decode_bomb's ENCODINGS, body)."""
+    gz = lambda b: gzip.compress(b, 9, mtime=0)
+    out = [
+        ("gzip", 0, bomb(mib, gz)),
+        ("zlib", 1, zlib.compress(bomb(mib, lambda b: b) or b"", 9)),
+        ("deflate_raw", 1, raw_deflate(bomb(mib, lambda b: b))),
+        ("zstd", 3, bomb(mib, zstd)),
+        ("gzip_gzip", 4, gz(bomb(mib, gz))),
+        ("zstd_gzip", 6, gz(bomb(mib, zstd) or b"")),
+        ("gzip_x3", 9, gz(gz(bomb(mib, gz)))),
+    ]
+    with open(BR_BOMB, "rb") as fh:
+        br = fh.read()
+    out.append(("br", 2, br))
+    out.append(("gzip_br", 5, gz(br)))
+    return [(n, e, b) for n, e, b in out if b]
+
+
+def bomb_seeds():
+    """Bombs for decode_bomb (1 MiB limit and 4 KiB), decode, trace_build_bomb."""
+    for mib in (16, 80):
+        for name, enc, body in bombs(mib):
+            if len(body) > 50_000:
+                continue  # 80 MiB of gzip/deflate is ~200 KB: 16 MiB will do
+            write("decode_bomb", f"{name}_{mib}mib", bytes([enc, 0]) + body)
+            write("decode_bomb", f"{name}_{mib}mib_4k", bytes([enc, 3]) + body)
+    # decode: byte 0 = limit / 64; a single coding only.
+    for name, enc, body in bombs(4):
+        if "_" not in name or name == "deflate_raw":
+            coding_limit = 255
+            write("decode", f"bomb_{name}", bytes([coding_limit]) + body)
+    # trace_build_bomb: request and response both bombs, each cap.
+    small = [(n, e, b) for n, e, b in bombs(4) if len(b) < 0xFFFF and e < 6]
+    for name, enc, body in small:
+        for cap in range(4):
+            head = bytes([0, enc | (enc << 3), cap]) + struct.pack("<H", len(body))
+            write("trace_build_bomb", f"{name}_cap{cap}", head + body + body)
+    plain = next(b for n, b in fixtures("openai_chat") if n.endswith("plain.json"))
+    req = REQUESTS[0]
+    write("trace_build_bomb", "plain_identity", bytes([0, 6 | (6 << 3), 0]) + struct.pack("<H", len(req)) + req + plain)
+
+
 def main():
     shutil.rmtree(SEEDS, ignore_errors=True)
     every = fixtures()
@@ -161,6 +222,8 @@ def main():
                 write("trace_build", n + "_cap64", bytes([api, flags, 0, 4 | (1 << 3)]) + struct.pack("<H", len(req)) + req + b)
                 write("trace_build", n + "_proxyerr", bytes([api, 1 | 8, 6, 0]) + struct.pack("<H", len(req)) + req)
                 write("trace_build", n + "_invocations", bytes([5, flags | 16, 0, 0]) + struct.pack("<H", len(req)) + req + b)
+
+    bomb_seeds()
 
     for t in sorted(os.listdir(SEEDS)):
         print(f"{t}: {len(os.listdir(os.path.join(SEEDS, t)))} seeds")

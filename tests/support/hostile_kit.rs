@@ -1,0 +1,362 @@
+//! What every hostile-client test ends with: real calls answered with exact
+//! bytes, RSS under the bound the settings allow, and no planted secret in
+//! any log line or file. Plus a raw-socket client for requests no HTTP
+//! library would send.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::fake_provider::{Reply, Seen};
+use crate::hostile_bin::Bin;
+use crate::tap;
+
+pub const CHAT: &str = "/v1/chat/completions";
+pub const MIB: u64 = 1 << 20;
+/// Planted in every real call's `Authorization` header.
+pub const SECRET_AUTH: &str = "sk-hostile-AUTH-SECRET-7f3a9c";
+/// Planted in every real call's `api-key` header.
+pub const SECRET_KEY: &str = "hostile-APIKEY-SECRET-51d2e8";
+
+// ----- the memory bound --------------------------------------------------------------
+
+/// The settings the suite runs llmtap with, as far as memory goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `capture.max_body_bytes` (`LLMTAP_MAX_CAPTURE_BYTES`).
+    pub capture: u64,
+    /// `capture.max_inflight_bytes` (`LLMTAP_MAX_INFLIGHT_CAPTURE_BYTES`).
+    pub inflight: u64,
+    /// `export.parse_workers`.
+    pub parse_workers: u64,
+    /// Connections llmtap may hold at once (both listeners; the attack's
+    /// count when no limit applies to it).
+    pub connections: u64,
+}
+
+/// The capture settings every test uses (env for [`Bin::start`]).
+pub const CAPTURE_ENV: [(&str, &str); 2] = [
+    ("LLMTAP_MAX_CAPTURE_BYTES", "1MiB"),
+    ("LLMTAP_MAX_INFLIGHT_CAPTURE_BYTES", "16MiB"),
+];
+
+impl Limits {
+    pub const fn new(connections: u64) -> Limits {
+        Limits {
+            capture: MIB,
+            inflight: 16 * MIB,
+            parse_workers: 1,
+            connections,
+        }
+    }
+}
+
+/// The most RSS llmtap may reach under `l`, starting from `idle` (its RSS
+/// measured after start, before any attack). The suite's formula, each term
+/// an upper estimate (the README's "Memory" section has llmtap's own):
+///
+/// ```text
+///   idle
+/// + inflight                      every captured body held at once (global cap)
+/// + parse_workers × 16 × capture  one parse at a time per worker: the decoded
+///                                 request and response (≤ capture each) and the
+///                                 parse within a budget proportional to them
+/// + connections × 32 KiB          per connection: hyper's buffers, the task,
+///                                 one frame in flight each way
+/// + 64 MiB                        allocator arenas and fragmentation, thread
+///                                 stacks, the TLS client, metrics
+/// ```
+pub fn rss_bound(idle: u64, l: Limits) -> u64 {
+    const PARSE_FACTOR: u64 = 16;
+    const PER_CONNECTION: u64 = 32 * 1024;
+    const SLACK: u64 = 64 * MIB;
+    idle + l.inflight
+        + l.parse_workers * PARSE_FACTOR * l.capture
+        + l.connections * PER_CONNECTION
+        + SLACK
+}
+
+/// Asserts the process's peak RSS (VmHWM) stayed under [`rss_bound`].
+pub fn assert_rss_bounded(bin: &Bin, idle: u64, l: Limits, what: &str) {
+    let (hwm, rss, bound) = (bin.hwm(), bin.rss(), rss_bound(idle, l));
+    eprintln!(
+        "{what}: idle {:.1} MiB, peak {:.1} MiB, now {:.1} MiB, bound {:.1} MiB",
+        mib(idle),
+        mib(hwm),
+        mib(rss),
+        mib(bound)
+    );
+    assert!(
+        hwm <= bound,
+        "{what}: llmtap's peak RSS {:.1} MiB is over the bound {:.1} MiB ({l:?}, idle {:.1} MiB)",
+        mib(hwm),
+        mib(bound),
+        mib(idle)
+    );
+}
+
+pub fn mib(b: u64) -> f64 {
+    b as f64 / MIB as f64
+}
+
+// ----- the provider and real calls -----------------------------------------------------
+
+/// The fake provider's answer to a real call: the plain chat fixture, or the
+/// chat stream (no usage chunk, so a hidden-usage filter leaves it intact)
+/// when the request streams.
+pub fn real_reply(seen: &Seen) -> Reply {
+    if String::from_utf8_lossy(&seen.body).contains("\"stream\":true") {
+        Reply::sse(&tap::fixture("openai_chat/stream_basic.sse"))
+    } else {
+        Reply::json(200, tap::fixture("openai_chat/plain.json"))
+    }
+}
+
+/// A chat request, streaming or not (a stream without `include_usage`, so
+/// llmtap injects it).
+pub fn chat_body(stream: bool) -> Vec<u8> {
+    let mut v = serde_json::json!({
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Capital of France?"}],
+    });
+    if stream {
+        v["stream"] = serde_json::json!(true);
+    }
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// A response read whole.
+pub struct Got {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// POSTs to llmtap with the planted credentials and `headers`, reading the
+/// whole answer within `limit`.
+pub async fn post(url: &str, body: Vec<u8>, headers: &[(&str, &str)], limit: Duration) -> Got {
+    let mut req = Request::post(url)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {SECRET_AUTH}"))
+        .header("api-key", SECRET_KEY);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).unwrap();
+    let call = async {
+        let resp = tap::client()
+            .request(req)
+            .await
+            .expect("request through llmtap");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("response body")
+            .to_bytes();
+        Got {
+            status,
+            headers,
+            body,
+        }
+    };
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| panic!("POST {url}: no whole answer within {limit:?}"))
+}
+
+/// GETs a URL within `limit`; the status and body.
+pub async fn get(url: &str, limit: Duration) -> (u16, Bytes) {
+    let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+    let call = async {
+        let resp = tap::client().request(req).await.expect("GET");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+        (status, body.unwrap_or_default())
+    };
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| panic!("GET {url}: no answer within {limit:?}"))
+}
+
+/// GETs a URL within `limit`; the status.
+pub async fn get_status(url: &str, limit: Duration) -> u16 {
+    get(url, limit).await.0
+}
+
+/// Real calls (plain and streamed chat, and `/healthz`) answered within
+/// `limit` each, with the provider's exact bytes; the process still alive.
+/// Returns the calls' trace ids.
+pub async fn assert_serves(bin: &mut Bin, what: &str, limit: Duration) -> Vec<String> {
+    let mut ids = Vec::new();
+    for stream in [false, true, false] {
+        let got = post(&bin.url(CHAT), chat_body(stream), &[], limit).await;
+        let want = if stream {
+            tap::fixture("openai_chat/stream_basic.sse")
+        } else {
+            tap::fixture("openai_chat/plain.json")
+        };
+        assert_eq!(
+            got.status, 200,
+            "{what}: a real call (stream {stream}) answered {}",
+            got.status
+        );
+        assert!(
+            got.body == want,
+            "{what}: a real call (stream {stream}) got other bytes than the provider sent"
+        );
+        if let Some(id) = got.headers.get("x-llmtap-trace-id") {
+            ids.push(id.to_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(
+        get_status(&bin.admin_url("/healthz"), limit).await,
+        200,
+        "{what}: /healthz"
+    );
+    assert!(bin.alive(), "{what}: llmtap exited:\n{}", bin.log_tail(40));
+    ids
+}
+
+/// Waits (up to `limit`) until every one of `ids` (`tr-<hex>`) has a span in
+/// the trace files of `bin`.
+pub async fn assert_traced(bin: &Bin, ids: &[String], limit: Duration, what: &str) {
+    let dir = bin.dir.join("traces");
+    let start = std::time::Instant::now();
+    loop {
+        let spans = spans_so_far(&dir);
+        let traced = |id: &String| {
+            let hex = id.strip_prefix("tr-").unwrap_or(id);
+            spans.iter().any(|s| s["traceId"] == hex)
+        };
+        let missing: Vec<&String> = ids.iter().filter(|id| !traced(id)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{what}: no trace within {limit:?} for {missing:?}; llmtap's log ends:\n{}",
+            bin.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The spans in the trace files under `dir`, skipping a line the file sink
+/// is still writing (it does not parse yet).
+pub fn spans_so_far(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for f in tap::files_under(dir) {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            for rs in v["resourceSpans"].as_array().into_iter().flatten() {
+                for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                    out.extend(ss["spans"].as_array().into_iter().flatten().cloned());
+                }
+            }
+        }
+    }
+    out
+}
+
+// ----- secrets ---------------------------------------------------------------------------
+
+/// Asserts none of `secrets` (the planted credentials always included)
+/// appears in the process's log, its `/metrics`, or any file under its dir
+/// (spool, journal, traces, dead letters, quarantine).
+pub async fn assert_no_secret(bin: &Bin, secrets: &[&str], what: &str) {
+    let mut all = vec![SECRET_AUTH, SECRET_KEY];
+    all.extend_from_slice(secrets);
+    let (_, metrics) = get(&bin.admin_url("/metrics"), Duration::from_secs(10)).await;
+    for s in &all {
+        assert!(
+            !contains(&metrics, s.as_bytes()),
+            "{what}: secret {s:?} in /metrics"
+        );
+    }
+    let log = bin.log();
+    for s in &all {
+        if let Some(line) = log.lines().find(|l| l.contains(s)) {
+            panic!("{what}: secret {s:?} in a log line: {line}");
+        }
+    }
+    for f in tap::files_under(&bin.dir) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        for s in &all {
+            assert!(
+                !contains(&bytes, s.as_bytes()),
+                "{what}: secret {s:?} in {}",
+                f.display()
+            );
+        }
+    }
+}
+
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+// ----- raw sockets -----------------------------------------------------------------------
+
+/// Sends `request` as is (a writer task, so a peer that answers and closes
+/// early does not block us) and reads one response: its head, then a
+/// `content-length` body, or until the peer closes or `limit` passes.
+/// Returns the status code (0 when there was no response) and the bytes.
+pub async fn raw(addr: SocketAddr, request: Vec<u8>, limit: Duration) -> (u16, Vec<u8>) {
+    let s = TcpStream::connect(addr).await.expect("connect");
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&request).await;
+        wr
+    });
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            if response_complete(&got) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limit, read).await;
+    writer.abort();
+    (status_of(&got), got)
+}
+
+/// A whole response head, and its `content-length` body when it has one.
+fn response_complete(bytes: &[u8]) -> bool {
+    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    len.is_some_and(|n| bytes.len() >= end + 4 + n)
+}
+
+/// The status code of an HTTP/1.1 response head at the start of `bytes`.
+pub fn status_of(bytes: &[u8]) -> u16 {
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    String::from_utf8_lossy(line)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
