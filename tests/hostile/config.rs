@@ -19,9 +19,10 @@ async fn an_absurd_capture_cap_is_refused_naming_the_maximum() {
         "a 100 GiB capture cap must be refused:\n{}",
         out.output
     );
+    // The setting as the operator gave it: here the variable.
     assert!(
-        out.output.contains("max_body_bytes"),
-        "the error names the field:\n{}",
+        out.output.contains("LLMTAP_MAX_CAPTURE_BYTES"),
+        "the error names the setting:\n{}",
         out.output
     );
     // The maximum is a size other than the one refused: "1GiB", "1073741824 bytes".
