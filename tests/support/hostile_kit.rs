@@ -57,29 +57,25 @@ impl Limits {
     }
 }
 
-/// The most RSS llmtap may reach under `l`, starting from `idle` (its RSS
-/// measured after start, before any attack). The suite's formula, each term
-/// an upper estimate (the README's "Memory" section has llmtap's own):
-///
-/// ```text
-///   idle
-/// + inflight                      every captured body held at once (global cap)
-/// + parse_workers × 16 × capture  one parse at a time per worker: the decoded
-///                                 request and response (≤ capture each) and the
-///                                 parse within a budget proportional to them
-/// + connections × 32 KiB          per connection: hyper's buffers, the task,
-///                                 one frame in flight each way
-/// + 64 MiB                        allocator arenas and fragmentation, thread
-///                                 stacks, the TLS client, metrics
-/// ```
-pub fn rss_bound(idle: u64, l: Limits) -> u64 {
-    const PARSE_FACTOR: u64 = 16;
-    const PER_CONNECTION: u64 = 32 * 1024;
-    const SLACK: u64 = 64 * MIB;
-    idle + l.inflight
-        + l.parse_workers * PARSE_FACTOR * l.capture
-        + l.connections * PER_CONNECTION
-        + SLACK
+/// The most RSS llmtap may reach under `l`: the README's documented
+/// worst case ([`llmtap::memory_bound::worst_case_rss`], the formula a
+/// container is sized by) for the settings the suite starts the binary
+/// with, `l.connections` connections open and none of them holding a
+/// request read whole for usage injection beyond the in-flight budget.
+pub fn rss_bound(_idle: u64, l: Limits) -> u64 {
+    let env: llmtap::config::Env = CAPTURE_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut cfg = llmtap::config::resolve(&llmtap::config::Flags::default(), &env, None)
+        .expect("the suite's settings are valid");
+    assert_eq!(
+        (cfg.max_capture_bytes as u64, cfg.max_inflight_capture_bytes as u64),
+        (l.capture, l.inflight),
+        "CAPTURE_ENV and Limits agree"
+    );
+    cfg.export.parse_workers = l.parse_workers as usize;
+    llmtap::memory_bound::worst_case_rss(&cfg, l.connections as usize, 0)
 }
 
 /// Asserts the process's peak RSS (VmHWM) stayed under [`rss_bound`].
