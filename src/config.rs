@@ -169,6 +169,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// On SIGTERM/SIGINT: how long in-flight calls, then trace export, may take.
     pub shutdown_grace: Duration,
+    /// Client connection limits and timeouts of both listeners.
+    pub connections: ConnectionSettings,
 }
 
 /// Every problem found, one per line.
@@ -190,6 +192,11 @@ const KNOWN: &[(&str, &[&str])] = &[
             "service_name",
             "log_format",
             "shutdown_grace",
+            "max_connections",
+            "admin_max_connections",
+            "header_read_timeout",
+            "keepalive_timeout",
+            "client_write_timeout",
         ],
     ),
     (
@@ -623,6 +630,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
 
     let sink = resolve_sink(&mut l);
     let spool = resolve_spool(&mut l);
+    let connections = connections::resolve(&mut l);
     let mut errors = l.errors;
     if max_capture > usize::MAX as u64 {
         errors.push("capture.max_body_bytes: too large".into());
@@ -646,6 +654,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 service_name,
                 log_format,
                 shutdown_grace,
+                connections,
             })
         }
         (listen, admin, upstream, log_format) => {
@@ -794,7 +803,9 @@ fn check_known_keys(file: &toml::Table, errors: &mut Vec<String>) {
     }
 }
 
+mod connections;
 mod routes;
+pub use connections::ConnectionSettings;
 pub use routes::{select as select_route, RouteConfig};
 
 #[cfg(test)]
