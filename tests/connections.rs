@@ -111,6 +111,18 @@ impl Bin {
             .expect("/proc/PID/fd of llmtap")
     }
 
+    /// Resident set size, in bytes.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/PID/status of llmtap");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kb * 1024
+    }
+
     fn log(&self) -> String {
         let log = self.log.lock().unwrap();
         log.iter().cloned().collect::<Vec<_>>().join("\n")
@@ -221,7 +233,7 @@ async fn thousands_of_half_requests_leave_real_calls_and_healthz_answering() {
             ("LLMTAP_HEADER_READ_TIMEOUT", "15s"),
         ],
     );
-    let fds_at_rest = bin.fds();
+    let (fds_at_rest, rss_at_rest) = (bin.fds(), bin.rss());
     let t = std::time::Instant::now();
     let mut flood = half_requests(bin.addr, 3000).await;
     let mut admin_flood = half_requests(bin.admin, 40).await;
@@ -239,7 +251,16 @@ async fn thousands_of_half_requests_leave_real_calls_and_healthz_answering() {
         .metric("llmtap_connections_open{listener=\"proxy\"}")
         .await;
     assert!(open >= 2000.0, "the flood is held open: {open}");
-    let fds = bin.fds();
+    let (fds, rss) = (bin.fds(), bin.rss());
+    eprintln!(
+        "{open} connections open: {fds} fds ({fds_at_rest} at rest), RSS {} KiB ({} KiB at rest)",
+        rss >> 10,
+        rss_at_rest >> 10
+    );
+    assert!(
+        rss < rss_at_rest + open as u64 * (64 << 10),
+        "a waiting half request costs well under 64 KiB"
+    );
     assert!(
         fds < fds_at_rest + 3000 + 40 + 100,
         "a descriptor per connection, no more: {fds_at_rest} at rest, {fds} under the flood"
