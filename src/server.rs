@@ -187,11 +187,15 @@ async fn serve<H, F, B>(
         let io = TokioIo::new(Guarded::new(stream, clock.clone(), timeouts));
         let (c, handle) = (clock.clone(), handle.clone());
         let service = service_fn(move |req: Request<Incoming>| {
-            let in_flight = c.request_started(req.version() == Version::HTTP_2);
+            let h2 = req.version() == Version::HTTP_2;
+            let in_flight = c.request_started(h2);
             let response = handle(req);
             async move {
                 let response = response.await;
-                Ok::<_, Infallible>(response.map(|b| Tracked::new(b, in_flight)))
+                Ok::<_, Infallible>(response.map(|b| match h2 {
+                    true => Tracked::watched(b, in_flight, timeouts),
+                    false => Tracked::new(b, in_flight),
+                }))
             }
         });
         let conn = graceful.watch(builder.serve_connection(io, service).into_owned());

@@ -455,3 +455,88 @@ async fn a_client_that_stops_reading_is_cut_off_and_traced_as_disconnected() {
     assert_eq!(span.bool("llmtap.response.truncated"), Some(true));
     drop(s);
 }
+
+/// An HTTP/2 (prior knowledge) connection of its own: the request sender and
+/// the connection's task, which ends when llmtap closes the connection.
+async fn h2_connection(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("h2c handshake");
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (sender, task)
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_keepalive_timeout() {
+    use http_body_util::BodyExt;
+    let provider = provider().await;
+    let tap = Tap::start(&provider.url(), &[("LLMTAP_KEEPALIVE_TIMEOUT", "1500ms")]).await;
+    let (mut sender, conn) = h2_connection(tap.running.addr).await;
+    let req = http::Request::post(format!("http://{}{CHAT}", tap.running.addr))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(Bytes::from_static(
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        )))
+        .unwrap();
+    let resp = sender.send_request(req).await.expect("an answer over h2");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, ANSWER.as_bytes());
+    timeout(BOUND, conn)
+        .await
+        .expect("llmtap closes the idle connection")
+        .unwrap();
+    let proxy = &tap.running.metrics.connections.proxy;
+    assert_eq!(proxy.timed_out_count(Timeout::KeepAlive), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_stops_reading_one_stream_is_cut_off() {
+    let provider = FakeProvider::start(|_| huge_stream()).await;
+    let tap = Tap::start(
+        &provider.url(),
+        &[
+            ("LLMTAP_CLIENT_WRITE_TIMEOUT", "1s"),
+            ("LLMTAP_MAX_CAPTURE_BYTES", "1MiB"),
+        ],
+    )
+    .await;
+    let (mut sender, conn) = h2_connection(tap.running.addr).await;
+    let req = http::Request::post(format!("http://{}{CHAT}", tap.running.addr))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(Bytes::from_static(
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#,
+        )))
+        .unwrap();
+    let resp = sender.send_request(req).await.expect("a response head");
+    let trace_id = resp.headers()["x-llmtap-trace-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    // The body is never read: the stream's window stays shut after 64 KiB,
+    // while the socket itself keeps being read by the connection task.
+    let span = timeout(BOUND, tap.span(&trace_id))
+        .await
+        .expect("the call ends");
+    assert!(
+        span.status_message().contains("client disconnected"),
+        "{}",
+        span.status_message()
+    );
+    let proxy = &tap.running.metrics.connections.proxy;
+    assert_eq!(proxy.timed_out_count(Timeout::ClientWrite), 1);
+    timeout(BOUND, conn)
+        .await
+        .expect("the connection is closed")
+        .unwrap();
+    drop(resp);
+}

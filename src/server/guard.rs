@@ -11,7 +11,10 @@
 //!   for `keepalive_timeout` (HTTP/1 between requests; HTTP/2 with no stream
 //!   open, whatever PING or SETTINGS frames it sends).
 //! - **client write**: a write (or flush) to the client that stays pending
-//!   for `client_write_timeout` — a client that stopped reading — fails.
+//!   for `client_write_timeout` — a client that stopped reading — fails. On
+//!   HTTP/2 a client that stops reading shuts its flow-control window rather
+//!   than the socket, so there the limit also applies to a response body
+//!   that handed out a frame and was not asked for the next one ([`Tracked`]).
 //!
 //! A read or write past its limit returns `TimedOut`; hyper then closes the
 //! connection and drops what it held, including response bodies, whose
@@ -53,6 +56,12 @@ struct State {
     /// First byte read since `idle_since` (HTTP/1: the next request's head).
     first_byte: Option<Instant>,
     h2: bool,
+    /// HTTP/2 response bodies that handed out a frame and have not been
+    /// asked for the next one since (the client's window is shut), by id.
+    stalled: Vec<(u64, Instant)>,
+    next_stream: u64,
+    /// The read deadline the reader has armed.
+    armed: Option<Instant>,
     /// The limit that closed the connection.
     fired: Option<Timeout>,
     /// The task reading the socket, woken when the connection goes idle.
@@ -63,6 +72,18 @@ impl State {
     /// When reading must have made progress by, and which limit that is;
     /// `None` while a request is in flight.
     fn read_deadline(&self, t: &Timeouts) -> Option<(Instant, Timeout)> {
+        let stall = self
+            .stalled
+            .iter()
+            .map(|(_, since)| (*since + t.client_write, Timeout::ClientWrite))
+            .min_by_key(|(at, _)| *at);
+        match (self.idle_deadline(t), stall) {
+            (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn idle_deadline(&self, t: &Timeouts) -> Option<(Instant, Timeout)> {
         if self.in_flight > 0 {
             return None;
         }
@@ -89,6 +110,9 @@ impl Clock {
             idle_since: None,
             first_byte: None,
             h2: false,
+            stalled: Vec::new(),
+            next_stream: 0,
+            armed: None,
             fired: None,
             reader: None,
         })))
@@ -121,6 +145,33 @@ impl Clock {
         }
     }
 
+    /// An id for an HTTP/2 response body's stall reports.
+    pub fn stream_id(&self) -> u64 {
+        let mut s = self.state();
+        s.next_stream += 1;
+        s.next_stream
+    }
+
+    /// An HTTP/2 body handed out a frame at `now`: until it is polled again,
+    /// the client's window is shut on it. Wakes the reader when that moves
+    /// its deadline earlier.
+    fn stall(&self, id: u64, now: Instant, t: &Timeouts) {
+        let mut s = self.state();
+        s.stalled.push((id, now));
+        if s.armed.is_none_or(|a| a > now + t.client_write) {
+            if let Some(w) = s.reader.take() {
+                w.wake();
+            }
+        }
+    }
+
+    fn unstall(&self, id: u64) {
+        let mut s = self.state();
+        if let Some(i) = s.stalled.iter().position(|(k, _)| *k == id) {
+            s.stalled.swap_remove(i);
+        }
+    }
+
     /// The limit that closed the connection, if one did.
     pub fn fired(&self) -> Option<Timeout> {
         self.state().fired
@@ -146,16 +197,41 @@ impl Drop for InFlight {
 }
 
 /// A response body that keeps its request in flight until it is dropped.
+/// On HTTP/2 it also reports when the client stops taking its frames: hyper
+/// asks for the next frame only once the client's flow-control window has
+/// room, so a frame handed out and not followed by a poll for
+/// `client_write_timeout` is a client that stopped reading.
 pub struct Tracked<B> {
     inner: B,
-    _in_flight: InFlight,
+    in_flight: InFlight,
+    /// HTTP/2: this body's stall id and the limits.
+    stall: Option<(u64, Timeouts)>,
 }
 
 impl<B> Tracked<B> {
     pub fn new(inner: B, in_flight: InFlight) -> Self {
         Tracked {
             inner,
-            _in_flight: in_flight,
+            in_flight,
+            stall: None,
+        }
+    }
+
+    /// The same, reporting stalls (HTTP/2).
+    pub fn watched(inner: B, in_flight: InFlight, timeouts: Timeouts) -> Self {
+        let id = in_flight.0.stream_id();
+        Tracked {
+            inner,
+            in_flight,
+            stall: Some((id, timeouts)),
+        }
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        if let Some((id, _)) = self.stall {
+            self.in_flight.0.unstall(id);
         }
     }
 }
@@ -168,7 +244,19 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        let Some((id, t)) = this.stall else {
+            return Pin::new(&mut this.inner).poll_frame(cx);
+        };
+        let clock = &this.in_flight.0;
+        clock.unstall(id);
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            if !this.inner.is_end_stream() {
+                clock.stall(id, Instant::now(), &t);
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -223,7 +311,9 @@ impl<T> Guarded<T> {
             if !s.reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 s.reader = Some(cx.waker().clone());
             }
-            s.read_deadline(&self.timeouts)
+            let deadline = s.read_deadline(&self.timeouts);
+            s.armed = deadline.map(|(at, _)| at);
+            deadline
         };
         let Some((at, why)) = deadline else {
             return Poll::Pending;

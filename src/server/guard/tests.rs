@@ -14,6 +14,9 @@ fn state(accepted: Instant) -> State {
         idle_since: None,
         first_byte: None,
         h2: false,
+        stalled: Vec::new(),
+        next_stream: 0,
+        armed: None,
         fired: None,
         reader: None,
     }
@@ -144,4 +147,67 @@ async fn a_slow_reader_that_keeps_reading_is_not_cut() {
     io.write_all(&[b'x'; 1024]).await.unwrap();
     assert_eq!(reader.await.unwrap(), 1024);
     assert_eq!(clock.fired(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_http2_body_not_asked_for_its_next_frame_closes_the_connection() {
+    use http_body_util::{BodyExt, StreamBody};
+    let (_client, server) = tokio::io::duplex(1024);
+    let clock = Clock::new(Instant::now());
+    let mut io = Guarded::new(server, clock.clone(), T);
+    let frames = (0..3).map(|_| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from("x"))));
+    let body = StreamBody::new(futures_util::stream::iter(frames.collect::<Vec<_>>()));
+    let mut body = Tracked::watched(body, clock.request_started(true), T);
+    let started = Instant::now();
+    let read = tokio::spawn(async move {
+        let mut buf = [0u8; 16];
+        io.read(&mut buf).await
+    });
+    body.frame().await.unwrap().unwrap();
+    // Asked for the next frame within the limit: the client is reading.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    body.frame().await.unwrap().unwrap();
+    // Then never again (the client's window stays shut).
+    let err = read.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    assert_eq!(started.elapsed(), Duration::from_secs(30) + T.client_write);
+    assert_eq!(clock.fired(), Some(Timeout::ClientWrite));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_http2_body_waiting_on_its_upstream_is_not_a_stall() {
+    let (_client, server) = tokio::io::duplex(1024);
+    let clock = Clock::new(Instant::now());
+    let mut io = Guarded::new(server, clock.clone(), T);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let b = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
+    });
+    let body = http_body_util::StreamBody::new(Box::pin(stream));
+    let body = Tracked::watched(body, clock.request_started(true), T);
+    let read = tokio::spawn(async move {
+        let mut buf = [0u8; 16];
+        io.read(&mut buf).await
+    });
+    let pump = tokio::spawn(async move {
+        use http_body_util::BodyExt;
+        let mut body = body;
+        let mut n = 0;
+        while let Some(f) = body.frame().await {
+            f.unwrap();
+            n += 1;
+        }
+        n
+    });
+    // The upstream sends a frame every 50 s for 10 minutes: the body is
+    // always asked for its next frame at once.
+    for _ in 0..12 {
+        tx.send(Bytes::from("x")).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(50)).await;
+    }
+    assert!(!read.is_finished(), "no limit fired: {:?}", clock.fired());
+    drop(tx);
+    assert_eq!(pump.await.unwrap(), 12);
+    read.abort();
 }
