@@ -3,8 +3,8 @@
 //! accepting, let in-flight connections finish within a grace period.
 //!
 //! Both listeners bound what a client can hold: a connection limit
-//! ([`accept`]: at the limit new connections wait in the backlog), the
-//! header-read, keep-alive and client-write timeouts ([`guard`]), and
+//! (`accept.rs`: at the limit new connections wait in the backlog), the
+//! header-read, keep-alive and client-write timeouts (`guard.rs`), and
 //! per-connection buffers capped by the protocol settings below. Per
 //! connection, llmtap holds at most about:
 //!

@@ -540,3 +540,27 @@ async fn an_http2_client_that_stops_reading_one_stream_is_cut_off() {
         .unwrap();
     drop(resp);
 }
+
+#[tokio::test]
+async fn a_request_head_is_capped_at_64_kib() {
+    let provider = provider().await;
+    let tap = Tap::start(&provider.url(), &[]).await;
+    let head_with = |filler: usize| {
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let mut req = format!(
+            "POST {CHAT} HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(filler),
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        req
+    };
+    let (status, body) = exchange(tap.running.addr, head_with(32 << 10)).await;
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 200 OK", ANSWER)
+    );
+    let (status, _) = exchange(tap.running.addr, head_with(80 << 10)).await;
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+}
