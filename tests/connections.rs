@@ -123,6 +123,15 @@ impl Bin {
         kb * 1024
     }
 
+    /// CPU time used so far (user + system), in clock ticks (1/100 s).
+    fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("/proc/PID/stat of llmtap");
+        let after_name = &stat[stat.rfind(')').expect("(comm)") + 1..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
     fn log(&self) -> String {
         let log = self.log.lock().unwrap();
         log.iter().cloned().collect::<Vec<_>>().join("\n")
@@ -563,4 +572,59 @@ async fn a_request_head_is_capped_at_64_kib() {
     );
     let (status, _) = exchange(tap.running.addr, head_with(80 << 10)).await;
     assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_both_listeners_back_off_instead_of_spinning() {
+    use rustix::process::{prlimit, Pid, Resource, Rlimit};
+    let provider = provider().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Bin::start(&provider.url(), dir.path(), &[]);
+    // Leave llmtap 16 descriptors more than it uses at rest.
+    let limit = bin.fds() as u64 + 16;
+    let pid = Pid::from_raw(bin.child.id() as i32).unwrap();
+    let tight = Rlimit {
+        current: Some(limit),
+        maximum: Some(limit),
+    };
+    prlimit(Some(pid), Resource::Nofile, tight).expect("lower llmtap's open-file limit");
+    let mut flood = half_requests(bin.addr, 40).await;
+    let mut probes = half_requests(bin.admin, 4).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = bin.cpu_ticks();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = bin.cpu_ticks() - before;
+    // Spinning on EMFILE is a whole core: 200 ticks in 2 s.
+    eprintln!("out of descriptors: {used} ticks of CPU in 2 s");
+    assert!(
+        used < 40,
+        "{used} ticks of CPU in 2 s while out of descriptors"
+    );
+
+    // The clients go away: descriptors come back, the waiting connections
+    // are accepted (and closed), real calls and probes are served again.
+    for s in flood.iter_mut().chain(probes.iter_mut()) {
+        s.shutdown().await.ok();
+    }
+    drop(flood);
+    drop(probes);
+    let (status, body) = chat(bin.addr).await;
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 200 OK", ANSWER),
+        "{}",
+        bin.log()
+    );
+    let text = get(bin.admin, "/metrics").await.1;
+    for listener in ["proxy", "admin"] {
+        let errors = metric_in(
+            &text,
+            &format!("llmtap_connections_accept_errors_total{{listener=\"{listener}\"}}"),
+        );
+        assert!(errors >= 1.0, "{listener}: {errors} accept errors counted");
+    }
+    assert!(
+        bin.log().contains("accept failed; backing off"),
+        "a warning says so"
+    );
 }
