@@ -64,13 +64,15 @@ struct State {
     armed: Option<Instant>,
     /// The limit that closed the connection.
     fired: Option<Timeout>,
-    /// The task reading the socket, woken when the connection goes idle.
+    /// The task reading the socket, woken when its deadline moves earlier
+    /// (the connection went idle, or an HTTP/2 body stalled).
     reader: Option<Waker>,
 }
 
 impl State {
-    /// When reading must have made progress by, and which limit that is;
-    /// `None` while a request is in flight.
+    /// When reading must have made progress by, and which limit that is:
+    /// the earlier of the idle limit (none while a request is in flight) and
+    /// the first stalled HTTP/2 body's write limit.
     fn read_deadline(&self, t: &Timeouts) -> Option<(Instant, Timeout)> {
         let stall = self
             .stalled
@@ -133,15 +135,19 @@ impl Clock {
     }
 
     fn request_ended(&self) {
-        let mut s = self.state();
-        s.in_flight = s.in_flight.saturating_sub(1);
-        if s.in_flight == 0 {
+        let reader = {
+            let mut s = self.state();
+            s.in_flight = s.in_flight.saturating_sub(1);
+            if s.in_flight > 0 {
+                return;
+            }
             s.idle_since = Some(Instant::now());
             s.first_byte = None;
-            // The reader may be parked with no deadline: let it arm one.
-            if let Some(w) = s.reader.take() {
-                w.wake();
-            }
+            s.reader.take()
+        };
+        // The reader may be parked with no deadline: let it arm one.
+        if let Some(w) = reader {
+            w.wake();
         }
     }
 
@@ -156,12 +162,16 @@ impl Clock {
     /// the client's window is shut on it. Wakes the reader when that moves
     /// its deadline earlier.
     fn stall(&self, id: u64, now: Instant, t: &Timeouts) {
-        let mut s = self.state();
-        s.stalled.push((id, now));
-        if s.armed.is_none_or(|a| a > now + t.client_write) {
-            if let Some(w) = s.reader.take() {
-                w.wake();
+        let reader = {
+            let mut s = self.state();
+            s.stalled.push((id, now));
+            match s.armed {
+                Some(at) if at <= now + t.client_write => None,
+                _ => s.reader.take(),
             }
+        };
+        if let Some(w) = reader {
+            w.wake();
         }
     }
 
