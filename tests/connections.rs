@@ -397,6 +397,7 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout() {
     let admin = &tap.running.metrics.connections.admin;
     assert_eq!(admin.timed_out_count(Timeout::KeepAlive), 1);
     assert_eq!(admin.timed_out_count(Timeout::HeaderRead), 0);
+    stop(tap).await;
 }
 
 /// A streamed answer far larger than the socket buffers between llmtap and
@@ -463,6 +464,19 @@ async fn a_client_that_stops_reading_is_cut_off_and_traced_as_disconnected() {
     // The capture stopped at its cap, far short of what was sent.
     assert_eq!(span.bool("llmtap.response.truncated"), Some(true));
     drop(s);
+    stop(tap).await;
+}
+
+/// Stops an in-process llmtap while the runtime still runs. Merely dropping
+/// a [`Tap`] at the end of a test races the runtime's teardown: the
+/// pipeline's shutdown may start joining its parse workers on a blocking
+/// thread just as the runtime cancels the journal writer they wait for,
+/// and the test never ends.
+async fn stop(tap: Tap) {
+    let Tap { running, _tmp, .. } = tap;
+    timeout(BOUND, running.shutdown())
+        .await
+        .expect("llmtap stops within the bound");
 }
 
 /// An HTTP/2 (prior knowledge) connection of its own: the request sender and
@@ -506,6 +520,7 @@ async fn an_idle_http2_connection_is_closed_after_the_keepalive_timeout() {
         .unwrap();
     let proxy = &tap.running.metrics.connections.proxy;
     assert_eq!(proxy.timed_out_count(Timeout::KeepAlive), 1);
+    stop(tap).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,6 +563,7 @@ async fn an_http2_client_that_stops_reading_one_stream_is_cut_off() {
         .expect("the connection is closed")
         .unwrap();
     drop(resp);
+    stop(tap).await;
 }
 
 #[tokio::test]
@@ -572,6 +588,7 @@ async fn a_request_head_is_capped_at_64_kib() {
     );
     let (status, _) = exchange(tap.running.addr, head_with(80 << 10)).await;
     assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+    stop(tap).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
