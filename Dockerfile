@@ -67,7 +67,11 @@ COPY --from=builder --chown=65532:65532 /out/var/lib/llmtap /var/lib/llmtap
 
 # Inside a container the proxy must be reachable from outside its network
 # namespace (another container of the Pod shares it, `docker run -p` does not),
-# so listen on all interfaces rather than the binary's 127.0.0.1 default.
+# so listen on all interfaces rather than the binary's 127.0.0.1 default. The
+# admin port too: orchestrator probes come from outside. It serves health,
+# readiness and metrics only (no secrets, no prompts), within its own
+# connection limit and client timeouts; publish it with -p 127.0.0.1:... and
+# see docs/security.md, "The admin port", for narrowing it in Kubernetes.
 ENV LLMTAP_LISTEN=0.0.0.0:8788 \
     LLMTAP_ADMIN_LISTEN=0.0.0.0:8789 \
     LLMTAP_TRACE_DIR=/var/lib/llmtap/traces \

@@ -176,6 +176,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// On SIGTERM/SIGINT: how long in-flight calls, then trace export, may take.
     pub shutdown_grace: Duration,
+    /// Client connection limits and timeouts of both listeners.
+    pub connections: ConnectionSettings,
 }
 
 /// Every problem found, one per line.
@@ -197,6 +199,11 @@ const KNOWN: &[(&str, &[&str])] = &[
             "service_name",
             "log_format",
             "shutdown_grace",
+            "max_connections",
+            "admin_max_connections",
+            "header_read_timeout",
+            "keepalive_timeout",
+            "client_write_timeout",
         ],
     ),
     (
@@ -727,6 +734,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
 
     let sink = resolve_sink(&mut l);
     let spool = resolve_spool(&mut l);
+    let connections = connections::resolve(&mut l);
     let mut errors = l.errors;
     if max_inflight < max_capture {
         errors.push(format!(
@@ -753,6 +761,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 service_name,
                 log_format,
                 shutdown_grace,
+                connections,
             })
         }
         (listen, admin, upstream, log_format) => {
@@ -924,8 +933,10 @@ fn check_known_keys(file: &toml::Table, errors: &mut Vec<String>) {
     }
 }
 
+mod connections;
 mod limits;
 mod routes;
+pub use connections::ConnectionSettings;
 pub use limits::{
     bytes_max, count_max, duration_max, duration_opt_max, mem_bytes_max, rate_max, DAY, GIB, HOUR,
     MINUTE, TIB,

@@ -13,7 +13,8 @@
 //!
 //! Modules:
 //! - [`config`]: flags, env, TOML, defaults -> a validated [`config::Config`].
-//! - [`server`], [`admin`]: listeners (HTTP/1.1 + h2c), health, readiness, metrics.
+//! - [`server`], [`admin`]: listeners (HTTP/1.1 + h2c; connection limits and
+//!   client timeouts), health, readiness, metrics.
 //! - [`forward`]: the request path and its phases; [`headers`], [`route`];
 //!   [`target`]: the request targets llmtap refuses (CONNECT, `*`, `..`).
 //! - [`tee`], [`deadline`], [`hide_usage`]: body wrappers — capped copy + end
@@ -95,6 +96,7 @@ impl Running {
 /// Binds both listeners and starts serving. Port 0 picks a free port. Fails
 /// when a listener cannot bind or another process holds the spool directory.
 pub async fn start(cfg: Config) -> std::io::Result<Running> {
+    server::prepare_fd_limit(&cfg.connections);
     let listener = TcpListener::bind(cfg.listen).await?;
     let admin_listener = TcpListener::bind(cfg.admin_listen).await?;
     let addr = listener.local_addr()?;
@@ -117,11 +119,15 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     let admin_task = tokio::spawn(server::serve_admin(
         admin_listener,
         admin,
+        cfg.connections.clone(),
+        metrics.clone(),
         signal(stopped.clone()),
     ));
     let grace = cfg.shutdown_grace;
+    let metrics_ = metrics.clone();
+    let limits = cfg.connections.clone();
     let task = tokio::spawn(async move {
-        server::serve_proxy(listener, proxy, signal(stopped), grace).await;
+        server::serve_proxy(listener, proxy, limits, metrics_, signal(stopped), grace).await;
         if let Some(p) = pipeline {
             p.shutdown(grace).await;
         }

@@ -8,7 +8,7 @@
 //!      + 4 x cap                          the journal writer, one record
 //!      + 2 x batch_max_bytes + 6 x cap    parsed spans waiting to be spooled
 //!      + 4 x batch_max_bytes              one batch in delivery
-//!      + connections x PER_CONNECTION     hyper's buffers
+//!      + connections x PER_CONNECTION     hyper's buffers (HTTP/2: PER_H2_CONNECTION)
 //!      + cap x injected calls             requests read whole to add usage
 //! ```
 
@@ -21,17 +21,26 @@ use crate::parse::budget::PARSE_FACTOR;
 /// measured idle, with margin).
 pub const BASE: u64 = 32 << 20;
 
-/// One open connection's buffers (hyper's read and write buffers; 0.25 to
-/// 0.3 MiB measured per connection with 1 MiB bodies in transit).
+/// One open HTTP/1.1 connection's buffers (hyper's read and write buffers,
+/// capped at 64 KiB each, and the upstream side's; 0.25 to 0.3 MiB measured
+/// per connection with 1 MiB bodies in transit).
 pub const PER_CONNECTION: u64 = 512 << 10;
+
+/// One open HTTP/2 connection's worst case: its 1 MiB receive window and up
+/// to 32 streams with 64 KiB of response buffered ahead of the client's
+/// window and 16 KiB of headers each (about 3.6 MiB; `src/server.rs`). In
+/// [`worst_case_rss`] an HTTP/2 connection counts as this many HTTP/1.1 ones.
+pub const PER_H2_CONNECTION: u64 = 4 << 20;
 
 /// What a parse worker holds besides the parse budget, in capture caps: the
 /// decoded text and the span's copies of it (input, output, OTLP encoding)
 /// for both bodies; measured at most ~21 x cap in all with the budget.
 const COPIES: u64 = 8;
 
-/// The worst-case RSS with `connections` open connections, `injected` of
-/// them calls whose request is read whole to add `stream_options`.
+/// The worst-case RSS with `connections` open HTTP/1.1 connections (count
+/// an HTTP/2 one as `PER_H2_CONNECTION / PER_CONNECTION` of them),
+/// `injected` of them calls whose request is read whole to add
+/// `stream_options`.
 pub fn worst_case_rss(cfg: &Config, connections: usize, injected: usize) -> u64 {
     let cap = cfg.max_capture_bytes as u64;
     let batch = cfg.export.batch_max_bytes as u64;

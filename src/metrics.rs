@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
+mod connections;
+pub use connections::{Connections, Listener, Timeout};
+
 /// Latency histogram bucket bounds, in seconds.
 const BUCKETS: [f64; 14] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -80,6 +83,8 @@ pub struct Metrics {
     pub captures_skipped_budget: AtomicU64,
     /// The in-flight capture budget, for its gauge (set at start).
     pub capture_budget: std::sync::OnceLock<std::sync::Arc<crate::capture_budget::CaptureBudget>>,
+    /// Client connections of the proxy and admin listeners.
+    pub connections: Connections,
 }
 
 impl Metrics {
@@ -224,6 +229,7 @@ impl Metrics {
         self.render_spool(&mut out);
         self.render_journal(&mut out);
         self.render_capture(&mut out);
+        self.connections.render(&mut out);
         let depth = self.queue_depth.load(Relaxed).max(0);
         let _ = writeln!(
             out,

@@ -320,6 +320,11 @@ fn spool_settings_defaults_env_and_errors() {
 /// the error shows it.
 const PAST_MAX: &[(&str, &str, &str, &str)] = &[
     ("server", "shutdown_grace", "61m", "1h"),
+    ("server", "max_connections", "1000001", "1000000"),
+    ("server", "admin_max_connections", "1000001", "1000000"),
+    ("server", "header_read_timeout", "61m", "1h"),
+    ("server", "keepalive_timeout", "61m", "1h"),
+    ("server", "client_write_timeout", "61m", "1h"),
     ("upstream", "connect_timeout", "11m", "10m"),
     ("upstream", "idle_timeout", "25h", "24h"),
     ("upstream", "request_timeout", "25h", "24h"),

@@ -70,7 +70,10 @@ pub fn rss_bound(_idle: u64, l: Limits) -> u64 {
     let mut cfg = llmtap::config::resolve(&llmtap::config::Flags::default(), &env, None)
         .expect("the suite's settings are valid");
     assert_eq!(
-        (cfg.max_capture_bytes as u64, cfg.max_inflight_capture_bytes as u64),
+        (
+            cfg.max_capture_bytes as u64,
+            cfg.max_inflight_capture_bytes as u64
+        ),
         (l.capture, l.inflight),
         "CAPTURE_ENV and Limits agree"
     );
