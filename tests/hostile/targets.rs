@@ -199,11 +199,11 @@ async fn oversized_heads_smuggling_and_open_proxy_attempts_are_refused() {
         "GET /v1/{} HTTP/1.1\r\nHost: llmtap\r\n\r\n",
         "a".repeat(70_000)
     );
-    assert_eq!(
-        kit::raw(bin.addr, uri.into_bytes(), limit).await.0,
-        414,
-        "a 70 KB URI"
-    );
+    // A request head is capped at 64 KiB (`server::H1_MAX_BUF`), which a
+    // 70 KB URI passes before hyper's own 64 KiB URI limit (414) applies:
+    // either answer refuses it without forwarding.
+    let status = kit::raw(bin.addr, uri.into_bytes(), limit).await.0;
+    assert!(matches!(status, 414 | 431), "a 70 KB URI: {status}");
 
     // Smuggling: a second request hidden in the first one's body.
     let hidden = "GET /smuggled HTTP/1.1\r\nHost: llmtap\r\n\r\n";
