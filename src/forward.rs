@@ -55,14 +55,9 @@ use crate::target;
 use crate::tee::{BodyEnd, Capture, Tee};
 use crate::upstream::{answer, Failure, Upstream};
 
-/// Boxed error type of proxied bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Body type of everything llmtap answers.
-pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+pub use crate::headers::TRACE_ID_HEADER;
+pub use crate::upstream::{BoxError, ProxyBody};
 type UpstreamBody = UnsyncBoxBody<Bytes, hyper::Error>;
-
-/// The response header carrying the MLflow trace id.
-pub const TRACE_ID_HEADER: &str = "x-llmtap-trace-id";
 
 /// The forwarding proxy; one per process, shared by all connections.
 pub struct Proxy {

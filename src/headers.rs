@@ -4,6 +4,9 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
+/// The response header carrying the MLflow trace id.
+pub const TRACE_ID_HEADER: &str = "x-llmtap-trace-id";
+
 /// Headers that describe one connection, not the message.
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,

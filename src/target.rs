@@ -19,7 +19,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 
-use crate::forward::ProxyBody;
+use crate::upstream::ProxyBody;
 
 /// The methods llmtap forwards (the `Allow` of its 405).
 const ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";

@@ -7,7 +7,14 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 
-use crate::forward::{ProxyBody, TRACE_ID_HEADER};
+use http_body_util::combinators::UnsyncBoxBody;
+
+use crate::headers::TRACE_ID_HEADER;
+
+/// Boxed error type of proxied bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Body type of everything llmtap answers.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// An upstream base URL and the `Host` header it wants.
 pub struct Upstream {
