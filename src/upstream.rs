@@ -5,9 +5,8 @@
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
-
 use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 
 use crate::headers::TRACE_ID_HEADER;
 
