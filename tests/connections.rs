@@ -327,6 +327,22 @@ async fn huge_stream_tap() -> (FakeProvider, Tap) {
     (provider, tap)
 }
 
+/// The span of call `trace_id`, once it ended, traced as a client
+/// disconnect after the one client write timeout.
+async fn cut_off_span(tap: &Tap, trace_id: &str) -> tap::Span {
+    let span = timeout(BOUND, tap.span(trace_id))
+        .await
+        .expect("the call ends");
+    assert!(
+        span.status_message().contains("client disconnected"),
+        "{}",
+        span.status_message()
+    );
+    let proxy = &tap.running.metrics.connections.proxy;
+    assert_eq!(proxy.timed_out_count(Timeout::ClientWrite), 1);
+    span
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cut_off_and_traced_as_disconnected() {
     let (_provider, tap) = huge_stream_tap().await;
@@ -356,17 +372,9 @@ async fn a_client_that_stops_reading_is_cut_off_and_traced_as_disconnected() {
         .unwrap_or_else(|| panic!("no trace id in {head}"))
         .to_string();
 
-    let span = timeout(BOUND, tap.span(&trace_id))
-        .await
-        .expect("the call ends");
+    let span = cut_off_span(&tap, &trace_id).await;
     assert_eq!(span.status_code(), 2);
-    assert!(
-        span.status_message().contains("client disconnected"),
-        "{}",
-        span.status_message()
-    );
     let proxy = &tap.running.metrics.connections.proxy;
-    assert_eq!(proxy.timed_out_count(Timeout::ClientWrite), 1);
     assert_eq!(proxy.open(), 0, "the connection and what it held are gone");
     // The capture stopped at its cap, far short of what was sent.
     assert_eq!(span.bool("llmtap.response.truncated"), Some(true));
@@ -447,16 +455,7 @@ async fn an_http2_client_that_stops_reading_one_stream_is_cut_off() {
         .to_string();
     // The body is never read: the stream's window stays shut after 64 KiB,
     // while the socket itself keeps being read by the connection task.
-    let span = timeout(BOUND, tap.span(&trace_id))
-        .await
-        .expect("the call ends");
-    assert!(
-        span.status_message().contains("client disconnected"),
-        "{}",
-        span.status_message()
-    );
-    let proxy = &tap.running.metrics.connections.proxy;
-    assert_eq!(proxy.timed_out_count(Timeout::ClientWrite), 1);
+    cut_off_span(&tap, &trace_id).await;
     timeout(BOUND, conn)
         .await
         .expect("the connection is closed")
