@@ -7,23 +7,20 @@
 //! The flood tests run the release-shaped binary (`Bin`); the write-timeout
 //! test runs llmtap in-process to reach its trace files and metrics.
 
+#[path = "support/bin.rs"]
+mod bin;
 #[path = "support/fake_provider.rs"]
 mod fake_provider;
 #[path = "support/tap.rs"]
 mod tap;
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bin::{Bin, Keep, Launch};
 use bytes::Bytes;
 use fake_provider::{FakeProvider, Reply, Step};
 use llmtap::metrics::Timeout;
-use serde_json::Value;
 use tap::Tap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -35,120 +32,31 @@ const HALF_HEAD: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n";
 /// The longest any single step may take before the test fails.
 const BOUND: Duration = Duration::from_secs(20);
 
-/// The llmtap binary, its addresses and its log.
-struct Bin {
-    child: Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    log: Arc<Mutex<VecDeque<String>>>,
+/// The llmtap binary: no config file, the spool under its dir, the last
+/// 200 log lines.
+const LAUNCH: Launch = Launch {
+    config: None,
+    keep: Keep::Last(200),
+    ..Launch::DEFAULT
+};
+
+/// The llmtap binary in a temp dir, against [`provider`], with `env`.
+async fn start_bin(env: &[(&str, &str)]) -> (FakeProvider, tempfile::TempDir, Bin) {
+    let provider = provider().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = LAUNCH.start(&provider.url(), dir.path(), env).await;
+    (provider, dir, bin)
 }
 
-impl Bin {
-    fn start(upstream: &str, dir: &Path, env: &[(&str, &str)]) -> Bin {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmtap"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("LLMTAP_") || k.starts_with("MLFLOW_") || k == "ENABLE_MLFLOW_TRACING"
-            {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.current_dir(dir)
-            .env("LLMTAP_LISTEN", "127.0.0.1:0")
-            .env("LLMTAP_ADMIN_LISTEN", "127.0.0.1:0")
-            .env("LLMTAP_UPSTREAM", upstream)
-            .env("LLMTAP_LOG_FORMAT", "json")
-            .env("LLMTAP_TRACE_DIR", dir.join("traces"))
-            .env("LLMTAP_SPOOL_DIR", dir.join("spool"))
-            .env("LLMTAP_DEAD_LETTER_DIR", dir.join("dead-letter"))
-            .env("RUST_LOG", "info");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting the llmtap binary");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<(SocketAddr, SocketAddr)>();
-        let l = log.clone();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let parse = |k: &str| v[k].as_str().and_then(|s| s.parse().ok());
-                    if let (Some(a), Some(b)) = (parse("addr"), parse("admin_addr")) {
-                        if let Some(tx) = tx.take() {
-                            let _ = tx.send((a, b));
-                        }
-                    }
-                }
-                let mut log = l.lock().unwrap();
-                if log.len() == 200 {
-                    log.pop_front();
-                }
-                log.push_back(line);
-            }
-        });
-        let Ok((addr, admin)) = rx.recv_timeout(Duration::from_secs(30)) else {
-            let _ = child.kill();
-            panic!("llmtap did not start: {:?}", log.lock().unwrap());
-        };
-        Bin {
-            child,
-            addr,
-            admin,
-            log,
-        }
-    }
-
-    /// Open file descriptors of the process (sockets included).
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .map(|d| d.count())
-            .expect("/proc/PID/fd of llmtap")
-    }
-
-    /// Resident set size, in bytes.
-    fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc/PID/status of llmtap");
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS");
-        kb * 1024
-    }
-
-    /// CPU time used so far (user + system), in clock ticks (1/100 s).
-    fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .expect("/proc/PID/stat of llmtap");
-        let after_name = &stat[stat.rfind(')').expect("(comm)") + 1..];
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-    }
-
-    fn log(&self) -> String {
-        let log = self.log.lock().unwrap();
-        log.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-
-    /// One sample of `/metrics` (a fresh connection).
-    async fn metric(&self, line_prefix: &str) -> f64 {
-        let text = get(self.admin, "/metrics").await.1;
-        metric_in(&text, line_prefix)
-    }
+/// Open file descriptors of the process (sockets included).
+fn open_fds(bin: &Bin) -> usize {
+    bin.open_fds().expect("/proc/PID/fd of llmtap")
 }
 
-impl Drop for Bin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// One sample of `/metrics` (a fresh connection).
+async fn metric(bin: &Bin, line_prefix: &str) -> f64 {
+    let text = get(bin.admin, "/metrics").await.1;
+    metric_in(&text, line_prefix)
 }
 
 fn metric_in(text: &str, line_prefix: &str) -> f64 {
@@ -230,19 +138,14 @@ async fn closed_by_peer(s: &mut TcpStream) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_half_requests_leave_real_calls_and_healthz_answering() {
-    let provider = provider().await;
-    let dir = tempfile::tempdir().unwrap();
-    let bin = Bin::start(
-        &provider.url(),
-        dir.path(),
-        &[
-            ("LLMTAP_MAX_CONNECTIONS", "4000"),
-            // Longer than opening the flood takes on a loaded machine (~6 s
-            // on 2 busy cores), so the flood is held while the calls run.
-            ("LLMTAP_HEADER_READ_TIMEOUT", "15s"),
-        ],
-    );
-    let (fds_at_rest, rss_at_rest) = (bin.fds(), bin.rss());
+    let (_provider, _dir, bin) = start_bin(&[
+        ("LLMTAP_MAX_CONNECTIONS", "4000"),
+        // Longer than opening the flood takes on a loaded machine (~6 s
+        // on 2 busy cores), so the flood is held while the calls run.
+        ("LLMTAP_HEADER_READ_TIMEOUT", "15s"),
+    ])
+    .await;
+    let (fds_at_rest, rss_at_rest) = (open_fds(&bin), bin.rss());
     let t = std::time::Instant::now();
     let mut flood = half_requests(bin.addr, 3000).await;
     let mut admin_flood = half_requests(bin.admin, 40).await;
@@ -256,11 +159,9 @@ async fn thousands_of_half_requests_leave_real_calls_and_healthz_answering() {
         (status.as_str(), body.as_str()),
         ("HTTP/1.1 200 OK", "ok\n")
     );
-    let open = bin
-        .metric("llmtap_connections_open{listener=\"proxy\"}")
-        .await;
+    let open = metric(&bin, "llmtap_connections_open{listener=\"proxy\"}").await;
     assert!(open >= 2000.0, "the flood is held open: {open}");
-    let (fds, rss) = (bin.fds(), bin.rss());
+    let (fds, rss) = (open_fds(&bin), bin.rss());
     eprintln!(
         "{open} connections open: {fds} fds ({fds_at_rest} at rest), RSS {} KiB ({} KiB at rest)",
         rss >> 10,
@@ -282,13 +183,17 @@ async fn thousands_of_half_requests_leave_real_calls_and_healthz_answering() {
             "a half request outlived its timeout"
         );
     }
-    let timed_out = bin
-        .metric("llmtap_connections_timed_out_total{listener=\"proxy\",reason=\"header_read\"}")
-        .await;
+    let timed_out = metric(
+        &bin,
+        "llmtap_connections_timed_out_total{listener=\"proxy\",reason=\"header_read\"}",
+    )
+    .await;
     assert!(timed_out >= 3000.0, "{timed_out}");
-    let admin_timed_out = bin
-        .metric("llmtap_connections_timed_out_total{listener=\"admin\",reason=\"header_read\"}")
-        .await;
+    let admin_timed_out = metric(
+        &bin,
+        "llmtap_connections_timed_out_total{listener=\"admin\",reason=\"header_read\"}",
+    )
+    .await;
     assert!(admin_timed_out >= 40.0, "{admin_timed_out}");
     drop(flood);
     drop(admin_flood);
@@ -297,7 +202,7 @@ async fn thousands_of_half_requests_leave_real_calls_and_healthz_answering() {
         (status.as_str(), body.as_str()),
         ("HTTP/1.1 200 OK", ANSWER)
     );
-    let fds = bin.fds();
+    let fds = open_fds(&bin);
     assert!(
         fds < fds_at_rest + 50,
         "descriptors return to rest: {fds_at_rest} then {fds}"
@@ -306,17 +211,12 @@ async fn thousands_of_half_requests_leave_real_calls_and_healthz_answering() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_limit_new_connections_wait_and_are_served_once_slots_free() {
-    let provider = provider().await;
-    let dir = tempfile::tempdir().unwrap();
-    let bin = Bin::start(
-        &provider.url(),
-        dir.path(),
-        &[
-            ("LLMTAP_MAX_CONNECTIONS", "20"),
-            ("LLMTAP_ADMIN_MAX_CONNECTIONS", "4"),
-            ("LLMTAP_HEADER_READ_TIMEOUT", "2s"),
-        ],
-    );
+    let (_provider, _dir, bin) = start_bin(&[
+        ("LLMTAP_MAX_CONNECTIONS", "20"),
+        ("LLMTAP_ADMIN_MAX_CONNECTIONS", "4"),
+        ("LLMTAP_HEADER_READ_TIMEOUT", "2s"),
+    ])
+    .await;
     let mut flood = half_requests(bin.addr, 30).await;
     let mut admin_flood = half_requests(bin.admin, 6).await;
     // Both listeners are full: a real call and a probe wait in the backlog
@@ -412,8 +312,9 @@ fn huge_stream() -> Reply {
     reply
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_is_cut_off_and_traced_as_disconnected() {
+/// An in-process llmtap with a 1 s client write timeout in front of a
+/// provider answering [`huge_stream`].
+async fn huge_stream_tap() -> (FakeProvider, Tap) {
     let provider = FakeProvider::start(|_| huge_stream()).await;
     let tap = Tap::start(
         &provider.url(),
@@ -423,6 +324,28 @@ async fn a_client_that_stops_reading_is_cut_off_and_traced_as_disconnected() {
         ],
     )
     .await;
+    (provider, tap)
+}
+
+/// The span of call `trace_id`, once it ended, traced as a client
+/// disconnect after the one client write timeout.
+async fn cut_off_span(tap: &Tap, trace_id: &str) -> tap::Span {
+    let span = timeout(BOUND, tap.span(trace_id))
+        .await
+        .expect("the call ends");
+    assert!(
+        span.status_message().contains("client disconnected"),
+        "{}",
+        span.status_message()
+    );
+    let proxy = &tap.running.metrics.connections.proxy;
+    assert_eq!(proxy.timed_out_count(Timeout::ClientWrite), 1);
+    span
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_and_traced_as_disconnected() {
+    let (_provider, tap) = huge_stream_tap().await;
     let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
     let mut req = format!(
         "POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -449,17 +372,9 @@ async fn a_client_that_stops_reading_is_cut_off_and_traced_as_disconnected() {
         .unwrap_or_else(|| panic!("no trace id in {head}"))
         .to_string();
 
-    let span = timeout(BOUND, tap.span(&trace_id))
-        .await
-        .expect("the call ends");
+    let span = cut_off_span(&tap, &trace_id).await;
     assert_eq!(span.status_code(), 2);
-    assert!(
-        span.status_message().contains("client disconnected"),
-        "{}",
-        span.status_message()
-    );
     let proxy = &tap.running.metrics.connections.proxy;
-    assert_eq!(proxy.timed_out_count(Timeout::ClientWrite), 1);
     assert_eq!(proxy.open(), 0, "the connection and what it held are gone");
     // The capture stopped at its cap, far short of what was sent.
     assert_eq!(span.bool("llmtap.response.truncated"), Some(true));
@@ -525,15 +440,7 @@ async fn an_idle_http2_connection_is_closed_after_the_keepalive_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_client_that_stops_reading_one_stream_is_cut_off() {
-    let provider = FakeProvider::start(|_| huge_stream()).await;
-    let tap = Tap::start(
-        &provider.url(),
-        &[
-            ("LLMTAP_CLIENT_WRITE_TIMEOUT", "1s"),
-            ("LLMTAP_MAX_CAPTURE_BYTES", "1MiB"),
-        ],
-    )
-    .await;
+    let (_provider, tap) = huge_stream_tap().await;
     let (mut sender, conn) = h2_connection(tap.running.addr).await;
     let req = http::Request::post(format!("http://{}{CHAT}", tap.running.addr))
         .header("content-type", "application/json")
@@ -548,16 +455,7 @@ async fn an_http2_client_that_stops_reading_one_stream_is_cut_off() {
         .to_string();
     // The body is never read: the stream's window stays shut after 64 KiB,
     // while the socket itself keeps being read by the connection task.
-    let span = timeout(BOUND, tap.span(&trace_id))
-        .await
-        .expect("the call ends");
-    assert!(
-        span.status_message().contains("client disconnected"),
-        "{}",
-        span.status_message()
-    );
-    let proxy = &tap.running.metrics.connections.proxy;
-    assert_eq!(proxy.timed_out_count(Timeout::ClientWrite), 1);
+    cut_off_span(&tap, &trace_id).await;
     timeout(BOUND, conn)
         .await
         .expect("the connection is closed")
@@ -594,12 +492,10 @@ async fn a_request_head_is_capped_at_64_kib() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_descriptors_both_listeners_back_off_instead_of_spinning() {
     use rustix::process::{prlimit, Pid, Resource, Rlimit};
-    let provider = provider().await;
-    let dir = tempfile::tempdir().unwrap();
-    let bin = Bin::start(&provider.url(), dir.path(), &[]);
+    let (_provider, _dir, bin) = start_bin(&[]).await;
     // Leave llmtap 16 descriptors more than it uses at rest.
-    let limit = bin.fds() as u64 + 16;
-    let pid = Pid::from_raw(bin.child.id() as i32).unwrap();
+    let limit = open_fds(&bin) as u64 + 16;
+    let pid = Pid::from_raw(bin.pid() as i32).unwrap();
     let tight = Rlimit {
         current: Some(limit),
         maximum: Some(limit),

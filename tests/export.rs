@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fake_provider::{FakeProvider, Reply, Seen};
+use llmtap::config::Config;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tap::{fixture, post, Tap};
 
@@ -47,6 +48,16 @@ fn decode(seen: &Seen) -> ExportTraceServiceRequest {
     tap::otlp_request(&seen.body)
 }
 
+/// The number of spans in each export the collector has seen, in order.
+fn batch_sizes(traces: &Mutex<Vec<Seen>>) -> Vec<usize> {
+    traces
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| decode(s).resource_spans[0].scope_spans[0].spans.len())
+        .collect()
+}
+
 async fn provider() -> FakeProvider {
     let plain = fixture("openai_chat/plain.json");
     FakeProvider::start(move |_| Reply::json(200, plain.clone())).await
@@ -56,6 +67,26 @@ async fn provider() -> FakeProvider {
 fn dead_uri() -> String {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("http://{}", closed.local_addr().unwrap())
+}
+
+/// llmtap in front of `provider`, exporting to the tracking server at `sink`
+/// (experiment 1), with `extra` env and `tweak` on its config.
+async fn exporting_to(
+    provider: &FakeProvider,
+    sink: &str,
+    extra: &[(&str, &str)],
+    tweak: impl FnOnce(&mut Config),
+) -> Tap {
+    let mut env = vec![("MLFLOW_TRACKING_URI", sink), ("MLFLOW_EXPERIMENT_ID", "1")];
+    env.extend_from_slice(extra);
+    Tap::start_with(&provider.url(), &env, tweak).await
+}
+
+/// Makes `n` chat calls, each answered 200.
+async fn served_calls(tap: &Tap, n: usize) {
+    for _ in 0..n {
+        assert_eq!(post(&tap.url(CHAT), b"{}", &[]).await.status, 200);
+    }
 }
 
 async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
@@ -122,14 +153,14 @@ async fn spans_go_out_as_gzip_protobuf_with_experiment_and_bearer_auth() {
 async fn basic_auth_when_username_and_password_are_set() {
     let (collector, traces) = collector(vec![]).await;
     let provider = provider().await;
-    let tap = Tap::start(
-        &provider.url(),
+    let tap = exporting_to(
+        &provider,
+        &collector.url(),
         &[
-            ("MLFLOW_TRACKING_URI", &collector.url()),
-            ("MLFLOW_EXPERIMENT_ID", "1"),
             ("MLFLOW_TRACKING_USERNAME", "alice"),
             ("MLFLOW_TRACKING_PASSWORD", "pw"),
         ],
+        |_| {},
     )
     .await;
     post(&tap.url(CHAT), b"{}", &[]).await;
@@ -145,14 +176,7 @@ async fn basic_auth_when_username_and_password_are_set() {
 async fn transient_failures_are_retried_until_accepted() {
     let (collector, traces) = collector(vec![503, 429, 500]).await;
     let provider = provider().await;
-    let tap = Tap::start(
-        &provider.url(),
-        &[
-            ("MLFLOW_TRACKING_URI", &collector.url()),
-            ("MLFLOW_EXPERIMENT_ID", "1"),
-        ],
-    )
-    .await;
+    let tap = exporting_to(&provider, &collector.url(), &[], |_| {}).await;
     let id = post(&tap.url(CHAT), b"{}", &[]).await.trace_id();
     wait_for("four attempts", || traces.lock().unwrap().len() >= 4).await;
     let m = &tap.running.metrics;
@@ -187,14 +211,7 @@ async fn transient_failures_are_retried_until_accepted() {
 async fn a_refused_batch_goes_to_the_dead_letter_file_not_retried() {
     let (collector, traces) = collector(vec![400]).await;
     let provider = provider().await;
-    let tap = Tap::start(
-        &provider.url(),
-        &[
-            ("MLFLOW_TRACKING_URI", &collector.url()),
-            ("MLFLOW_EXPERIMENT_ID", "1"),
-        ],
-    )
-    .await;
+    let tap = exporting_to(&provider, &collector.url(), &[], |_| {}).await;
     let id = post(&tap.url(CHAT), b"{}", &[]).await.trace_id();
     let m = tap.running.metrics.clone();
     wait_for("the refusal to be counted", || {
@@ -237,17 +254,10 @@ async fn a_refused_batch_goes_to_the_dead_letter_file_not_retried() {
 async fn a_batch_too_large_for_the_sink_is_sent_in_halves() {
     let (collector, traces) = collector(vec![413]).await;
     let provider = provider().await;
-    let tap = Tap::start_with(
-        &provider.url(),
-        &[
-            ("MLFLOW_TRACKING_URI", &collector.url()),
-            ("MLFLOW_EXPERIMENT_ID", "1"),
-        ],
-        |c| {
-            c.export.batch_max_spans = 2;
-            c.export.batch_interval = Duration::from_secs(30);
-        },
-    )
+    let tap = exporting_to(&provider, &collector.url(), &[], |c| {
+        c.export.batch_max_spans = 2;
+        c.export.batch_interval = Duration::from_secs(30);
+    })
     .await;
     post(&tap.url(CHAT), b"{}", &[]).await;
     post(&tap.url(CHAT), b"{}", &[]).await;
@@ -256,12 +266,7 @@ async fn a_batch_too_large_for_the_sink_is_sent_in_halves() {
         m.render().contains("llmtap_traces_exported_total 2")
     })
     .await;
-    let sizes: Vec<usize> = traces
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|s| decode(s).resource_spans[0].scope_spans[0].spans.len())
-        .collect();
+    let sizes = batch_sizes(&traces);
     assert_eq!(sizes, vec![2, 1, 1]);
 }
 
@@ -294,21 +299,12 @@ async fn a_dead_tracking_server_never_slows_the_proxy() {
 async fn with_the_spool_a_dead_sink_drops_nothing() {
     let dead = dead_uri();
     let provider = provider().await;
-    let tap = Tap::start_with(
-        &provider.url(),
-        &[
-            ("MLFLOW_TRACKING_URI", &dead),
-            ("MLFLOW_EXPERIMENT_ID", "1"),
-        ],
-        |c| {
-            c.export.queue_capacity = 2;
-            c.export.batch_max_spans = 1;
-        },
-    )
+    let tap = exporting_to(&provider, &dead, &[], |c| {
+        c.export.queue_capacity = 2;
+        c.export.batch_max_spans = 1;
+    })
     .await;
-    for _ in 0..30 {
-        assert_eq!(post(&tap.url(CHAT), b"{}", &[]).await.status, 200);
-    }
+    served_calls(&tap, 30).await;
     let m = tap.running.metrics.clone();
     wait_for("30 traces in the spool", || {
         m.render().contains("llmtap_spool_records_written_total 30")
@@ -347,23 +343,13 @@ async fn a_full_queue_drops_traces_not_calls() {
     let dead = dead_uri();
     let provider = provider().await;
     // Without the spool, memory is all there is.
-    let tap = Tap::start_with(
-        &provider.url(),
-        &[
-            ("MLFLOW_TRACKING_URI", &dead),
-            ("MLFLOW_EXPERIMENT_ID", "1"),
-            ("LLMTAP_SPOOL", "false"),
-        ],
-        |c| {
-            c.export.queue_capacity = 2;
-            c.export.batch_max_spans = 1;
-            c.export.retry_initial = Duration::from_secs(30);
-        },
-    )
+    let tap = exporting_to(&provider, &dead, &[("LLMTAP_SPOOL", "false")], |c| {
+        c.export.queue_capacity = 2;
+        c.export.batch_max_spans = 1;
+        c.export.retry_initial = Duration::from_secs(30);
+    })
     .await;
-    for _ in 0..30 {
-        assert_eq!(post(&tap.url(CHAT), b"{}", &[]).await.status, 200);
-    }
+    served_calls(&tap, 30).await;
     let m = tap.running.metrics.clone();
     wait_for("drops", || m.dropped_count("queue_full") > 0).await;
     let text = m.render();
@@ -377,14 +363,9 @@ async fn a_full_queue_drops_traces_not_calls() {
 async fn shutdown_with_a_dead_sink_leaves_traces_spooled_without_waiting_out_the_grace() {
     let dead = dead_uri();
     let provider = provider().await;
-    let tap = Tap::start_with(
-        &provider.url(),
-        &[
-            ("MLFLOW_TRACKING_URI", &dead),
-            ("MLFLOW_EXPERIMENT_ID", "1"),
-        ],
-        |c| c.shutdown_grace = Duration::from_secs(60),
-    )
+    let tap = exporting_to(&provider, &dead, &[], |c| {
+        c.shutdown_grace = Duration::from_secs(60)
+    })
     .await;
     for _ in 0..5 {
         post(&tap.url(CHAT), b"{}", &[]).await;
@@ -466,12 +447,7 @@ async fn replaying_a_spool_acks_only_the_spans_delivered() {
         (4, 2, 2, 0),
         "{report:?}"
     );
-    let sizes: Vec<usize> = traces
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|s| decode(s).resource_spans[0].scope_spans[0].spans.len())
-        .collect();
+    let sizes = batch_sizes(&traces);
     assert_eq!(sizes, vec![4, 2, 2]);
     let mut spool = llmtap::export::spooled::open(&settings).unwrap();
     assert_eq!(spool.stats().records_pending, 2, "the refused half stays");
@@ -501,19 +477,8 @@ async fn without_a_spool_a_dead_sink_is_given_up_after_max_attempts_and_counted(
         ("LLMTAP_SPOOL", "false"),
         ("LLMTAP_SPOOL_DIR", not_a_dir.as_str()),
     ] {
-        let tap = Tap::start_with(
-            &provider.url(),
-            &[
-                ("MLFLOW_TRACKING_URI", &dead),
-                ("MLFLOW_EXPERIMENT_ID", "1"),
-                spool,
-            ],
-            |c| c.export.max_attempts = 3,
-        )
-        .await;
-        for _ in 0..2 {
-            assert_eq!(post(&tap.url(CHAT), b"{}", &[]).await.status, 200);
-        }
+        let tap = exporting_to(&provider, &dead, &[spool], |c| c.export.max_attempts = 3).await;
+        served_calls(&tap, 2).await;
         let m = tap.running.metrics.clone();
         wait_for("the drops", || m.dropped_count("export_failed") == 2).await;
         let text = m.render();
@@ -542,24 +507,14 @@ async fn without_a_spool_a_dead_sink_is_given_up_after_max_attempts_and_counted(
 async fn without_the_spool_shutdown_counts_what_the_grace_period_leaves() {
     let dead = dead_uri();
     let provider = provider().await;
-    let tap = Tap::start_with(
-        &provider.url(),
-        &[
-            ("MLFLOW_TRACKING_URI", &dead),
-            ("MLFLOW_EXPERIMENT_ID", "1"),
-            ("LLMTAP_SPOOL", "false"),
-        ],
-        |c| {
-            c.export.batch_max_spans = 1;
-            c.export.retry_initial = Duration::from_secs(30);
-            c.export.retry_max = Duration::from_secs(30);
-            c.shutdown_grace = Duration::from_millis(500);
-        },
-    )
+    let tap = exporting_to(&provider, &dead, &[("LLMTAP_SPOOL", "false")], |c| {
+        c.export.batch_max_spans = 1;
+        c.export.retry_initial = Duration::from_secs(30);
+        c.export.retry_max = Duration::from_secs(30);
+        c.shutdown_grace = Duration::from_millis(500);
+    })
     .await;
-    for _ in 0..3 {
-        assert_eq!(post(&tap.url(CHAT), b"{}", &[]).await.status, 200);
-    }
+    served_calls(&tap, 3).await;
     let m = tap.running.metrics.clone();
     wait_for("one batch retried, two spans queued", || {
         let text = m.render();
@@ -590,14 +545,7 @@ async fn readyz_bursts_share_one_probe_of_the_tracking_server() {
     })
     .await;
     let provider = provider().await;
-    let tap = Tap::start(
-        &provider.url(),
-        &[
-            ("MLFLOW_TRACKING_URI", &server.url()),
-            ("MLFLOW_EXPERIMENT_ID", "1"),
-        ],
-    )
-    .await;
+    let tap = exporting_to(&provider, &server.url(), &[], |_| {}).await;
     let burst = || async {
         let hits = (0..20).map(|_| {
             let url = tap.admin_url("/readyz");
@@ -623,21 +571,12 @@ async fn shutdown_mid_batch_keeps_only_the_undelivered_spans_spooled() {
     script.extend([503; 1000]);
     let (collector, _traces) = collector(script).await;
     let provider = provider().await;
-    let tap = Tap::start_with(
-        &provider.url(),
-        &[
-            ("MLFLOW_TRACKING_URI", &collector.url()),
-            ("MLFLOW_EXPERIMENT_ID", "1"),
-        ],
-        |c| {
-            c.export.batch_max_spans = 4;
-            c.export.batch_interval = Duration::from_secs(30);
-        },
-    )
+    let tap = exporting_to(&provider, &collector.url(), &[], |c| {
+        c.export.batch_max_spans = 4;
+        c.export.batch_interval = Duration::from_secs(30);
+    })
     .await;
-    for _ in 0..4 {
-        assert_eq!(post(&tap.url(CHAT), b"{}", &[]).await.status, 200);
-    }
+    served_calls(&tap, 4).await;
     let m = tap.running.metrics.clone();
     wait_for("the second half retried", || {
         let text = m.render();

@@ -16,6 +16,8 @@
 //! | `LLMTAP_SOAK_SECS` | 10 | soak |
 //! | `LLMTAP_SOAK_MLFLOW` | up | soak: `down` = MLflow unreachable for the whole load |
 
+#[path = "support/bin.rs"]
+mod bin;
 #[path = "support/fake_provider.rs"]
 mod fake_provider;
 #[path = "support/mlflow.rs"]
@@ -23,17 +25,17 @@ mod mlflow;
 #[path = "support/tap.rs"]
 mod tap;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::io::{BufRead, BufReader};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bin::{rss_sampler, Bin, Keep, Launch};
 use bytes::Bytes;
 use fake_provider::{FakeProvider, Reply};
 use http::Request;
@@ -440,240 +442,19 @@ fn say(line: &str) {
 
 // ----- the llmtap binary -----------------------------------------------------------------
 
-/// The `llmtap` binary, run as an operator would, with JSON logs.
-struct Bin {
-    child: Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    log: Arc<Mutex<VecDeque<String>>>,
-}
+/// The `llmtap` binary, run as an operator would, with JSON logs; no spool
+/// unless a test's env sets `LLMTAP_SPOOL_DIR`.
+const LAUNCH: Launch = Launch {
+    spool: false,
+    keep: Keep::Last(400),
+    ..Launch::DEFAULT
+};
 
-/// Settings only the config file has: fast batches and retries.
-const BIN_CONFIG: &str = r#"
-[server]
-shutdown_grace = "5s"
-[export]
-batch_interval = "50ms"
-retry_initial = "50ms"
-retry_max = "1s"
-"#;
-
-impl Bin {
-    /// Starts llmtap with its cwd, config file, trace and dead-letter dirs in
-    /// `dir`, and `env` on top (e.g. `LLMTAP_SPOOL_DIR`, `MLFLOW_*`).
-    async fn start(upstream: &str, dir: &Path, env: &[(&str, &str)]) -> Bin {
-        let upstream = upstream.to_string();
-        let dir = dir.to_path_buf();
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        tokio::task::spawn_blocking(move || Bin::start_blocking(&upstream, &dir, &env))
-            .await
-            .unwrap_or_else(|e| match e.try_into_panic() {
-                Ok(p) => std::panic::resume_unwind(p),
-                Err(e) => panic!("starting llmtap: {e}"),
-            })
-    }
-
-    fn start_blocking(upstream: &str, dir: &Path, env: &[(String, String)]) -> Bin {
-        std::fs::create_dir_all(dir).unwrap();
-        let config = dir.join("llmtap.toml");
-        std::fs::write(&config, BIN_CONFIG).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmtap"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("LLMTAP_") || k.starts_with("MLFLOW_") || k == "ENABLE_MLFLOW_TRACING"
-            {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.current_dir(dir)
-            .env("LLMTAP_CONFIG", &config)
-            .env("LLMTAP_LISTEN", "127.0.0.1:0")
-            .env("LLMTAP_ADMIN_LISTEN", "127.0.0.1:0")
-            .env("LLMTAP_UPSTREAM", upstream)
-            .env("LLMTAP_LOG_FORMAT", "json")
-            .env("LLMTAP_TRACE_DIR", dir.join("traces"))
-            .env("LLMTAP_DEAD_LETTER_DIR", dir.join("dead-letter"))
-            .env("RUST_LOG", "info");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting the llmtap binary");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<(SocketAddr, SocketAddr)>();
-        let l = log.clone();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.is_some() {
-                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                        if v["message"] == "llmtap listening" {
-                            let parse = |k: &str| v[k].as_str().and_then(|s| s.parse().ok());
-                            if let (Some(a), Some(b)) = (parse("addr"), parse("admin_addr")) {
-                                let _ = tx.take().unwrap().send((a, b));
-                            }
-                        }
-                    }
-                }
-                let mut log = l.lock().unwrap();
-                if log.len() == 400 {
-                    log.pop_front();
-                }
-                log.push_back(line);
-            }
-        });
-        let (addr, admin) = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "llmtap did not log \"llmtap listening\" within 30 s:\n{}",
-                    log.lock()
-                        .unwrap()
-                        .iter()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                );
-            }
-        };
-        Bin {
-            child,
-            addr,
-            admin,
-            log,
-        }
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Resident set size from /proc, in bytes.
-    fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("/proc/PID/status of llmtap");
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/PID/status");
-        kb * 1024
-    }
-
-    /// Open file descriptors (sockets included).
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-
-    /// SIGKILL (`Child::kill` is SIGKILL on Unix: no handler, no flush), then
-    /// reap it.
-    fn kill9(&mut self) {
-        self.child.kill().expect("SIGKILL llmtap");
-        self.child.wait().expect("reap llmtap");
-    }
-
-    /// SIGTERM and wait for a clean exit.
-    async fn stop(&mut self) {
-        let pid = self.pid().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "llmtap exited with {status}:\n{}",
-                    self.log_tail(40)
-                );
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "llmtap did not exit within 30 s of SIGTERM:\n{}",
-                self.log_tail(40)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn log_tail(&self, n: usize) -> String {
-        let log = self.log.lock().unwrap();
-        let skip = log.len().saturating_sub(n);
-        log.iter()
-            .skip(skip)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// Log lines at WARN or ERROR (and panics), for reports.
-    fn complaints(&self) -> Vec<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| {
-                l.contains("\"level\":\"WARN\"")
-                    || l.contains("\"level\":\"ERROR\"")
-                    || l.contains("panicked")
-            })
-            .cloned()
-            .collect()
-    }
-}
-
-impl Drop for Bin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Samples a process's RSS every 20 ms until stopped; returns the maximum.
-fn rss_sampler(pid: u32) -> (Arc<AtomicBool>, std::thread::JoinHandle<u64>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let handle = std::thread::spawn(move || {
-        let mut max = 0;
-        while !s.load(Relaxed) {
-            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                if let Some(kb) = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                {
-                    max = max.max(kb * 1024);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        max
-    });
-    (stop, handle)
-}
+/// [`LAUNCH`] with its spool in `dir/spool`.
+const SPOOLED: Launch = Launch {
+    spool: true,
+    ..LAUNCH
+};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -1025,7 +806,9 @@ async fn sigkill_mid_load_loses_nothing_with_fsync_always() {
         ("LLMTAP_SPOOL_DIR", spool_dir.to_str().unwrap()),
         ("LLMTAP_SPOOL_FSYNC", "always"),
     ];
-    let mut first = Bin::start(&provider.url(), &work.path().join("a"), &env).await;
+    let mut first = LAUNCH
+        .start(&provider.url(), &work.path().join("a"), &env)
+        .await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(run_load(
@@ -1071,7 +854,9 @@ async fn sigkill_mid_load_loses_nothing_with_fsync_always() {
         &load.failed[..5]
     );
 
-    let mut second = Bin::start(&provider.url(), &work.path().join("b"), &env).await;
+    let mut second = LAUNCH
+        .start(&provider.url(), &work.path().join("b"), &env)
+        .await;
     let all_ids = ids(&done);
     let (delivered, _) = wait_traces(
         mlflow,
@@ -1566,16 +1351,17 @@ async fn huge_streamed_response_keeps_memory_flat() {
     let upstream = BigUpstream::start(total).await;
     let work = tempfile::tempdir().unwrap();
     let spool = work.path().join("spool");
-    let bin = Bin::start(
-        &upstream.url(),
-        work.path(),
-        &[
-            ("MLFLOW_TRACKING_URI", mlflow.uri()),
-            ("MLFLOW_EXPERIMENT_ID", &experiment),
-            ("LLMTAP_SPOOL_DIR", spool.to_str().unwrap()),
-        ],
-    )
-    .await;
+    let bin = LAUNCH
+        .start(
+            &upstream.url(),
+            work.path(),
+            &[
+                ("MLFLOW_TRACKING_URI", mlflow.uri()),
+                ("MLFLOW_EXPERIMENT_ID", &experiment),
+                ("LLMTAP_SPOOL_DIR", spool.to_str().unwrap()),
+            ],
+        )
+        .await;
     let idle_rss = bin.rss();
     let (stop, sampler) = rss_sampler(bin.pid());
 
@@ -1709,19 +1495,11 @@ async fn slow_reading_client_is_backpressured() {
     let (_, experiment) = mlflow.unique_experiment("faults-slow").await;
     let upstream = BigUpstream::start(1 << 30).await;
     let work = tempfile::tempdir().unwrap();
-    let bin = Bin::start(
-        &upstream.url(),
-        work.path(),
-        &[
-            ("MLFLOW_TRACKING_URI", mlflow.uri()),
-            ("MLFLOW_EXPERIMENT_ID", &experiment),
-            (
-                "LLMTAP_SPOOL_DIR",
-                work.path().join("spool").to_str().unwrap(),
-            ),
-        ],
-    )
-    .await;
+    let env = [
+        ("MLFLOW_TRACKING_URI", mlflow.uri()),
+        ("MLFLOW_EXPERIMENT_ID", experiment.as_str()),
+    ];
+    let bin = SPOOLED.start(&upstream.url(), work.path(), &env).await;
     let idle_rss = bin.rss();
     let (stop, sampler) = rss_sampler(bin.pid());
 
@@ -1811,19 +1589,11 @@ async fn clients_disconnecting_mid_upload_leave_the_proxy_serving() {
     let (_, experiment) = mlflow.unique_experiment("faults-upload").await;
     let provider = chat_provider().await;
     let work = tempfile::tempdir().unwrap();
-    let bin = Bin::start(
-        &provider.url(),
-        work.path(),
-        &[
-            ("MLFLOW_TRACKING_URI", mlflow.uri()),
-            ("MLFLOW_EXPERIMENT_ID", &experiment),
-            (
-                "LLMTAP_SPOOL_DIR",
-                work.path().join("spool").to_str().unwrap(),
-            ),
-        ],
-    )
-    .await;
+    let env = [
+        ("MLFLOW_TRACKING_URI", mlflow.uri()),
+        ("MLFLOW_EXPERIMENT_ID", experiment.as_str()),
+    ];
+    let bin = SPOOLED.start(&provider.url(), work.path(), &env).await;
     let warm = burst(&bin.base(), 5, 5).await;
     assert_all_served(&warm, "warm-up");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1958,7 +1728,7 @@ async fn soak_steady_load() {
         async move {
             let env: Vec<(&str, &str)> =
                 env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            Bin::start(&url, &path, &env).await
+            LAUNCH.start(&url, &path, &env).await
         }
     };
     let mut bin = start_bin(
@@ -2265,17 +2035,18 @@ async fn real_disk_full_on_the_spool_filesystem() {
     let provider = chat_provider_with(plain.clone(), sse.clone()).await;
     let work = tempfile::tempdir().unwrap();
     let spool = fs.path().join("spool");
-    let mut bin = Bin::start(
-        &provider.url(),
-        work.path(),
-        &[
-            ("MLFLOW_TRACKING_URI", mlflow.uri()),
-            ("MLFLOW_EXPERIMENT_ID", &experiment),
-            ("LLMTAP_SPOOL_DIR", spool.to_str().unwrap()),
-            ("LLMTAP_SPOOL_MAX_BYTES", "1GiB"),
-        ],
-    )
-    .await;
+    let mut bin = LAUNCH
+        .start(
+            &provider.url(),
+            work.path(),
+            &[
+                ("MLFLOW_TRACKING_URI", mlflow.uri()),
+                ("MLFLOW_EXPERIMENT_ID", &experiment),
+                ("LLMTAP_SPOOL_DIR", spool.to_str().unwrap()),
+                ("LLMTAP_SPOOL_MAX_BYTES", "1GiB"),
+            ],
+        )
+        .await;
 
     // Phase 1: MLflow down, the filesystem fills.
     let load1 = big_burst(&bin.base(), 0..PHASE1, 8, &plain, &sse).await;

@@ -6,23 +6,23 @@
 //! that found the budget spent say so, and the process's peak RSS (VmHWM)
 //! stays under the bound the README documents.
 
+#[path = "support/bin.rs"]
+mod bin;
 #[path = "support/fake_provider.rs"]
 mod fake_provider;
 #[path = "support/tap.rs"]
 mod tap;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bin::{Bin, Launch};
 use bytes::Bytes;
 use fake_provider::{FakeProvider, Reply, Step};
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use serde_json::Value;
 use tap::{spans_in, Span};
 
 const MIB: usize = 1 << 20;
@@ -34,93 +34,33 @@ const WAVE: usize = 16;
 const BOMBS: usize = 8;
 const DENSE: usize = 6;
 
-/// The llmtap binary with its listeners' addresses.
-struct Bin {
-    child: Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
+/// The llmtap binary: a config file with fast batches only, the spool under
+/// its dir, warnings and llmtap's own info lines.
+const LAUNCH: Launch = Launch {
+    config: Some("[export]\nbatch_interval = \"50ms\"\n"),
+    env: &[("RUST_LOG", "warn,llmtap=info")],
+    ..Launch::DEFAULT
+};
+
+/// llmtap in `dir` against `provider`, with the run's capture cap and
+/// in-flight budget and `env` on top.
+async fn start_capped(provider: &FakeProvider, dir: &Path, env: &[(&str, &str)]) -> Bin {
+    let (cap, inflight) = (CAP.to_string(), INFLIGHT.to_string());
+    let mut all = vec![
+        ("LLMTAP_MAX_CAPTURE_BYTES", cap.as_str()),
+        ("LLMTAP_MAX_INFLIGHT_CAPTURE_BYTES", inflight.as_str()),
+    ];
+    all.extend_from_slice(env);
+    LAUNCH.start(&provider.url(), dir, &all).await
 }
 
-impl Bin {
-    fn start(upstream: &str, dir: &Path, env: &[(&str, String)]) -> Bin {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmtap"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("LLMTAP_") || k.starts_with("MLFLOW_") || k == "ENABLE_MLFLOW_TRACING"
-            {
-                cmd.env_remove(k);
-            }
-        }
-        let config = dir.join("llmtap.toml");
-        std::fs::write(&config, "[export]\nbatch_interval = \"50ms\"\n").unwrap();
-        cmd.current_dir(dir)
-            .env("LLMTAP_CONFIG", &config)
-            .env("LLMTAP_LISTEN", "127.0.0.1:0")
-            .env("LLMTAP_ADMIN_LISTEN", "127.0.0.1:0")
-            .env("LLMTAP_UPSTREAM", upstream)
-            .env("LLMTAP_LOG_FORMAT", "json")
-            .env("LLMTAP_TRACE_DIR", dir.join("traces"))
-            .env("LLMTAP_SPOOL_DIR", dir.join("spool"))
-            .env("LLMTAP_DEAD_LETTER_DIR", dir.join("dead-letter"))
-            .env("RUST_LOG", "warn,llmtap=info");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting the llmtap binary");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if v["message"] == "llmtap listening" {
-                    let parse = |k: &str| v[k].as_str().and_then(|s| s.parse().ok());
-                    if let (Some(a), Some(b), Some(tx)) =
-                        (parse("addr"), parse("admin_addr"), tx.take())
-                    {
-                        let _ = tx.send((a, b));
-                    }
-                }
-            }
-        });
-        let Ok((addr, admin)) = rx.recv_timeout(Duration::from_secs(30)) else {
-            let _ = child.kill();
-            panic!("llmtap did not start within 30 s");
-        };
-        Bin { child, addr, admin }
-    }
-
-    /// A field of /proc/PID/status, in bytes.
-    fn status(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"));
-        kb * 1024
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        let got = tap::get(&format!("http://{}/metrics", self.admin)).await;
-        let text = String::from_utf8_lossy(&got.body).into_owned();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or(0.0)
-    }
-}
-
-impl Drop for Bin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// One sample of a metric from `/metrics` (0 when absent).
+async fn metric(bin: &Bin, name: &str) -> f64 {
+    let got = tap::get(&format!("http://{}/metrics", bin.admin)).await;
+    let text = String::from_utf8_lossy(&got.body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// What a call sends and what the provider answers it.
@@ -334,16 +274,9 @@ async fn many_maximal_calls_at_once_stay_within_the_documented_memory_bound() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let bin = Bin::start(
-        &provider.url(),
-        dir.path(),
-        &[
-            ("LLMTAP_MAX_CAPTURE_BYTES", CAP.to_string()),
-            ("LLMTAP_MAX_INFLIGHT_CAPTURE_BYTES", INFLIGHT.to_string()),
-        ],
-    );
-    let base = format!("http://{}", bin.addr);
-    let rss_at_start = bin.status("VmRSS:");
+    let bin = start_capped(&provider, dir.path(), &[]).await;
+    let base = bin.base();
+    let rss_at_start = bin.rss();
     let mut tasks = tokio::task::JoinSet::new();
     let spawn_wave =
         |tasks: &mut tokio::task::JoinSet<Call>, wave: usize, range: std::ops::Range<usize>| {
@@ -369,7 +302,7 @@ async fn many_maximal_calls_at_once_stay_within_the_documented_memory_bound() {
     // Wave 1 holds cap-sized captures open together: far past the budget.
     spawn_wave(&mut tasks, 1, 0..WAVE);
     wait_seen(WAVE).await;
-    let held = bin.metric("llmtap_capture_inflight_bytes").await;
+    let held = metric(&bin, "llmtap_capture_inflight_bytes").await;
     assert!(
         held > (INFLIGHT / 2) as f64 && held <= INFLIGHT as f64,
         "{held}"
@@ -377,7 +310,7 @@ async fn many_maximal_calls_at_once_stay_within_the_documented_memory_bound() {
     // Wave 2 starts with the budget spent: proxied, not captured.
     spawn_wave(&mut tasks, 2, WAVE..2 * WAVE);
     wait_seen(2 * WAVE).await;
-    let rss_held = bin.status("VmRSS:");
+    let rss_held = bin.rss();
     for _ in 0..2 * WAVE {
         provider.release();
     }
@@ -385,7 +318,7 @@ async fn many_maximal_calls_at_once_stay_within_the_documented_memory_bound() {
     while let Some(done) = tasks.join_next().await {
         calls.push(done.expect("call task"));
     }
-    let mut peaks = vec![("waves 1-2", bin.status("VmHWM:"))];
+    let mut peaks = vec![("waves 1-2", bin.hwm())];
     // Then, each wave once the captures before it are released (all fit
     // the budget): bombs, then dense JSON.
     for (wave, range) in [
@@ -393,7 +326,7 @@ async fn many_maximal_calls_at_once_stay_within_the_documented_memory_bound() {
         (4, 2 * WAVE + BOMBS..2 * WAVE + BOMBS + DENSE),
     ] {
         let deadline = Instant::now() + Duration::from_secs(15);
-        while bin.metric("llmtap_capture_inflight_bytes").await > 0.0 {
+        while metric(&bin, "llmtap_capture_inflight_bytes").await > 0.0 {
             assert!(Instant::now() < deadline, "captures were not released");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -401,10 +334,7 @@ async fn many_maximal_calls_at_once_stay_within_the_documented_memory_bound() {
         while let Some(done) = tasks.join_next().await {
             calls.push(done.expect("call task"));
         }
-        peaks.push((
-            if wave == 3 { "bombs" } else { "dense" },
-            bin.status("VmHWM:"),
-        ));
+        peaks.push((if wave == 3 { "bombs" } else { "dense" }, bin.hwm()));
     }
     let total = calls.len();
     assert_eq!(total, 2 * WAVE + BOMBS + DENSE);
@@ -422,17 +352,19 @@ async fn many_maximal_calls_at_once_stay_within_the_documented_memory_bound() {
 
     // A trace for every call, with the call's facts.
     let deadline = Instant::now() + Duration::from_secs(25);
-    while bin.metric("llmtap_traces_exported_total").await < total as f64 {
+    while metric(&bin, "llmtap_traces_exported_total").await < total as f64 {
         assert!(
             Instant::now() < deadline,
             "not every call was traced in time"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let peak = bin.status("VmHWM:");
-    let skipped_metric = bin
-        .metric("llmtap_captures_skipped_total{reason=\"memory_budget\"}")
-        .await;
+    let peak = bin.hwm();
+    let skipped_metric = metric(
+        &bin,
+        "llmtap_captures_skipped_total{reason=\"memory_budget\"}",
+    )
+    .await;
     let spans: Vec<Span> = spans_in(&dir.path().join("traces"))
         .into_iter()
         .map(Span)
@@ -485,16 +417,8 @@ async fn with_the_spool_off_captures_are_released_once_parsed() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let bin = Bin::start(
-        &provider.url(),
-        dir.path(),
-        &[
-            ("LLMTAP_SPOOL", "false".to_string()),
-            ("LLMTAP_MAX_CAPTURE_BYTES", CAP.to_string()),
-            ("LLMTAP_MAX_INFLIGHT_CAPTURE_BYTES", INFLIGHT.to_string()),
-        ],
-    );
-    let base = format!("http://{}", bin.addr);
+    let bin = start_capped(&provider, dir.path(), &[("LLMTAP_SPOOL", "false")]).await;
+    let base = bin.base();
     let mut calls = tokio::task::JoinSet::new();
     for n in 0..4 {
         calls.spawn(call(base.clone(), Kind::Dense, n, 1, Bytes::new()));
@@ -504,8 +428,8 @@ async fn with_the_spool_off_captures_are_released_once_parsed() {
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let exported = bin.metric("llmtap_traces_exported_total").await;
-        let held = bin.metric("llmtap_capture_inflight_bytes").await;
+        let exported = metric(&bin, "llmtap_traces_exported_total").await;
+        let held = metric(&bin, "llmtap_capture_inflight_bytes").await;
         if exported >= 4.0 && held == 0.0 {
             break;
         }
@@ -516,7 +440,7 @@ async fn with_the_spool_off_captures_are_released_once_parsed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
-        bin.metric("llmtap_capture_inflight_max_bytes").await,
+        metric(&bin, "llmtap_capture_inflight_max_bytes").await,
         INFLIGHT as f64
     );
 }

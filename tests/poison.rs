@@ -7,21 +7,21 @@
 //! the marker — the same death, as far as the journal can tell, as an OOM
 //! kill or `kill -9` during the parse (no unwinding, nothing flushed).
 
+#[path = "support/bin.rs"]
+mod bin;
 #[path = "support/fake_provider.rs"]
 mod fake_provider;
 #[path = "support/tap.rs"]
 mod tap;
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
+use bin::{Bin, Launch};
 use fake_provider::{FakeProvider, Reply};
 use serde_json::Value;
 use tap::{get, post, spans_in};
@@ -35,16 +35,14 @@ const ABORT: (&str, &str) = ("LLMTAP_DEBUG_ABORT_ON_PARSE", MARKER);
 const STALL: (&str, &str) = ("LLMTAP_DEBUG_STALL_ON_PARSE", SLOW);
 const REPLY: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
 
-/// Settings only the config file has: fast batches and retries.
-const CONFIG: &str = r#"
-[server]
-shutdown_grace = "5s"
-[export]
-batch_interval = "50ms"
-retry_initial = "50ms"
-retry_max = "1s"
-parse_workers = 2
-"#;
+/// One run of the llmtap binary on `dir` (cwd, config, spool, traces).
+const LAUNCH: Launch = Launch {
+    // Fast batches and retries, two parse workers.
+    config_extra: "parse_workers = 2\n",
+    // Every call the client saw complete is in the journal.
+    env: &[("LLMTAP_SPOOL_FSYNC", "always")],
+    ..Launch::DEFAULT
+};
 
 fn request(text: &str) -> Vec<u8> {
     format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{text}"}}]}}"#)
@@ -55,165 +53,12 @@ async fn provider() -> FakeProvider {
     FakeProvider::start(|_| Reply::json(200, REPLY)).await
 }
 
-/// One run of the llmtap binary on `dir` (cwd, config, spool, traces).
-struct Bin {
-    child: Child,
-    log: Arc<Mutex<VecDeque<String>>>,
-    reader: std::thread::JoinHandle<()>,
-    listening: std::sync::mpsc::Receiver<(SocketAddr, SocketAddr)>,
-}
-
-impl Bin {
-    fn spawn(dir: &Path, upstream: &str, env: &[(&str, &str)]) -> Bin {
-        std::fs::create_dir_all(dir).unwrap();
-        let config = dir.join("llmtap.toml");
-        std::fs::write(&config, CONFIG).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmtap"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("LLMTAP_") || k.starts_with("MLFLOW_") || k == "ENABLE_MLFLOW_TRACING"
-            {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.current_dir(dir)
-            .env("LLMTAP_CONFIG", &config)
-            .env("LLMTAP_LISTEN", "127.0.0.1:0")
-            .env("LLMTAP_ADMIN_LISTEN", "127.0.0.1:0")
-            .env("LLMTAP_UPSTREAM", upstream)
-            .env("LLMTAP_LOG_FORMAT", "json")
-            .env("LLMTAP_TRACE_DIR", dir.join("traces"))
-            .env("LLMTAP_DEAD_LETTER_DIR", dir.join("dead-letter"))
-            .env("LLMTAP_SPOOL_DIR", dir.join("spool"))
-            // Every call the client saw complete is in the journal.
-            .env("LLMTAP_SPOOL_FSYNC", "always")
-            .env("RUST_LOG", "info");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting the llmtap binary");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let (tx, listening) = std::sync::mpsc::channel();
-        let l = log.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let parse = |k: &str| v[k].as_str().and_then(|s| s.parse().ok());
-                    if v["message"] == "llmtap listening" {
-                        if let (Some(a), Some(b)) = (parse("addr"), parse("admin_addr")) {
-                            let _ = tx.send((a, b));
-                        }
-                    }
-                }
-                let mut log = l.lock().unwrap();
-                if log.len() == 1000 {
-                    log.pop_front();
-                }
-                log.push_back(line);
-            }
-        });
-        Bin {
-            child,
-            log,
-            reader,
-            listening,
-        }
-    }
-
-    /// The proxy and admin addresses, once it listens.
-    async fn addrs(&mut self) -> (SocketAddr, SocketAddr) {
-        let start = Instant::now();
-        loop {
-            if let Ok(a) = self.listening.try_recv() {
-                return a;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "llmtap exited ({status}) before listening:\n{}",
-                    self.log_text()
-                );
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "llmtap did not listen within 30 s:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits (up to 30 s) for the process to end on its own.
-    async fn exited(&mut self) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            // Done once it exited and its last log line is read.
-            if let Some(status) = self.child.try_wait().unwrap() {
-                if self.reader.is_finished() || start.elapsed() > Duration::from_secs(35) {
-                    return status;
-                }
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "llmtap still running after 30 s:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// SIGTERM, and a clean exit.
-    async fn stop(&mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let status = self.exited().await;
-        assert!(
-            status.success(),
-            "llmtap exited with {status}:\n{}",
-            self.log_text()
-        );
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn log_text(&self) -> String {
-        let log = self.log.lock().unwrap();
-        log.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-
-    /// Log lines (JSON) whose message contains `text`.
-    fn logged(&self, text: &str) -> Vec<Value> {
-        let log = self.log.lock().unwrap();
-        log.iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["message"].as_str().is_some_and(|m| m.contains(text)))
-            .collect()
-    }
-}
-
-impl Drop for Bin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn assert_aborted(status: ExitStatus, bin: &Bin, what: &str) {
     assert_eq!(
         status.signal(),
         Some(6),
         "{what}: expected the test hook's abort (SIGABRT), got {status}:\n{}",
-        bin.log_text()
+        bin.log()
     );
 }
 
@@ -280,7 +125,7 @@ async fn wait_logged(bin: &Bin, text: &str) {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "never logged {text:?}:\n{}",
-            bin.log_text()
+            bin.log()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -306,7 +151,7 @@ async fn a_poison_record_kills_llmtap_twice_then_is_quarantined_for_good() {
 
     // Start 1: an innocent call is traced; the poison call is answered with
     // exact bytes, then its parse kills the process.
-    let mut bin = Bin::spawn(dir, &upstream.url(), &[ABORT]);
+    let mut bin = LAUNCH.spawn(&upstream.url(), dir, &[ABORT]);
     let (addr, _) = bin.addrs().await;
     let before = call(addr, "innocent before").await;
     wait_traces(dir, &[&before]).await;
@@ -315,16 +160,16 @@ async fn a_poison_record_kills_llmtap_twice_then_is_quarantined_for_good() {
 
     // Start 2: the record has a strike; it is parsed again, alone, and the
     // hook kills the process again (a real poison pill would too).
-    let mut bin = Bin::spawn(dir, &upstream.url(), &[ABORT]);
+    let mut bin = LAUNCH.spawn(&upstream.url(), dir, &[ABORT]);
     assert_aborted(bin.exited().await, &bin, "start 2");
     assert!(
         !bin.logged("it is parsed again, alone").is_empty(),
         "start 2 says what it does:\n{}",
-        bin.log_text()
+        bin.log()
     );
 
     // Start 3: quarantined, not parsed (the hook is still armed); serves.
-    let mut bin = Bin::spawn(dir, &upstream.url(), &[ABORT]);
+    let mut bin = LAUNCH.spawn(&upstream.url(), dir, &[ABORT]);
     let (addr, admin) = bin.addrs().await;
     let after = call(addr, "innocent after").await;
     wait_traces(dir, &[&before, &after]).await;
@@ -338,7 +183,7 @@ async fn a_poison_record_kills_llmtap_twice_then_is_quarantined_for_good() {
         warnings,
         1,
         "one warning names the poison call's trace id:\n{}",
-        bin.log_text()
+        bin.log()
     );
     let files = quarantine_files(dir);
     assert_eq!(files.len(), 1, "{files:?}");
@@ -366,13 +211,13 @@ async fn a_poison_record_kills_llmtap_twice_then_is_quarantined_for_good() {
     bin.stop().await;
 
     // Start 4: clean — nothing parsed a third time, no quarantine growth.
-    let mut bin = Bin::spawn(dir, &upstream.url(), &[ABORT]);
+    let mut bin = LAUNCH.spawn(&upstream.url(), dir, &[ABORT]);
     let (addr, admin) = bin.addrs().await;
     let last = call(addr, "innocent last").await;
     wait_traces(dir, &[&last]).await;
     assert_eq!(quarantined_total(admin, 0.0).await, 0.0);
     assert_eq!(quarantine_files(dir), files);
-    assert!(bin.logged("parsed again").is_empty(), "{}", bin.log_text());
+    assert!(bin.logged("parsed again").is_empty(), "{}", bin.log());
     assert!(bin.alive());
     bin.stop().await;
 }
@@ -384,13 +229,13 @@ async fn a_single_crash_mid_parse_loses_no_trace() {
     let dir = tmp.path();
 
     // The process dies once during a parse (as in a kill -9 mid-deploy).
-    let mut bin = Bin::spawn(dir, &upstream.url(), &[ABORT]);
+    let mut bin = LAUNCH.spawn(&upstream.url(), dir, &[ABORT]);
     let (addr, _) = bin.addrs().await;
     let id = call(addr, MARKER).await;
     assert_aborted(bin.exited().await, &bin, "the crash");
 
     // The next start parses it again (alone) and the trace is delivered.
-    let mut bin = Bin::spawn(dir, &upstream.url(), &[]);
+    let mut bin = LAUNCH.spawn(&upstream.url(), dir, &[]);
     let (addr, admin) = bin.addrs().await;
     let other = call(addr, "innocent").await;
     wait_traces(dir, &[&id, &other]).await;
@@ -399,10 +244,10 @@ async fn a_single_crash_mid_parse_loses_no_trace() {
     bin.stop().await;
 
     // And the one after has nothing left to do about it.
-    let mut bin = Bin::spawn(dir, &upstream.url(), &[ABORT]);
+    let mut bin = LAUNCH.spawn(&upstream.url(), dir, &[ABORT]);
     let (addr, _) = bin.addrs().await;
     call(addr, "innocent again").await;
-    assert!(bin.logged("parsed again").is_empty(), "{}", bin.log_text());
+    assert!(bin.logged("parsed again").is_empty(), "{}", bin.log());
     assert!(bin.alive());
     bin.stop().await;
 }
@@ -415,7 +260,7 @@ async fn a_call_parsed_at_the_moment_of_the_crash_keeps_its_trace() {
 
     // Start 1: one worker is in a slow parse when the poison kills the
     // process; both records are found being parsed by the next start.
-    let mut bin = Bin::spawn(dir, &upstream.url(), &[ABORT, STALL]);
+    let mut bin = LAUNCH.spawn(&upstream.url(), dir, &[ABORT, STALL]);
     let (addr, _) = bin.addrs().await;
     let bystander = call(addr, SLOW).await;
     wait_logged(&bin, "LLMTAP_DEBUG_STALL_ON_PARSE").await;
@@ -423,11 +268,11 @@ async fn a_call_parsed_at_the_moment_of_the_crash_keeps_its_trace() {
     assert_aborted(bin.exited().await, &bin, "start 1");
 
     // Start 2: each is parsed again alone; the poison kills it again.
-    let mut bin = Bin::spawn(dir, &upstream.url(), &[ABORT]);
+    let mut bin = LAUNCH.spawn(&upstream.url(), dir, &[ABORT]);
     assert_aborted(bin.exited().await, &bin, "start 2");
 
     // Start 3: only the poison is quarantined; the bystander is traced.
-    let mut bin = Bin::spawn(dir, &upstream.url(), &[ABORT]);
+    let mut bin = LAUNCH.spawn(&upstream.url(), dir, &[ABORT]);
     let (_, admin) = bin.addrs().await;
     wait_traces(dir, &[&bystander]).await;
     assert_eq!(quarantined_total(admin, 1.0).await, 1.0);

@@ -161,7 +161,7 @@ async fn compression_bombs_stay_within_memory_and_do_not_crash_loop() {
     bin.kill9();
     for round in ["restart 1 over journalled bombs", "restart 2"] {
         let env = [&kit::CAPTURE_ENV[..], &env[..]].concat();
-        let mut bin = Bin::start(&provider.url(), dir.path(), &env).await;
+        let mut bin = HOSTILE.start(&provider.url(), dir.path(), &env).await;
         finish(&mut bin, idle, limits, &[], round).await;
         bin.stop().await;
     }

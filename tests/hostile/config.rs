@@ -146,12 +146,13 @@ async fn one_process_per_spool_dir_and_replay_refuses_a_live_spool() {
     let spool = dir.path().join("spool").display().to_string();
 
     let dir2 = tempfile::tempdir().unwrap();
-    match Bin::try_start(
-        &provider.url(),
-        dir2.path(),
-        &[("LLMTAP_SPOOL_DIR", &spool)],
-    )
-    .await
+    match HOSTILE
+        .try_start(
+            &provider.url(),
+            dir2.path(),
+            &[("LLMTAP_SPOOL_DIR", &spool)],
+        )
+        .await
     {
         Err(out) => {
             assert!(

@@ -26,10 +26,10 @@ mod secrets;
 mod targets;
 mod usage_filter;
 
+#[path = "../support/bin.rs"]
+mod bin;
 #[path = "../support/fake_provider.rs"]
 mod fake_provider;
-#[path = "../support/hostile_bin.rs"]
-mod hostile_bin;
 #[path = "../support/hostile_kit.rs"]
 mod kit;
 #[path = "../support/tap.rs"]
@@ -40,15 +40,30 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use bin::{run_to_exit, Bin, Keep, Launch};
 use bytes::Bytes;
 use fake_provider::{FakeProvider, Reply, Seen, Step};
-use hostile_bin::{command, run_to_exit, Bin};
 use http_body_util::BodyExt;
 use kit::{assert_no_secret, assert_rss_bounded, assert_serves, Limits, CHAT, MIB};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const SERVE_LIMIT: Duration = Duration::from_secs(20);
+
+/// The llmtap binary as the suite runs it: the spool under its dir, every
+/// log line (for the secret sweep) up to a bound a flood of per-connection
+/// lines cannot pass, and `LLMTAP_HOSTILE_BIN` naming another binary (CI:
+/// the release build).
+const HOSTILE: Launch = Launch {
+    keep: Keep::First(50_000),
+    bin_var: Some("LLMTAP_HOSTILE_BIN"),
+    ..Launch::DEFAULT
+};
+
+/// A command for the binary with the suite's settings, `env` on top.
+fn command(dir: &Path, env: &[(&str, &str)]) -> std::process::Command {
+    HOSTILE.command(dir, env)
+}
 
 // ----- shared steps ---------------------------------------------------------------------------
 
@@ -57,7 +72,7 @@ const SERVE_LIMIT: Duration = Duration::from_secs(20);
 async fn start(upstream: &str, dir: &Path, env: &[(&str, &str)]) -> (Bin, u64) {
     let mut all: Vec<(&str, &str)> = kit::CAPTURE_ENV.to_vec();
     all.extend_from_slice(env);
-    let bin = Bin::start(upstream, dir, &all).await;
+    let bin = HOSTILE.start(upstream, dir, &all).await;
     let idle = bin.rss();
     (bin, idle)
 }

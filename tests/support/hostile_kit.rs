@@ -13,8 +13,8 @@ use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::bin::Bin;
 use crate::fake_provider::{Reply, Seen};
-use crate::hostile_bin::Bin;
 use crate::tap;
 
 pub const CHAT: &str = "/v1/chat/completions";
