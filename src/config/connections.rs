@@ -82,15 +82,9 @@ pub(super) fn resolve(l: &mut Layers<'_>) -> ConnectionSettings {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::env;
     use super::super::{resolve, Env, Flags};
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> Env {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn defaults_are_bounded() {

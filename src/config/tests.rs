@@ -2,7 +2,8 @@
 
 use super::*;
 
-fn env(pairs: &[(&str, &str)]) -> Env {
+/// An environment of `pairs` (shared by the config tests).
+pub(super) fn env(pairs: &[(&str, &str)]) -> Env {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

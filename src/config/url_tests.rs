@@ -1,14 +1,8 @@
 //! URLs in the config: userinfo refused in upstreams, used as Basic auth for
 //! MLflow; no error message repeats a password or a query.
 
+use super::tests::env;
 use super::*;
-
-fn env(pairs: &[(&str, &str)]) -> Env {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 fn errors(flags: &Flags, e: &Env, file: Option<&str>) -> String {
     resolve(flags, e, file).unwrap_err().to_string()
