@@ -399,17 +399,7 @@ async fn shutdown_with_a_dead_sink_leaves_traces_spooled_without_waiting_out_the
 
 /// A span with trace id `[n; 16]`.
 fn span(n: u8) -> opentelemetry_proto::tonic::trace::v1::Span {
-    llmtap::otlp::to_span(&llmtap::record::SpanRecord {
-        trace_id: [n; 16],
-        span_id: [n; 8],
-        parent_span_id: None,
-        name: "Completions".into(),
-        start_unix_nano: 1,
-        end_unix_nano: 2,
-        status: llmtap::record::SpanStatus::Ok,
-        attributes: vec![],
-        events: vec![],
-    })
+    tap::otlp_span(n)
 }
 
 /// `llmtap replay` of a spool directory acknowledges exactly what was

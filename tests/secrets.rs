@@ -387,19 +387,8 @@ async fn replaying_into_the_same_dead_letter_dir_terminates() {
     cfg.export.dead_letter_dir = dl.clone();
     cfg.export.batch_max_spans = 1;
     let first = llmtap::export::dead_letter::DeadLetter::new(dl.clone(), 64 << 20, 10);
-    let span = |i: u8| {
-        llmtap::otlp::to_span(&llmtap::record::SpanRecord {
-            trace_id: [i; 16],
-            span_id: [i; 8],
-            parent_span_id: None,
-            name: "Completions".into(),
-            start_unix_nano: 1,
-            end_unix_nano: 2,
-            status: llmtap::record::SpanStatus::Ok,
-            attributes: vec![],
-            events: vec![],
-        })
-    };
+    let span = tap::otlp_span;
+
     for i in 1..=2 {
         let req = llmtap::otlp::request("svc", vec![span(i)]);
         first.write("mlflow", "HTTP 400", &req).await.unwrap();

@@ -70,6 +70,24 @@ struct State {
 }
 
 impl State {
+    /// A connection accepted at `accepted`: nothing read, nothing in flight.
+    fn new(accepted: Instant) -> State {
+        State {
+            accepted,
+            in_flight: 0,
+            idle_since: None,
+            first_byte: None,
+            h2: false,
+            stalled: Vec::new(),
+            next_stream: 0,
+            armed: None,
+            fired: None,
+            reader: None,
+        }
+    }
+}
+
+impl State {
     /// When reading must have made progress by, and which limit that is:
     /// the earlier of the idle limit (none while a request is in flight) and
     /// the first stalled HTTP/2 body's write limit.
@@ -106,18 +124,7 @@ pub struct Clock(Mutex<State>);
 
 impl Clock {
     pub fn new(accepted: Instant) -> Arc<Clock> {
-        Arc::new(Clock(Mutex::new(State {
-            accepted,
-            in_flight: 0,
-            idle_since: None,
-            first_byte: None,
-            h2: false,
-            stalled: Vec::new(),
-            next_stream: 0,
-            armed: None,
-            fired: None,
-            reader: None,
-        })))
+        Arc::new(Clock(Mutex::new(State::new(accepted))))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -285,3 +285,18 @@ pub fn spans_in(dir: &std::path::Path) -> Vec<Value> {
     }
     out
 }
+
+/// A minimal OTLP span with trace id `[n; 16]` and span id `[n; 8]`.
+pub fn otlp_span(n: u8) -> opentelemetry_proto::tonic::trace::v1::Span {
+    llmtap::otlp::to_span(&llmtap::record::SpanRecord {
+        trace_id: [n; 16],
+        span_id: [n; 8],
+        parent_span_id: None,
+        name: "Completions".into(),
+        start_unix_nano: 1,
+        end_unix_nano: 2,
+        status: llmtap::record::SpanStatus::Ok,
+        attributes: vec![],
+        events: vec![],
+    })
+}

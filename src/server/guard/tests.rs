@@ -8,18 +8,7 @@ const T: Timeouts = Timeouts {
 };
 
 fn state(accepted: Instant) -> State {
-    State {
-        accepted,
-        in_flight: 0,
-        idle_since: None,
-        first_byte: None,
-        h2: false,
-        stalled: Vec::new(),
-        next_stream: 0,
-        armed: None,
-        fired: None,
-        reader: None,
-    }
+    State::new(accepted)
 }
 
 #[tokio::test(start_paused = true)]
