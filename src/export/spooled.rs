@@ -25,8 +25,8 @@ use prost::Message;
 use tokio::sync::{mpsc, Notify};
 
 use super::batch::Limits;
-use super::spool::{Fsync, RealFs, Spool, SpoolConfig, SpoolError};
-use super::{journal, Deliverer, Parsed};
+use super::spool::{Fsync, RealFs, RecordId, Spool, SpoolConfig, SpoolError};
+use super::{Deliverer, Parsed};
 use crate::config::SpoolSettings;
 use crate::metrics::Metrics;
 
@@ -159,7 +159,7 @@ pub async fn next_group<T>(
 pub async fn writer(
     mut rx: mpsc::Receiver<Parsed>,
     spool: Shared,
-    journal: Option<journal::Shared>,
+    journal: Option<Shared>,
     notify: Arc<Notify>,
     done: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
@@ -184,7 +184,7 @@ pub async fn writer(
             // The spans are spooled (or their loss counted): their exchanges
             // need not be parsed again.
             if let Some(j) = &journal {
-                journal::ack(j, &acks_metrics, &journaled);
+                ack_journal(j, &acks_metrics, &journaled);
             }
             lost
         })
@@ -350,5 +350,19 @@ pub async fn deliver(
             }
         })
         .await;
+    }
+}
+
+/// Acknowledges exchange-journal records whose spans are spooled (or lost
+/// for good): they need not be parsed again after a restart.
+pub fn ack_journal(journal: &Shared, metrics: &Metrics, ids: &[RecordId]) {
+    if ids.is_empty() {
+        return;
+    }
+    if let Ok(mut j) = journal.lock() {
+        if let Err(e) = j.ack(ids) {
+            tracing::warn!(error = %e, "exchange journal: acks not persisted; those exchanges will be parsed again after a restart");
+        }
+        publish(&j, metrics, Slot::Journal);
     }
 }

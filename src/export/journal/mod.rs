@@ -63,13 +63,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::spool::{RealFs, RecordId, Spool, SpoolError, MAX_PAYLOAD};
+pub use super::spooled::ack_journal as ack;
 use super::spooled::{append_group, next_group, publish, with_spool, Idle, Lost, Slot};
 use crate::config::SpoolSettings;
 use crate::exchange::Exchange;
 use crate::metrics::Metrics;
 
 /// The journal shared by its writer, the parse workers and the span writer.
-pub type Shared = Arc<Mutex<Spool<RealFs>>>;
+pub use super::spooled::Shared;
 
 /// The journal's directory inside the spool directory.
 pub const DIR: &str = "exchanges";
@@ -274,19 +275,6 @@ impl Iterator for Reader {
                 }
             }
         }
-    }
-}
-
-/// Acknowledges journal records whose spans are spooled (or lost for good).
-pub fn ack(journal: &Shared, metrics: &Metrics, ids: &[RecordId]) {
-    if ids.is_empty() {
-        return;
-    }
-    if let Ok(mut j) = journal.lock() {
-        if let Err(e) = j.ack(ids) {
-            tracing::warn!(error = %e, "exchange journal: acks not persisted; those exchanges will be parsed again after a restart");
-        }
-        publish(&j, metrics, Slot::Journal);
     }
 }
 
