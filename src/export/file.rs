@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use super::private;
-use super::sink::Attempt;
+use super::retry::Attempt;
 use crate::config::FileSinkConfig;
 
 /// Writes trace files; see the module docs.

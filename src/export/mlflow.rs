@@ -11,8 +11,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use serde_json::Value;
 
+use super::retry::Attempt;
 use super::retry::{classify, Verdict};
-use super::sink::Attempt;
 use crate::client::Connector;
 use crate::config::{ExperimentRef, MlflowAuth, MlflowConfig};
 

@@ -1,4 +1,4 @@
-//! Retry policy as data: what a sink's answer means, and how long to wait.
+//! Retry policy as data: what a sink's answer means ([`Attempt`], [`Verdict`]), and how long to wait.
 
 use std::time::Duration;
 
@@ -47,6 +47,59 @@ pub fn backoff(initial: Duration, max: Duration, attempt: u32, hint: Option<Dura
     match hint {
         Some(h) => wait.max(h),
         None => wait,
+    }
+}
+
+/// The result of one export attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub verdict: Verdict,
+    /// Why it failed (empty on success).
+    pub reason: String,
+    /// The kind of failure, for the retries-by-reason metric: `connect`,
+    /// `timeout`, `io`, `http_408`, `http_429`, `http_5xx`, `http_4xx`.
+    pub class: &'static str,
+}
+
+impl Attempt {
+    pub fn ok() -> Self {
+        Attempt {
+            verdict: Verdict::Success,
+            reason: String::new(),
+            class: "",
+        }
+    }
+
+    /// A transport failure: no answer came back (`timeout` when the reason
+    /// says the time ran out, else `connect`).
+    pub fn transient(reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        let class = if reason.contains("no answer within") || reason.contains("timed out") {
+            "timeout"
+        } else {
+            "connect"
+        };
+        Attempt {
+            verdict: Verdict::Retry { after: None },
+            reason,
+            class,
+        }
+    }
+
+    /// A local I/O failure (the file sink).
+    pub fn io(reason: impl Into<String>) -> Self {
+        Attempt {
+            class: "io",
+            ..Attempt::transient(reason)
+        }
+    }
+
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Attempt {
+            verdict: Verdict::DontRetry,
+            reason: reason.into(),
+            class: "local",
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Helpers shared by the response parsers: the JSON-or-SSE choice every
 //! `parse` makes, reading a plain JSON body, walking a stream's JSON data
-//! events, and small `serde_json::Value` accessors. Pure, and none of them
+//! events, and small `serde_json::Value` accessors (the two that
+//! [`super::outcome`] needs too live in [`super::value`]). Pure, and none of them
 //! panics on any input.
 
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use serde_json::Value;
 
 use super::outcome::{Outcome, StreamFacts};
 use super::sse::{self, SseEvent};
+pub(crate) use super::value::{scalar_text, str_of};
 
 /// The UTF-8 byte order mark some servers put before a body.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -100,23 +102,9 @@ pub(crate) fn bounded_entry<'a, K: Ord, V: Default>(
     map.entry(key).or_default()
 }
 
-/// A string field, owned.
-pub(crate) fn str_of(v: Option<&Value>) -> Option<String> {
-    v.and_then(Value::as_str).map(str::to_owned)
-}
-
 /// A non-empty string field.
 pub(crate) fn non_empty(v: Option<&Value>) -> Option<String> {
     str_of(v).filter(|s| !s.is_empty())
-}
-
-/// The first of `keys` holding a string or a number, as text.
-pub(crate) fn scalar_text(v: &Value, keys: &[&str]) -> Option<String> {
-    keys.iter().find_map(|k| match v.get(*k) {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    })
 }
 
 /// Append a streamed text fragment (a non-string fragment is appended as JSON).

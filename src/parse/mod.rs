@@ -42,6 +42,7 @@ pub mod openai_responses;
 pub mod outcome;
 pub mod sse;
 pub mod usage;
+mod value;
 
 #[cfg(test)]
 mod test_support;

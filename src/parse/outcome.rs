@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use super::common::{scalar_text, str_of};
 use super::usage::Usage;
+use super::value::{scalar_text, str_of};
 
 /// Everything the tracer needs from one response, whatever its API.
 #[derive(Debug, Clone, PartialEq, Default)]
