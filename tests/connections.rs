@@ -501,8 +501,11 @@ async fn out_of_descriptors_both_listeners_back_off_instead_of_spinning() {
         maximum: Some(limit),
     };
     prlimit(Some(pid), Resource::Nofile, tight).expect("lower llmtap's open-file limit");
+    // Each listener gets more waiting clients than there are free
+    // descriptors, so both run out whichever accepts first (with only a
+    // few probes, the admin loop could accept them all and never fail).
     let mut flood = half_requests(bin.addr, 40).await;
-    let mut probes = half_requests(bin.admin, 4).await;
+    let mut probes = half_requests(bin.admin, 40).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = bin.cpu_ticks();
     tokio::time::sleep(Duration::from_secs(2)).await;
