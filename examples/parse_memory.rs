@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use llmtap::exchange::{CapturedBody, Exchange, ResponseHead};
-use llmtap::export::journal::codec;
+use llmtap::pipeline::journal::codec;
 use llmtap::route::Api;
 use llmtap::tee::{BodyEnd, Capture};
 use prost::Message;

@@ -16,40 +16,32 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::config::{Config, SinkConfig};
-use crate::export::mlflow::MlflowSink;
+use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::sinks::Sink;
 
 /// How long a sink probe's answer is reused.
 pub const PROBE_TTL: Duration = Duration::from_secs(1);
 /// The longest a sink probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What readiness checks.
-enum Readiness {
-    Always,
-    Dir(std::path::PathBuf),
-    Mlflow(Box<MlflowSink>),
-}
-
-impl Readiness {
-    /// Probes the sink once; the file probe runs off the async threads.
-    async fn probe(&self) -> Result<(), String> {
-        let probe = async {
-            match self {
-                Readiness::Always => Ok(()),
-                Readiness::Dir(d) => {
-                    let d = d.clone();
-                    tokio::task::spawn_blocking(move || crate::export::file::probe(&d))
-                        .await
-                        .unwrap_or_else(|e| Err(format!("the trace directory probe failed: {e}")))
-                }
-                Readiness::Mlflow(s) => s.probe().await,
-            }
-        };
-        tokio::time::timeout(PROBE_TIMEOUT, probe)
+/// Probes every sink once, concurrently, each within [`PROBE_TIMEOUT`]:
+/// ready when all are; else the reasons, one per sink that is not.
+async fn probe_all(sinks: &[Arc<dyn Sink>]) -> Result<(), String> {
+    let probes = sinks.iter().map(|s| async move {
+        let answer = tokio::time::timeout(PROBE_TIMEOUT, s.probe())
             .await
-            .unwrap_or_else(|_| Err(format!("the sink did not answer within {PROBE_TIMEOUT:?}")))
+            .unwrap_or_else(|_| Err(format!("no answer within {PROBE_TIMEOUT:?}")));
+        answer.map_err(|e| format!("sink {}: {e}", s.name()))
+    });
+    let failed: Vec<String> = futures_util::future::join_all(probes)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    match failed.is_empty() {
+        true => Ok(()),
+        false => Err(failed.join("; ")),
     }
 }
 
@@ -59,26 +51,18 @@ type Probed = Option<(tokio::time::Instant, Result<(), String>)>;
 /// The admin routes' state.
 pub struct Admin {
     metrics: Arc<Metrics>,
-    readiness: Readiness,
+    /// The sinks `/readyz` probes (none when tracing is off: always ready).
+    sinks: Vec<Arc<dyn Sink>>,
     /// Held while a probe runs: concurrent hits wait, then reuse its answer.
     probed: tokio::sync::Mutex<Probed>,
     spool_threshold: Option<f64>,
 }
 
 impl Admin {
-    pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Self {
-        let readiness = match &cfg.sink {
-            SinkConfig::Disabled => Readiness::Always,
-            SinkConfig::File(f) => Readiness::Dir(f.dir.clone()),
-            SinkConfig::Mlflow(m) => Readiness::Mlflow(Box::new(MlflowSink::new(
-                m.clone(),
-                cfg.connect_timeout.min(std::time::Duration::from_secs(2)),
-                std::time::Duration::from_secs(2),
-            ))),
-        };
+    pub fn new(cfg: &Config, sinks: Vec<Arc<dyn Sink>>, metrics: Arc<Metrics>) -> Self {
         Admin {
             metrics,
-            readiness,
+            sinks,
             probed: tokio::sync::Mutex::new(None),
             spool_threshold: cfg.spool.as_ref().map(|s| s.ready_threshold),
         }
@@ -105,7 +89,7 @@ impl Admin {
                 return answer.clone();
             }
         }
-        let answer = self.readiness.probe().await;
+        let answer = probe_all(&self.sinks).await;
         *probed = Some((tokio::time::Instant::now(), answer.clone()));
         answer
     }

@@ -24,7 +24,7 @@
 //!    non-blocking send. Parsing and export happen there, never here. With
 //!    the spool's `fsync = "always"`, a completed body's end (its last frame
 //!    or terminator) waits until the exchange is fsynced in the journal
-//!    ([`crate::export::journal`]), so a call the client saw finish is never
+//!    ([`crate::pipeline::journal`]), so a call the client saw finish is never
 //!    lost to a crash.
 
 use std::borrow::Cow;
@@ -45,11 +45,11 @@ use crate::client::Connector;
 use crate::config::{select_route, Config};
 use crate::deadline::Deadline;
 use crate::exchange::{self, CapturedBody, Exchange, ResponseHead};
-use crate::export::Submitter;
 use crate::headers::{strip_hop_by_hop, text};
 use crate::hide_usage::{hide_usage, Hiding};
 use crate::inject::add_include_usage;
 use crate::metrics::Metrics;
+use crate::pipeline::Submitter;
 use crate::route::{self, Api};
 use crate::target;
 use crate::tee::{BodyEnd, Capture, Tee};

@@ -38,7 +38,6 @@ pub mod client;
 pub mod config;
 pub mod deadline;
 pub mod exchange;
-pub mod export;
 pub mod forward;
 pub mod headers;
 pub mod hide_usage;
@@ -47,10 +46,13 @@ pub mod memory_bound;
 pub mod metrics;
 pub mod otlp;
 pub mod parse;
+pub mod pipeline;
+pub mod private;
 pub mod record;
 pub mod redact;
 pub mod route;
 pub mod server;
+pub mod sinks;
 pub mod target;
 pub mod tee;
 pub mod trace;
@@ -103,15 +105,16 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     let admin_addr = admin_listener.local_addr()?;
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::default());
-    let pipeline = export::Pipeline::start(&cfg, metrics.clone())
+    let sinks = sinks::registry::build(&cfg);
+    let pipeline = pipeline::Pipeline::start(&cfg, &sinks, metrics.clone())
         .await
         .map_err(std::io::Error::other)?;
     let proxy = Arc::new(forward::Proxy::new(
         cfg.clone(),
-        pipeline.as_ref().map(export::Pipeline::submitter),
+        pipeline.as_ref().map(pipeline::Pipeline::submitter),
         metrics.clone(),
     ));
-    let admin = Arc::new(admin::Admin::new(&cfg, metrics.clone()));
+    let admin = Arc::new(admin::Admin::new(&cfg, sinks.clone(), metrics.clone()));
     let (stop, stopped) = watch::channel(false);
     let signal = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -134,7 +137,15 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
         admin_task.abort();
     });
     let upstream = redact::uri(&cfg.upstream);
-    tracing::info!(%addr, %admin_addr, %upstream, sink = %sink_label(&cfg), "llmtap listening");
+    let sink = match sinks.is_empty() {
+        true => "disabled".to_string(),
+        false => sinks
+            .iter()
+            .map(|s| s.describe())
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    tracing::info!(%addr, %admin_addr, %upstream, %sink, "llmtap listening");
     Ok(Running {
         addr,
         admin_addr,
@@ -142,16 +153,4 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
         stop,
         task,
     })
-}
-
-fn sink_label(cfg: &Config) -> String {
-    match &cfg.sink {
-        config::SinkConfig::Disabled => "disabled".into(),
-        config::SinkConfig::Mlflow(m) => format!(
-            "mlflow {} ({:?})",
-            redact::url(&m.tracking_uri),
-            m.experiment
-        ),
-        config::SinkConfig::File(f) => format!("files under {}", f.dir.display()),
-    }
 }

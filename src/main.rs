@@ -128,7 +128,7 @@ fn replay(args: ReplayArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    match runtime.block_on(llmtap::export::replay::replay(&cfg, &args.paths)) {
+    match runtime.block_on(llmtap::pipeline::replay::replay(&cfg, &args.paths)) {
         Ok(r) => {
             println!(
                 "replayed {} lines ({} unreadable): {} spans, {} exported, {} dead-lettered, {} dropped, {} left in the spool",

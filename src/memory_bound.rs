@@ -13,9 +13,9 @@
 //! ```
 
 use crate::config::Config;
-use crate::export::journal::READ_BYTES;
-use crate::export::SPAN_QUEUE_BATCHES;
 use crate::parse::budget::PARSE_FACTOR;
+use crate::pipeline::journal::READ_BYTES;
+use crate::pipeline::SPAN_QUEUE_BATCHES;
 
 /// The process at rest: binary, runtime, TLS roots, allocator (17 MiB
 /// measured idle, with margin).

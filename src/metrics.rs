@@ -68,9 +68,9 @@ pub struct Metrics {
     /// Exchanges and spans waiting in the export queues.
     pub queue_depth: AtomicI64,
     /// The spool's latest statistics and its size cap (None: spool off).
-    pub spool: std::sync::Mutex<Option<(crate::export::spool::SpoolStats, u64)>>,
+    pub spool: std::sync::Mutex<Option<(crate::pipeline::spool::SpoolStats, u64)>>,
     /// The exchange journal's latest statistics and its size cap.
-    pub journal: std::sync::Mutex<Option<(crate::export::spool::SpoolStats, u64)>>,
+    pub journal: std::sync::Mutex<Option<(crate::pipeline::spool::SpoolStats, u64)>>,
     /// Journal records that could not be decoded back into an exchange.
     pub journal_undecodable: AtomicU64,
     /// Journal records quarantined after killing the process twice.

@@ -79,7 +79,7 @@ impl Failure {
                 format!("upstream {host} sent no response head in time (idle timeout)"),
             ),
             Failure::Client(e) => {
-                let chain = crate::export::mlflow::error_chain(e);
+                let chain = crate::sinks::http::error_chain(e);
                 if is_timeout(e) {
                     (
                         StatusCode::GATEWAY_TIMEOUT,

@@ -392,7 +392,7 @@ async fn shutdown_with_a_dead_sink_leaves_traces_spooled_without_waiting_out_the
         ready_threshold: 0.8,
         max_hold: Duration::from_secs(2),
     };
-    let spool = llmtap::export::spooled::open(&settings).unwrap();
+    let spool = llmtap::pipeline::spooled::open(&settings).unwrap();
     assert_eq!(spool.stats().records_pending, 5);
     drop(keep);
 }
@@ -423,13 +423,13 @@ async fn replaying_a_spool_acks_only_the_spans_delivered() {
     cfg.export.max_attempts = 1;
     let settings = cfg.spool.clone().unwrap();
     {
-        let mut spool = llmtap::export::spooled::open(&settings).unwrap();
+        let mut spool = llmtap::pipeline::spooled::open(&settings).unwrap();
         for n in 1..=4 {
             spool.append(&span(n).encode_to_vec()).unwrap();
         }
         spool.flush().unwrap();
     }
-    let report = llmtap::export::replay::replay(&cfg, std::slice::from_ref(&settings.dir))
+    let report = llmtap::pipeline::replay::replay(&cfg, std::slice::from_ref(&settings.dir))
         .await
         .unwrap();
     assert_eq!(
@@ -439,7 +439,7 @@ async fn replaying_a_spool_acks_only_the_spans_delivered() {
     );
     let sizes = batch_sizes(&traces);
     assert_eq!(sizes, vec![4, 2, 2]);
-    let mut spool = llmtap::export::spooled::open(&settings).unwrap();
+    let mut spool = llmtap::pipeline::spooled::open(&settings).unwrap();
     assert_eq!(spool.stats().records_pending, 2, "the refused half stays");
     let left: Vec<Vec<u8>> = spool
         .next_batch(10, 1 << 20)
@@ -582,7 +582,7 @@ async fn shutdown_mid_batch_keeps_only_the_undelivered_spans_spooled() {
     running.shutdown().await;
     // The same spool directory the tap used.
     let settings = tap::config("http://x", &[], &trace_dir).spool.unwrap();
-    let spool = llmtap::export::spooled::open(&settings).unwrap();
+    let spool = llmtap::pipeline::spooled::open(&settings).unwrap();
     assert_eq!(spool.stats().records_pending, 2, "only the refused half");
     drop(keep);
 }

@@ -357,7 +357,7 @@ async fn rotated_dead_letter_files_are_counted_and_replayed() {
 
     let out = tap._tmp.path().join("replayed");
     let cfg = tap::config(&provider.url(), &[], &out);
-    let report = llmtap::export::replay::replay(&cfg, std::slice::from_ref(&dl))
+    let report = llmtap::pipeline::replay::replay(&cfg, std::slice::from_ref(&dl))
         .await
         .unwrap();
     assert_eq!(
@@ -386,14 +386,14 @@ async fn replaying_into_the_same_dead_letter_dir_terminates() {
     let dl = tmp.path().join("dead-letter");
     cfg.export.dead_letter_dir = dl.clone();
     cfg.export.batch_max_spans = 1;
-    let first = llmtap::export::dead_letter::DeadLetter::new(dl.clone(), 64 << 20, 10);
+    let first = llmtap::pipeline::dead_letter::DeadLetter::new(dl.clone(), 64 << 20, 10);
     let span = tap::otlp_span;
 
     for i in 1..=2 {
         let req = llmtap::otlp::request("svc", vec![span(i)]);
         first.write("mlflow", "HTTP 400", &req).await.unwrap();
     }
-    let replay = llmtap::export::replay::replay(&cfg, std::slice::from_ref(&dl));
+    let replay = llmtap::pipeline::replay::replay(&cfg, std::slice::from_ref(&dl));
     let report = tokio::time::timeout(Duration::from_secs(20), replay)
         .await
         .expect("replay ends")

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use llmtap::export::journal::codec::{decode, encode};
+use llmtap::pipeline::journal::codec::{decode, encode};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(ex) = decode(data) else { return };

@@ -50,8 +50,11 @@ pub fn spans_of_line(line: &str) -> Option<Vec<Span>> {
 /// Replays every file in `paths` (a directory means its `*.jsonl` files).
 pub async fn replay(cfg: &Config, paths: &[std::path::PathBuf]) -> Result<Report, String> {
     let metrics = Arc::new(Metrics::default());
-    let mut deliverer = Deliverer::new(cfg, metrics.clone(), false)
+    let sink = crate::sinks::registry::build(cfg)
+        .into_iter()
+        .next()
         .ok_or("tracing is disabled (ENABLE_MLFLOW_TRACING=false): nowhere to replay to")?;
+    let mut deliverer = Deliverer::new(sink, cfg, metrics.clone(), false);
     let mut report = Report::default();
     let max = cfg.export.batch_max_spans;
     for path in paths.iter().filter(|p| is_spool(p)) {
@@ -306,8 +309,8 @@ mod tests {
             usage_hiding_failed: None,
         };
         {
-            let mut j = crate::export::journal::open(&settings).unwrap();
-            j.append(&crate::export::journal::codec::encode(&ex, 1 << 20))
+            let mut j = crate::pipeline::journal::open(&settings).unwrap();
+            j.append(&crate::pipeline::journal::codec::encode(&ex, 1 << 20))
                 .unwrap();
             j.append(b"garbage").unwrap();
             j.flush().unwrap();
@@ -328,7 +331,7 @@ mod tests {
             2,
             "the 502 is an error span"
         );
-        let j = crate::export::journal::open(&settings).unwrap();
+        let j = crate::pipeline::journal::open(&settings).unwrap();
         assert_eq!(j.stats().records_pending, 0, "acknowledged once sent");
     }
 }

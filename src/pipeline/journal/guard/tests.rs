@@ -3,7 +3,7 @@
 //! what a process dying mid-parse leaves on disk.
 
 use super::*;
-use crate::export::spool::{Spool, SpoolConfig};
+use crate::pipeline::spool::{Spool, SpoolConfig};
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -21,7 +21,7 @@ fn fixture() -> Fixture {
     let journal_dir = tmp.path().join("exchanges");
     let mut spool = Spool::open(
         SpoolConfig::new(&journal_dir),
-        crate::export::spool::RealFs::new(),
+        crate::pipeline::spool::RealFs::new(),
     )
     .unwrap();
     for n in 0..3u8 {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use super::private;
+use crate::private;
 
 /// The file lines are appended to.
 const CURRENT: &str = "dead-letter.jsonl";

@@ -1,4 +1,6 @@
-//! Retry policy as data: what a sink's answer means ([`Attempt`], [`Verdict`]), and how long to wait.
+//! A sink's answer as data: what one attempt at a batch came to ([`Attempt`],
+//! [`Verdict`]), and the default classification of an HTTP status. The
+//! pipeline's retry loop ([`crate::pipeline::retry`]) acts on it.
 
 use std::time::Duration;
 
@@ -34,20 +36,6 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
         .parse::<u64>()
         .ok()
         .map(|s| Duration::from_secs(s.min(3600)))
-}
-
-/// Jittered exponential backoff: attempt `n` (0-based) waits a random time in
-/// `[d/2, d]` where `d = min(initial * 2^n, max)`; a server hint is a floor.
-pub fn backoff(initial: Duration, max: Duration, attempt: u32, hint: Option<Duration>) -> Duration {
-    let exp = initial.saturating_mul(1u32 << attempt.min(20));
-    let capped = exp.min(max);
-    let half = capped / 2;
-    let jitter = half.mul_f64(fastrand::f64());
-    let wait = half + jitter;
-    match hint {
-        Some(h) => wait.max(h),
-        None => wait,
-    }
 }
 
 /// The result of one export attempt.
@@ -91,6 +79,38 @@ impl Attempt {
         Attempt {
             class: "io",
             ..Attempt::transient(reason)
+        }
+    }
+
+    /// The destination has no place for what was sent (e.g. feedback to a
+    /// plain OTLP backend): not retried, not dead-lettered as a failure.
+    pub fn unsupported(what: &str, kind: &str) -> Self {
+        Attempt {
+            verdict: Verdict::DontRetry,
+            reason: format!("a {kind} sink cannot take {what}"),
+            class: "unsupported",
+        }
+    }
+
+    /// Classifies an HTTP answer with `verdict`; `what` names the call for
+    /// the reason, which quotes at most 300 characters of the body.
+    pub fn from_answer(verdict: Verdict, status: u16, body: &[u8], what: &str) -> Self {
+        let text = String::from_utf8_lossy(body);
+        let snippet: String = text.chars().take(300).collect();
+        let class = match status {
+            408 => "http_408",
+            429 => "http_429",
+            500..=599 => "http_5xx",
+            200..=299 => "",
+            _ => "http_4xx",
+        };
+        Attempt {
+            verdict,
+            reason: match verdict {
+                Verdict::Success => String::new(),
+                _ => format!("{what}: HTTP {status}: {snippet}"),
+            },
+            class,
         }
     }
 
@@ -143,17 +163,5 @@ mod tests {
                 assert_eq!(v, Verdict::DontRetry, "{s}");
             }
         }
-    }
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let (i, m) = (Duration::from_millis(100), Duration::from_secs(2));
-        for attempt in 0..10 {
-            let d = backoff(i, m, attempt, None);
-            let full = (i * (1 << attempt)).min(m);
-            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
-        }
-        let hinted = backoff(i, m, 0, Some(Duration::from_secs(5)));
-        assert_eq!(hinted, Duration::from_secs(5));
     }
 }

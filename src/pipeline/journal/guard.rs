@@ -33,9 +33,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::gate::Gate;
 use super::marks::{self, Mark, State, QUARANTINE_AT, SLOT};
 use super::{codec, quarantine, Shared};
-use crate::export::spool::RecordId;
-use crate::export::spooled::{publish, Slot};
 use crate::metrics::Metrics;
+use crate::pipeline::spool::RecordId;
+use crate::pipeline::spooled::{publish, Slot};
 
 /// The marks file's name in the journal directory.
 pub const FILE: &str = "parsing.marks";

@@ -1,7 +1,7 @@
 //! The embedded default sink: OTLP-JSON lines (one export request per line,
 //! as the OpenTelemetry Collector's file exporter writes them) under a
 //! directory, size-rotated, oldest files deleted past a count. Files are
-//! created `0600` in a `0700` directory ([`super::private`]); the writes run
+//! created `0600` in a `0700` directory ([`crate::private`]); the writes run
 //! on tokio's blocking pool, never on an async worker thread.
 
 use std::fs::{self, File};
@@ -11,12 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use super::private;
-use super::retry::Attempt;
+use super::{Assessment, Attempt, Sink, SinkFuture};
 use crate::config::FileSinkConfig;
+use crate::private;
 
 /// Writes trace files; see the module docs.
 pub struct FileSink {
+    name: String,
+    dir: PathBuf,
     files: Arc<Mutex<Files>>,
 }
 
@@ -30,6 +32,8 @@ struct Files {
 impl FileSink {
     pub fn new(cfg: FileSinkConfig) -> Self {
         FileSink {
+            name: "file".into(),
+            dir: cfg.dir.clone(),
             files: Arc::new(Mutex::new(Files {
                 cfg,
                 current: None,
@@ -38,8 +42,14 @@ impl FileSink {
         }
     }
 
+    /// The same sink under another name (several file sinks at once).
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
     /// Appends one request as one line, on the blocking pool.
-    pub async fn send(&self, req: &ExportTraceServiceRequest) -> Attempt {
+    pub async fn append(&self, req: &ExportTraceServiceRequest) -> Attempt {
         let line = line(req);
         let files = self.files.clone();
         tokio::task::spawn_blocking(move || lock(&files).write(&line))
@@ -50,6 +60,37 @@ impl FileSink {
     /// Appends one request as one line, on the calling thread (blocking).
     pub fn write(&mut self, req: &ExportTraceServiceRequest) -> Attempt {
         lock(&self.files).write(&line(req))
+    }
+}
+
+impl Sink for FileSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn send<'a>(&'a self, batch: &'a ExportTraceServiceRequest) -> SinkFuture<'a, Attempt> {
+        Box::pin(self.append(batch))
+    }
+
+    fn assess<'a>(&'a self, _: &'a Assessment) -> SinkFuture<'a, Attempt> {
+        Box::pin(async { Attempt::unsupported("assessments", "file") })
+    }
+
+    fn describe(&self) -> String {
+        format!("{}: files under {}", self.name, self.dir.display())
+    }
+
+    fn probe(&self) -> SinkFuture<'_, Result<(), String>> {
+        let dir = self.dir.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || probe(&dir))
+                .await
+                .unwrap_or_else(|e| Err(format!("the trace directory probe failed: {e}")))
+        })
     }
 }
 
@@ -200,7 +241,7 @@ mod tests {
         });
         assert!(matches!(
             sink.write(&req()).verdict,
-            super::super::retry::Verdict::Retry { .. }
+            crate::sinks::Verdict::Retry { .. }
         ));
         assert!(probe(&blocker.join("sub")).is_err());
         assert!(probe(dir.path()).is_ok());

@@ -13,10 +13,10 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 
 use super::dead_letter::DeadLetter;
 use super::rate::RateLimit;
-use super::retry::{backoff, Verdict};
-use super::sink::Sink;
+use super::retry::backoff;
 use crate::config::{Config, ExportConfig};
 use crate::metrics::Metrics;
+use crate::sinks::{Sink, Verdict};
 
 /// What became of a batch handed to [`Deliverer::deliver`].
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -61,7 +61,7 @@ enum Sent {
 
 /// Sends batches to one sink; see the module docs.
 pub struct Deliverer {
-    sink: Sink,
+    sink: Arc<dyn Sink>,
     cfg: ExportConfig,
     service_name: String,
     metrics: Arc<Metrics>,
@@ -75,14 +75,18 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    /// The deliverer for a configuration's sink (`None` when tracing is off).
+    /// The deliverer for one sink, with the configuration's export settings.
     /// `persistent`: retry transient failures without limit (the batch is
     /// safe in the spool meanwhile) instead of giving up after
     /// `export.max_attempts`.
-    pub fn new(cfg: &Config, metrics: Arc<Metrics>, persistent: bool) -> Option<Deliverer> {
-        let sink = super::make_sink(cfg)?;
+    pub fn new(
+        sink: Arc<dyn Sink>,
+        cfg: &Config,
+        metrics: Arc<Metrics>,
+        persistent: bool,
+    ) -> Deliverer {
         let e = &cfg.export;
-        Some(Deliverer {
+        Deliverer {
             sink,
             cfg: e.clone(),
             service_name: cfg.service_name.clone(),
@@ -95,7 +99,7 @@ impl Deliverer {
             rate: e.max_traces_per_second.map(RateLimit::new),
             persistent,
             closing: None,
-        })
+        }
     }
 
     /// Stop retrying once `closing` turns true (persistent mode only).

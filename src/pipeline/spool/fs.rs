@@ -1,7 +1,7 @@
 //! The spool's only door to the disk: [`SpoolFs`], path-based so a test can
 //! wrap it and inject faults (disk full, short writes, fsync and read errors),
 //! and [`RealFs`], the `std::fs` implementation (files `0600`, directories
-//! `0700`: see [`crate::export::private`]).
+//! `0700`: see [`crate::pipeline::private`]).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -55,7 +55,7 @@ impl RealFs {
             if self.writers.len() >= MAX_HANDLES {
                 self.writers.clear();
             }
-            let f = crate::export::private::open_append(path)?;
+            let f = crate::private::open_append(path)?;
             self.writers.insert(path.to_path_buf(), f);
         }
         self.writers
@@ -84,7 +84,7 @@ impl RealFs {
 
 impl SpoolFs for RealFs {
     fn create_dir_all(&mut self, dir: &Path) -> io::Result<()> {
-        crate::export::private::create_dir(dir)
+        crate::private::create_dir(dir)
     }
 
     fn list(&mut self, dir: &Path) -> io::Result<Vec<String>> {

@@ -24,15 +24,11 @@
 pub mod batch;
 pub mod dead_letter;
 pub mod deliver;
-pub mod file;
 pub mod journal;
 pub mod lock;
-pub mod mlflow;
-pub mod private;
 pub mod rate;
 pub mod replay;
 pub mod retry;
-pub mod sink;
 pub mod span_gate;
 pub mod spool;
 pub mod spooled;
@@ -47,12 +43,12 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::sync::mpsc;
 
-use crate::config::{Config, SinkConfig};
+use crate::config::Config;
 use crate::exchange::Exchange;
 use crate::metrics::Metrics;
+use crate::sinks::Sink;
 use batch::{next_batch, Limits};
 pub use deliver::Deliverer;
-use sink::Sink;
 pub use stores::StartError;
 use stores::{open_stores, Stores};
 
@@ -192,30 +188,18 @@ pub struct Pipeline {
     in_hand: Option<Arc<AtomicUsize>>,
 }
 
-/// Builds the sink a configuration names (`None` when tracing is off).
-pub fn make_sink(cfg: &Config) -> Option<Sink> {
-    match &cfg.sink {
-        SinkConfig::Disabled => None,
-        SinkConfig::Mlflow(m) => Some(Sink::Mlflow(Box::new(mlflow::MlflowSink::new(
-            m.clone(),
-            cfg.connect_timeout,
-            cfg.export.timeout,
-        )))),
-        SinkConfig::File(f) => Some(Sink::File(file::FileSink::new(f.clone()))),
-    }
-}
-
 impl Pipeline {
     /// Starts parse workers and the batcher; `None` when tracing is off.
     /// With the spool on, its directory is locked and opened first (off the
     /// async threads); another process using it is an error.
     pub async fn start(
         cfg: &Config,
+        sinks: &[Arc<dyn Sink>],
         metrics: Arc<Metrics>,
     ) -> Result<Option<Pipeline>, StartError> {
-        if cfg.sink == SinkConfig::Disabled {
+        let Some(sink) = sinks.first().cloned() else {
             return Ok(None);
-        }
+        };
         let stores = match &cfg.spool {
             Some(settings) => open_stores(settings, &metrics)
                 .await?
@@ -224,9 +208,7 @@ impl Pipeline {
         };
         // With the spool, a failing batch waits there; without it (off, or
         // it failed to open), memory is all there is: retries are limited.
-        let Some(mut deliverer) = Deliverer::new(cfg, metrics.clone(), stores.is_some()) else {
-            return Ok(None);
-        };
+        let mut deliverer = Deliverer::new(sink, cfg, metrics.clone(), stores.is_some());
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
         deliverer.stop_retrying_on(closing_rx);
         let e = cfg.export.clone();
