@@ -69,6 +69,17 @@ pub trait Sink: Send + Sync {
     }
 }
 
+/// What every sink is built with, besides its own configuration.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// TCP + TLS connect limit for outbound calls (`upstream.connect_timeout`).
+    pub connect_timeout: std::time::Duration,
+    /// The limit of one export call, answer included (`export.timeout`).
+    pub timeout: std::time::Duration,
+    /// `service.name` of the traces (`server.service_name`).
+    pub service_name: String,
+}
+
 /// User feedback (or any assessment) on one trace, as MLflow models it
 /// (mlflow-wire.md §7).
 #[derive(Debug, Clone, PartialEq)]
