@@ -6,17 +6,11 @@
 //! Every bad field is collected and reported together in one
 //! [`ConfigError`], so an operator fixes a file in one pass.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::Uri;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
-
-/// A snapshot of the process environment (or a test's stand-in).
-pub type Env = HashMap<String, String>;
 
 /// Values given on the command line; `None` means "not given".
 #[derive(Debug, Default, Clone)]
@@ -33,77 +27,6 @@ pub struct Flags {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// Where traces go.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SinkConfig {
-    /// Tracing switched off (`ENABLE_MLFLOW_TRACING=false`): a pure proxy.
-    Disabled,
-    /// OTLP/HTTP protobuf to an MLflow tracking server.
-    Mlflow(MlflowConfig),
-    /// OTLP-JSON lines under a directory, size-rotated (the embedded default).
-    File(FileSinkConfig),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct MlflowConfig {
-    /// Base URL of the tracking server, without a trailing slash.
-    pub tracking_uri: String,
-    pub experiment: ExperimentRef,
-    pub auth: MlflowAuth,
-    /// Extra CAs trusted for the tracking server (`MLFLOW_TRACKING_SERVER_CERT_PATH`).
-    pub server_ca: ExtraRoots,
-}
-
-/// CA certificates trusted in addition to the system's and the webpki roots,
-/// read from a PEM file at config load (none by default).
-#[derive(Clone, Default, PartialEq)]
-pub struct ExtraRoots {
-    /// The PEM file they came from.
-    pub path: Option<PathBuf>,
-    pub certs: Vec<CertificateDer<'static>>,
-}
-
-impl std::fmt::Debug for ExtraRoots {
-    // The path and a count: DER bytes say nothing in a log.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.path {
-            None => f.write_str("None"),
-            Some(p) => write!(f, "{} ({} certificates)", p.display(), self.certs.len()),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum ExperimentRef {
-    Id(String),
-    Name(String),
-}
-
-#[derive(Clone, PartialEq)]
-pub enum MlflowAuth {
-    None,
-    Bearer(String),
-    Basic { user: String, password: String },
-}
-
-impl std::fmt::Debug for MlflowAuth {
-    // Secrets never reach a log, not even a debug dump of the config.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MlflowAuth::None => f.write_str("None"),
-            MlflowAuth::Bearer(_) => f.write_str("Bearer(<redacted>)"),
-            MlflowAuth::Basic { user, .. } => write!(f, "Basic({user}, <redacted>)"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct FileSinkConfig {
-    pub dir: PathBuf,
-    pub max_file_bytes: u64,
-    pub max_files: usize,
 }
 
 /// Bounds of the export pipeline.
@@ -168,7 +91,9 @@ pub struct Config {
     pub inject_stream_usage: bool,
     /// Non-default upstreams, chosen by path prefix and/or Host.
     pub routes: Vec<RouteConfig>,
-    pub sink: SinkConfig,
+    /// Where traces go ([`crate::sinks::registry`]); empty when tracing is
+    /// off (`ENABLE_MLFLOW_TRACING=false`): a pure proxy.
+    pub sinks: Vec<SinkEntry>,
     pub export: ExportConfig,
     /// `None` when spooling is off: traces then live in memory only.
     pub spool: Option<SpoolSettings>,
@@ -178,6 +103,17 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Client connection limits and timeouts of both listeners.
     pub connections: ConnectionSettings,
+}
+
+impl Config {
+    /// What every sink is built with ([`crate::sinks::Context`]).
+    pub fn sink_context(&self) -> crate::sinks::Context {
+        crate::sinks::Context {
+            connect_timeout: self.connect_timeout,
+            timeout: self.export.timeout,
+            service_name: self.service_name.clone(),
+        }
+    }
 }
 
 /// Every problem found, one per line.
@@ -267,279 +203,6 @@ const KNOWN: &[(&str, &[&str])] = &[
         ],
     ),
 ];
-
-/// Layered lookup of one setting: flag, then env, then file, then default.
-struct Layers<'a> {
-    env: &'a Env,
-    file: toml::Table,
-    errors: Vec<String>,
-}
-
-impl Layers<'_> {
-    fn file_value(&self, table: &str, key: &str) -> Option<&toml::Value> {
-        self.file.get(table)?.as_table()?.get(key)
-    }
-
-    /// A string setting; file values must be strings.
-    fn string(&mut self, flag: Option<&str>, env: &[&str], at: (&str, &str)) -> Option<String> {
-        match flag {
-            Some(v) => Some(v.to_string()),
-            None => self.sourced(env, at).map(|(v, _)| v),
-        }
-    }
-
-    /// A string setting without a flag, and where it came from: the
-    /// variable's name or `table.key`.
-    fn sourced(&mut self, env: &[&str], at: (&str, &str)) -> Option<(String, String)> {
-        for name in env {
-            if let Some(v) = self.env.get(*name).filter(|v| !v.is_empty()) {
-                return Some((v.clone(), name.to_string()));
-            }
-        }
-        match self.file_value(at.0, at.1) {
-            Some(toml::Value::String(s)) => Some((s.clone(), format!("{}.{}", at.0, at.1))),
-            Some(other) => {
-                let msg = format!(
-                    "{}.{}: expected a string, got {}",
-                    at.0,
-                    at.1,
-                    other.type_str()
-                );
-                self.errors.push(msg);
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// A setting parsed from text (env) or taken from the file (string or integer).
-    fn parsed<T>(
-        &mut self,
-        env: Option<&str>,
-        at: (&str, &str),
-        default: T,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> T {
-        if let Some(name) = env {
-            if let Some(v) = self.env.get(name).filter(|v| !v.is_empty()) {
-                return match parse(v) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        self.errors.push(format!("{name}={v:?}: {e}"));
-                        default
-                    }
-                };
-            }
-        }
-        let text = match self.file_value(at.0, at.1) {
-            None => return default,
-            Some(toml::Value::String(s)) => s.clone(),
-            Some(toml::Value::Integer(i)) => i.to_string(),
-            Some(toml::Value::Boolean(b)) => b.to_string(),
-            Some(toml::Value::Float(f)) => f.to_string(),
-            Some(other) => {
-                let msg = format!("{}.{}: unexpected {}", at.0, at.1, other.type_str());
-                self.errors.push(msg);
-                return default;
-            }
-        };
-        match parse(&text) {
-            Ok(t) => t,
-            Err(e) => {
-                self.errors.push(format!("{}.{}: {e}", at.0, at.1));
-                default
-            }
-        }
-    }
-
-    /// A PEM file of CA certificates ([`load_roots`]); a bad one is reported
-    /// under the variable or key that named it.
-    fn roots(&mut self, env: &str, at: (&str, &str)) -> ExtraRoots {
-        let Some((path, source)) = self.sourced(&[env], at) else {
-            return ExtraRoots::default();
-        };
-        let path = PathBuf::from(path);
-        match load_roots(&path) {
-            Ok(certs) => ExtraRoots {
-                path: Some(path),
-                certs,
-            },
-            Err(e) => {
-                self.errors.push(format!("{source}: {e}"));
-                ExtraRoots::default()
-            }
-        }
-    }
-}
-
-/// Reads the CA certificates of a PEM file; other PEM sections (keys, CRLs)
-/// are skipped. A file that cannot be read, holds no certificate, or holds
-/// one rustls cannot use as a trust anchor is an error naming the path.
-pub fn load_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let shown = path.display();
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{shown}: not a PEM file: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("{shown}: no PEM certificate in it"));
-    }
-    let mut check = rustls::RootCertStore::empty();
-    for (i, cert) in certs.iter().enumerate() {
-        check
-            .add(cert.clone())
-            .map_err(|e| format!("{shown}: certificate {} is not a usable CA ({e})", i + 1))?;
-    }
-    Ok(certs)
-}
-
-/// Parses a duration such as `250ms`, `10s`, `5m`, `1h`; `0`/`none`/`off` mean "no limit".
-pub fn parse_duration_opt(s: &str) -> Result<Option<Duration>, String> {
-    let s = s.trim();
-    if matches!(s, "0" | "none" | "off" | "") {
-        return Ok(None);
-    }
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("not a duration (try 10s, 500ms, 5m): {s:?}"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        u => return Err(format!("unknown duration unit {u:?} (use ms, s, m, h)")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("not a duration: {s:?}"));
-    }
-    Ok(Some(Duration::from_secs_f64(secs)))
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    parse_duration_opt(s)?.ok_or_else(|| "must be greater than zero".to_string())
-}
-
-/// Parses a byte size: `1048576`, `512KiB`, `10MiB`, `1GiB`, `1TiB` (also
-/// KB/MB/GB/TB as powers of 1000).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("not a size (try 10MiB): {s:?}"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        u => {
-            return Err(format!(
-                "unknown size unit {u:?} (use B, KiB, MiB, GiB, TiB)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| "size too large".to_string())
-}
-
-fn parse_count(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("not a positive integer: {s:?}")),
-    }
-}
-
-fn parse_bool(s: &str) -> Result<bool, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(format!("not a boolean: {s:?}")),
-    }
-}
-
-fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse()
-        .map_err(|_| format!("not a socket address (like 127.0.0.1:8788): {s:?}"))
-}
-
-/// Parses an upstream base URL: http(s) with an authority, no query, no
-/// userinfo. Messages show the URL only through [`crate::redact::url`].
-pub fn parse_base_url(s: &str) -> Result<Uri, String> {
-    if crate::redact::has_userinfo(s) {
-        return Err(format!(
-            "a URL with credentials (user:password@) is not supported: put the credential in the agent's Authorization header ({})",
-            crate::redact::url(s)
-        ));
-    }
-    let uri = parse_http_url(s)?;
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err("a URL with credentials (user:password@) is not supported".into());
-    }
-    Ok(uri)
-}
-
-/// An http(s) URL with an authority and no query; userinfo is left to the caller.
-fn parse_http_url(s: &str) -> Result<Uri, String> {
-    let shown = crate::redact::url(s);
-    let uri: Uri = s
-        .trim_end_matches('/')
-        .parse()
-        .map_err(|e| format!("not a URL: {shown} ({e})"))?;
-    match uri.scheme_str() {
-        Some("http") | Some("https") => {}
-        _ => return Err(format!("URL must start with http:// or https://: {shown}")),
-    }
-    if uri.authority().is_none() {
-        return Err(format!("URL has no host: {shown}"));
-    }
-    if uri.query().is_some() {
-        return Err(format!("must not have a query (not shown): {shown}"));
-    }
-    Ok(uri)
-}
-
-/// Parses `MLFLOW_TRACKING_URI`: the URL without its userinfo, and the
-/// userinfo's user and password, percent-decoded (used as Basic auth).
-fn parse_tracking_uri(s: &str) -> Result<(Uri, Option<(String, String)>), String> {
-    let uri = parse_http_url(s)?;
-    let Some(authority) = uri.authority().filter(|a| a.as_str().contains('@')) else {
-        return Ok((uri, None));
-    };
-    let (userinfo, host) = authority
-        .as_str()
-        .rsplit_once('@')
-        .expect("checked for an @ above");
-    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-    let decode = |v: &str| {
-        percent_encoding::percent_decode_str(v)
-            .decode_utf8()
-            .map(|c| c.into_owned())
-            .map_err(|_| {
-                "the credentials in the URL are not UTF-8 once percent-decoded".to_string()
-            })
-    };
-    let creds = (decode(user)?, decode(password)?);
-    let path = uri.path_and_query().map_or("", |p| p.as_str());
-    let stripped = Uri::builder()
-        .scheme(uri.scheme_str().unwrap_or("https"))
-        .authority(host)
-        .path_and_query(path)
-        .build()
-        .map_err(|e| format!("not a URL: {} ({e})", crate::redact::url(s)))?;
-    let any = !creds.0.is_empty() || !creds.1.is_empty();
-    Ok((stripped, any.then_some(creds)))
-}
 
 /// Reads the config file named by the flag or `LLMTAP_CONFIG`, then [`resolve`]s.
 pub fn load(flags: &Flags, env: &Env) -> Result<Config, ConfigError> {
@@ -732,7 +395,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
         ),
     };
 
-    let sink = resolve_sink(&mut l);
+    let sinks = resolve_sinks(&mut l);
     let spool = resolve_spool(&mut l);
     let connections = connections::resolve(&mut l);
     let mut errors = l.errors;
@@ -755,7 +418,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 max_inflight_capture_bytes: max_inflight,
                 inject_stream_usage,
                 routes,
-                sink,
+                sinks,
                 export,
                 spool,
                 service_name,
@@ -771,6 +434,22 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
             errors.extend(log_format.err());
             Err(ConfigError(errors))
         }
+    }
+}
+
+/// The configured sinks; none when `ENABLE_MLFLOW_TRACING=false` (read
+/// anyway, so a bad setting is reported either way).
+fn resolve_sinks(l: &mut Layers<'_>) -> Vec<SinkEntry> {
+    let enabled = l.parsed(
+        Some("ENABLE_MLFLOW_TRACING"),
+        ("mlflow", "enabled"),
+        true,
+        parse_bool,
+    );
+    let sinks = crate::sinks::registry::resolve(l);
+    match enabled {
+        true => sinks,
+        false => vec![],
     }
 }
 
@@ -818,84 +497,6 @@ fn resolve_spool(l: &mut Layers<'_>) -> Option<SpoolSettings> {
     })
 }
 
-fn resolve_sink(l: &mut Layers<'_>) -> SinkConfig {
-    let enabled = l.parsed(
-        Some("ENABLE_MLFLOW_TRACING"),
-        ("mlflow", "enabled"),
-        true,
-        parse_bool,
-    );
-    let uri = l.string(None, &["MLFLOW_TRACKING_URI"], ("mlflow", "tracking_uri"));
-    let exp_id = l.string(None, &["MLFLOW_EXPERIMENT_ID"], ("mlflow", "experiment_id"));
-    let exp_name = l.string(
-        None,
-        &["MLFLOW_EXPERIMENT_NAME"],
-        ("mlflow", "experiment_name"),
-    );
-    let file = FileSinkConfig {
-        dir: l
-            .string(None, &["LLMTAP_TRACE_DIR"], ("file_sink", "dir"))
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("llmtap-traces")),
-        max_file_bytes: l.parsed(
-            None,
-            ("file_sink", "max_file_bytes"),
-            64 << 20,
-            bytes_max(16 * GIB),
-        ),
-        max_files: l.parsed(None, ("file_sink", "max_files"), 20, count_max(10_000)),
-    };
-    if !enabled {
-        return SinkConfig::Disabled;
-    }
-    let Some(uri) = uri else {
-        return SinkConfig::File(file);
-    };
-    let (tracking_uri, userinfo) = match parse_tracking_uri(&uri) {
-        Ok((u, creds)) => (u.to_string().trim_end_matches('/').to_string(), creds),
-        Err(e) => {
-            let hint = if uri == "databricks" {
-                " (MLFLOW_TRACKING_URI=databricks is not supported yet)"
-            } else {
-                ""
-            };
-            l.errors.push(format!("MLFLOW_TRACKING_URI: {e}{hint}"));
-            return SinkConfig::Disabled;
-        }
-    };
-    let experiment = match (exp_id, exp_name) {
-        (Some(id), _) => ExperimentRef::Id(id),
-        (None, Some(name)) => ExperimentRef::Name(name),
-        (None, None) => ExperimentRef::Name("llmtap".into()),
-    };
-    let token = l.env.get("MLFLOW_TRACKING_TOKEN").filter(|v| !v.is_empty());
-    let user = l
-        .env
-        .get("MLFLOW_TRACKING_USERNAME")
-        .filter(|v| !v.is_empty());
-    let password = l.env.get("MLFLOW_TRACKING_PASSWORD").cloned();
-    // Explicit settings win over credentials in the URL.
-    let auth = match (token, user, userinfo) {
-        (Some(t), _, _) => MlflowAuth::Bearer(t.clone()),
-        (None, Some(u), _) => MlflowAuth::Basic {
-            user: u.clone(),
-            password: password.unwrap_or_default(),
-        },
-        (None, None, Some((user, password))) => MlflowAuth::Basic { user, password },
-        (None, None, None) => MlflowAuth::None,
-    };
-    let server_ca = l.roots(
-        "MLFLOW_TRACKING_SERVER_CERT_PATH",
-        ("mlflow", "tracking_server_cert_path"),
-    );
-    SinkConfig::Mlflow(MlflowConfig {
-        tracking_uri,
-        experiment,
-        auth,
-        server_ca,
-    })
-}
-
 /// A TOML syntax error without the offending line (it may hold a secret):
 /// the message and where.
 fn toml_error(e: &toml::de::Error, text: Option<&str>) -> String {
@@ -914,8 +515,8 @@ fn toml_error(e: &toml::de::Error, text: Option<&str>) -> String {
 
 fn check_known_keys(file: &toml::Table, errors: &mut Vec<String>) {
     for (table, value) in file {
-        if table == "routes" {
-            continue; // checked by routes::parse
+        if table == "routes" || table == "sinks" {
+            continue; // checked by routes::parse and the sink registry
         }
         let Some(keys) = KNOWN.iter().find(|(t, _)| t == table).map(|(_, k)| *k) else {
             errors.push(format!("unknown table [{table}]"));
@@ -934,9 +535,15 @@ fn check_known_keys(file: &toml::Table, errors: &mut Vec<String>) {
 }
 
 mod connections;
-mod limits;
+pub mod layers;
+pub mod limits;
 mod routes;
+pub use crate::sinks::registry::{SinkEntry, SinkSpec};
 pub use connections::ConnectionSettings;
+pub use layers::{
+    load_roots, parse_base_url, parse_bytes, parse_duration_opt, Env, ExtraRoots, Layers,
+};
+use layers::{parse_addr, parse_bool};
 pub use limits::{
     bytes_max, count_max, duration_max, duration_opt_max, mem_bytes_max, rate_max, DAY, GIB, HOUR,
     MINUTE, TIB,

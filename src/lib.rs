@@ -105,7 +105,8 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     let admin_addr = admin_listener.local_addr()?;
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::default());
-    let sinks = sinks::registry::build(&cfg);
+    let sinks =
+        sinks::registry::build(&cfg.sinks, &cfg.sink_context()).map_err(std::io::Error::other)?;
     let pipeline = pipeline::Pipeline::start(&cfg, &sinks, metrics.clone())
         .await
         .map_err(std::io::Error::other)?;

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use super::{parse_bytes, parse_count, parse_duration, parse_duration_opt};
+use super::layers::{parse_bytes, parse_count, parse_duration, parse_duration_opt};
 
 pub const KIB: u64 = 1 << 10;
 pub const MIB: u64 = 1 << 20;

@@ -10,7 +10,7 @@
 
 use http::Uri;
 
-use super::parse_base_url;
+use super::layers::parse_base_url;
 
 /// One route to a non-default upstream.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,30 @@
 //! Config layering and validation.
 
 use super::*;
+pub(super) use crate::sinks::file::FileSinkConfig;
+pub(super) use crate::sinks::mlflow::config::{ExperimentRef, MlflowAuth, MlflowConfig};
+
+/// The one sink a configuration has, the way these tests compare it.
+#[derive(Debug, PartialEq)]
+pub(super) enum SinkConfig {
+    Disabled,
+    Mlflow(MlflowConfig),
+    File(FileSinkConfig),
+}
+
+impl Config {
+    /// The configuration's only sink (these tests configure at most one).
+    pub(super) fn sink(&self) -> SinkConfig {
+        match self.sinks.as_slice() {
+            [] => SinkConfig::Disabled,
+            [e] => match &e.spec {
+                SinkSpec::Mlflow(m) => SinkConfig::Mlflow(m.clone()),
+                SinkSpec::File(f) => SinkConfig::File(f.clone()),
+            },
+            more => panic!("{} sinks configured", more.len()),
+        }
+    }
+}
 
 /// An environment of `pairs` (shared by the config tests).
 pub(super) fn env(pairs: &[(&str, &str)]) -> Env {
@@ -18,7 +42,7 @@ fn defaults_without_anything() {
     assert_eq!(c.upstream.to_string(), "https://api.openai.com/");
     assert_eq!(c.max_capture_bytes, 10 << 20);
     assert_eq!(c.request_timeout, None);
-    assert!(matches!(c.sink, SinkConfig::File(ref f) if f.dir == Path::new("llmtap-traces")));
+    assert!(matches!(c.sink(), SinkConfig::File(ref f) if f.dir == Path::new("llmtap-traces")));
 }
 
 use std::path::Path;
@@ -86,7 +110,7 @@ fn mlflow_sink_from_env_with_auth() {
         ("MLFLOW_TRACKING_TOKEN", "s3cret"),
     ]);
     let c = resolve(&Flags::default(), &e, None).unwrap();
-    let SinkConfig::Mlflow(m) = c.sink else {
+    let SinkConfig::Mlflow(m) = c.sink() else {
         panic!("expected mlflow sink")
     };
     assert_eq!(m.tracking_uri, "http://127.0.0.1:5000");
@@ -107,7 +131,7 @@ fn experiment_id_beats_name_and_basic_auth() {
         ("MLFLOW_TRACKING_USERNAME", "u"),
         ("MLFLOW_TRACKING_PASSWORD", "p"),
     ]);
-    let SinkConfig::Mlflow(m) = resolve(&Flags::default(), &e, None).unwrap().sink else {
+    let SinkConfig::Mlflow(m) = resolve(&Flags::default(), &e, None).unwrap().sink() else {
         panic!()
     };
     assert_eq!(m.experiment, ExperimentRef::Id("7".into()));
@@ -127,7 +151,7 @@ fn tracing_can_be_disabled() {
         ("MLFLOW_TRACKING_URI", "http://x"),
     ]);
     let c = resolve(&Flags::default(), &e, None).unwrap();
-    assert_eq!(c.sink, SinkConfig::Disabled);
+    assert_eq!(c.sink(), SinkConfig::Disabled);
     let bad = resolve(
         &Flags::default(),
         &env(&[("ENABLE_MLFLOW_TRACING", "maybe")]),
@@ -208,7 +232,7 @@ fn ca_files_are_read_from_env_or_file() {
     );
     let c = resolve(&Flags::default(), &Env::new(), Some(&file)).unwrap();
     assert_eq!(c.upstream_ca.certs.len(), 2);
-    let SinkConfig::Mlflow(m) = c.sink else {
+    let SinkConfig::Mlflow(m) = c.sink() else {
         panic!("expected mlflow sink")
     };
     assert_eq!(m.server_ca.certs.len(), 2);
@@ -268,7 +292,7 @@ fn mlflow_cert_path_is_read_only_for_the_mlflow_sink() {
     // is not llmtap's business.
     let e = env(&[("MLFLOW_TRACKING_SERVER_CERT_PATH", "/nonexistent/ca.pem")]);
     let c = resolve(&Flags::default(), &e, None).unwrap();
-    assert!(matches!(c.sink, SinkConfig::File(_)));
+    assert!(matches!(c.sink(), SinkConfig::File(_)));
 }
 
 #[test]
@@ -402,7 +426,7 @@ fn every_numeric_setting_has_a_maximum_and_every_default_is_within_it() {
         )
     );
     assert_eq!(example.shutdown_grace, defaults.shutdown_grace);
-    assert_eq!(example.sink, defaults.sink);
+    assert_eq!(example.sink(), defaults.sink());
     // Every numeric key of the file is in the table above.
     let numeric = text.lines().filter_map(|line| {
         let (key, value) = line.split_once(" = ").filter(|_| !line.starts_with('#'))?;

@@ -1,7 +1,7 @@
 //! URLs in the config: userinfo refused in upstreams, used as Basic auth for
 //! MLflow; no error message repeats a password or a query.
 
-use super::tests::env;
+use super::tests::{env, MlflowAuth, SinkConfig};
 use super::*;
 
 fn errors(flags: &Flags, e: &Env, file: Option<&str>) -> String {
@@ -74,7 +74,7 @@ fn mlflow_userinfo_becomes_basic_auth_and_leaves_the_uri() {
         "MLFLOW_TRACKING_URI",
         "https://ml%40ops:p%3Ass%2Fw-SECRET@mlflow.example:5443/prefix/",
     )]);
-    let SinkConfig::Mlflow(m) = resolve(&Flags::default(), &e, None).unwrap().sink else {
+    let SinkConfig::Mlflow(m) = resolve(&Flags::default(), &e, None).unwrap().sink() else {
         panic!("expected the mlflow sink")
     };
     assert_eq!(m.tracking_uri, "https://mlflow.example:5443/prefix");
@@ -92,7 +92,7 @@ fn mlflow_userinfo_becomes_basic_auth_and_leaves_the_uri() {
 #[test]
 fn explicit_mlflow_credentials_win_over_userinfo() {
     let uri = ("MLFLOW_TRACKING_URI", "http://u:url-SECRET@mlflow.example");
-    let sink = |e: Env| match resolve(&Flags::default(), &e, None).unwrap().sink {
+    let sink = |e: Env| match resolve(&Flags::default(), &e, None).unwrap().sink() {
         SinkConfig::Mlflow(m) => m,
         other => panic!("{other:?}"),
     };

@@ -50,7 +50,7 @@ pub fn spans_of_line(line: &str) -> Option<Vec<Span>> {
 /// Replays every file in `paths` (a directory means its `*.jsonl` files).
 pub async fn replay(cfg: &Config, paths: &[std::path::PathBuf]) -> Result<Report, String> {
     let metrics = Arc::new(Metrics::default());
-    let sink = crate::sinks::registry::build(cfg)
+    let sink = crate::sinks::registry::build(&cfg.sinks, &cfg.sink_context())?
         .into_iter()
         .next()
         .ok_or("tracing is disabled (ENABLE_MLFLOW_TRACING=false): nowhere to replay to")?;

@@ -11,9 +11,19 @@ use std::sync::{Arc, Mutex};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
+pub mod config;
+
 use super::{Assessment, Attempt, Sink, SinkFuture};
-use crate::config::FileSinkConfig;
 use crate::private;
+pub use config::FileSinkConfig;
+
+/// `kind = "file"`.
+pub const KIND: &str = "file";
+
+/// The sink a `[[sinks]]` entry or the shortcut describes.
+pub fn build(name: &str, cfg: FileSinkConfig, _: &super::Context) -> Result<Arc<dyn Sink>, String> {
+    Ok(Arc::new(FileSink::new(cfg).named(name)))
+}
 
 /// Writes trace files; see the module docs.
 pub struct FileSink {

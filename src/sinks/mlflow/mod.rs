@@ -3,6 +3,7 @@
 //! resolving the experiment by id or by name ([`resolve`]); feedback to
 //! `/api/3.0/mlflow/traces/{id}/assessments`. See mlflow-wire.md §2–3, §7.
 
+pub mod config;
 mod resolve;
 
 use std::time::Duration;
@@ -15,7 +16,21 @@ use prost::Message;
 
 use super::http::{call, gzip, Answer, HttpClient};
 use super::{Assessment, Attempt, Sink, SinkFuture};
-use crate::config::{MlflowAuth, MlflowConfig};
+use config::MlflowAuth;
+pub use config::MlflowConfig;
+
+/// `kind = "mlflow"`.
+pub const KIND: &str = "mlflow";
+
+/// The sink a `[[sinks]]` entry or the shortcut describes.
+pub fn build(
+    name: &str,
+    cfg: MlflowConfig,
+    ctx: &super::Context,
+) -> Result<std::sync::Arc<dyn Sink>, String> {
+    let sink = MlflowSink::new(cfg, ctx.connect_timeout, ctx.timeout).named(name);
+    Ok(std::sync::Arc::new(sink))
+}
 
 /// Sends span batches to an MLflow tracking server.
 pub struct MlflowSink {

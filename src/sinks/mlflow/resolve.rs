@@ -5,8 +5,8 @@ use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use tokio::sync::Mutex;
 
+use super::config::ExperimentRef;
 use super::MlflowSink;
-use crate::config::ExperimentRef;
 use crate::sinks::http::{json_str, percent_encode};
 use crate::sinks::Attempt;
 
