@@ -10,7 +10,9 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 mod connections;
+mod sinks;
 pub use connections::{Connections, Listener, Timeout};
+pub use sinks::{SinkCounters, Sinks};
 
 /// Latency histogram bucket bounds, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -67,8 +69,8 @@ pub struct Metrics {
     pub parse_panics: AtomicU64,
     /// Exchanges and spans waiting in the export queues.
     pub queue_depth: AtomicI64,
-    /// The spool's latest statistics and its size cap (None: spool off).
-    pub spool: std::sync::Mutex<Option<(crate::pipeline::spool::SpoolStats, u64)>>,
+    /// Each sink's counters and spool statistics.
+    pub sinks: Sinks,
     /// The exchange journal's latest statistics and its size cap.
     pub journal: std::sync::Mutex<Option<(crate::pipeline::spool::SpoolStats, u64)>>,
     /// Journal records that could not be decoded back into an exchange.
@@ -227,6 +229,7 @@ impl Metrics {
             );
         }
         self.render_spool(&mut out);
+        self.sinks.render(&mut out);
         self.render_journal(&mut out);
         self.render_capture(&mut out);
         self.connections.render(&mut out);
@@ -277,8 +280,9 @@ impl Metrics {
         }
     }
 
+    /// The spool gauges, summed over the sinks' spools (one sink: its spool).
     fn render_spool(&self, out: &mut String) {
-        let Some((s, max)) = self.spool.lock().ok().and_then(|g| g.clone()) else {
+        let Some((s, max)) = sum_spools(self.sinks.spools()) else {
             return;
         };
         let age = s.oldest_unacked_age.map_or(0.0, |a| a.as_secs_f64());
@@ -415,11 +419,33 @@ impl Metrics {
         );
     }
 
-    /// The spool's fill ratio, if it is on.
+    /// The fullest sink spool's fill ratio, if the spool is on.
     pub fn spool_fill(&self) -> Option<f64> {
-        let (s, max) = self.spool.lock().ok()?.clone()?;
-        Some(s.bytes_on_disk as f64 / max.max(1) as f64)
+        self.sinks
+            .spools()
+            .iter()
+            .map(|(s, max)| s.bytes_on_disk as f64 / (*max).max(1) as f64)
+            .reduce(f64::max)
     }
+}
+
+/// The sinks' spools as one: counts and bytes added, the oldest age the
+/// largest. `None` when the spool is off.
+fn sum_spools(
+    spools: Vec<(crate::pipeline::spool::SpoolStats, u64)>,
+) -> Option<(crate::pipeline::spool::SpoolStats, u64)> {
+    spools.into_iter().reduce(|(mut a, am), (b, bm)| {
+        a.bytes_on_disk += b.bytes_on_disk;
+        a.records_pending += b.records_pending;
+        a.records_written += b.records_written;
+        a.records_acked += b.records_acked;
+        a.records_dropped_full += b.records_dropped_full;
+        a.records_dropped_error += b.records_dropped_error;
+        a.records_corrupt_skipped += b.records_corrupt_skipped;
+        a.write_errors += b.write_errors;
+        a.oldest_unacked_age = a.oldest_unacked_age.max(b.oldest_unacked_age);
+        (a, am + bm)
+    })
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use super::dead_letter::DeadLetter;
 use super::rate::RateLimit;
 use super::retry::backoff;
 use crate::config::{Config, ExportConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SinkCounters};
 use crate::sinks::{Sink, Verdict};
 
 /// What became of a batch handed to [`Deliverer::deliver`].
@@ -33,6 +33,22 @@ impl Outcome {
     /// Whether span `i` of the batch went somewhere for good.
     pub fn is_delivered(&self, i: usize) -> bool {
         self.delivered.iter().any(|r| r.contains(&i))
+    }
+
+    /// What several deliverers made of the same batch of `n` spans: a span
+    /// went somewhere for good only if it did for every one of them.
+    pub fn all_of(outcomes: &[Outcome], n: usize) -> Outcome {
+        let mut delivered: Vec<Range<usize>> = Vec::new();
+        for i in (0..n).filter(|i| outcomes.iter().all(|o| o.is_delivered(*i))) {
+            match delivered.last_mut() {
+                Some(r) if r.end == i => r.end = i + 1,
+                _ => delivered.push(i..i + 1),
+            }
+        }
+        Outcome {
+            delivered,
+            finished: outcomes.iter().all(|o| o.finished),
+        }
     }
 
     /// Splits what stands for the batch's spans, one item per span in order
@@ -62,6 +78,8 @@ enum Sent {
 /// Sends batches to one sink; see the module docs.
 pub struct Deliverer {
     sink: Arc<dyn Sink>,
+    /// This sink's own counters (the unlabelled totals are in `metrics`).
+    counters: Arc<SinkCounters>,
     cfg: ExportConfig,
     service_name: String,
     metrics: Arc<Metrics>,
@@ -79,6 +97,10 @@ impl Deliverer {
     /// `persistent`: retry transient failures without limit (the batch is
     /// safe in the spool meanwhile) instead of giving up after
     /// `export.max_attempts`.
+    /// Its rate limit is the sink's own (`[[sinks]] max_traces_per_second`),
+    /// else `export.max_traces_per_second`, else the kind's default; with
+    /// several sinks each has its own dead-letter directory,
+    /// `<export.dead_letter_dir>/<name>`.
     pub fn new(
         sink: Arc<dyn Sink>,
         cfg: &Config,
@@ -86,20 +108,35 @@ impl Deliverer {
         persistent: bool,
     ) -> Deliverer {
         let e = &cfg.export;
+        let entry = cfg.sinks.iter().find(|s| s.name == sink.name());
+        let rate = entry
+            .and_then(|s| s.max_traces_per_second)
+            .or(e.max_traces_per_second)
+            .or(sink.default_rate());
+        let dead_letter_dir = match cfg.sinks.len() {
+            0 | 1 => e.dead_letter_dir.clone(),
+            _ => e.dead_letter_dir.join(sink.name()),
+        };
         Deliverer {
+            counters: metrics.sinks.get(sink.name()),
             sink,
             cfg: e.clone(),
             service_name: cfg.service_name.clone(),
             metrics,
             dead_letter: DeadLetter::new(
-                e.dead_letter_dir.clone(),
+                dead_letter_dir,
                 e.dead_letter_max_file_bytes,
                 e.dead_letter_max_files,
             ),
-            rate: e.max_traces_per_second.map(RateLimit::new),
+            rate: rate.map(RateLimit::new),
             persistent,
             closing: None,
         }
+    }
+
+    /// The name of the sink this deliverer sends to.
+    pub fn sink_name(&self) -> &str {
+        self.sink.name()
     }
 
     /// Stop retrying once `closing` turns true (persistent mode only).
@@ -179,6 +216,7 @@ impl Deliverer {
             let after = match result.verdict {
                 Verdict::Success => {
                     self.metrics.traces_exported.fetch_add(n, Relaxed);
+                    self.counters.exported(n);
                     return Sent::Delivered(range);
                 }
                 Verdict::Split if n > 1 => {
@@ -208,7 +246,9 @@ impl Deliverer {
             attempt += 1;
             if !self.persistent && attempt >= self.cfg.max_attempts {
                 self.metrics.dropped("export_failed", n);
+                self.counters.dropped("export_failed", n);
                 self.metrics.export_failures.fetch_add(1, Relaxed);
+                self.counters.failures.fetch_add(1, Relaxed);
                 tracing::error!(sink = self.sink.name(), spans = n, attempts = attempt, reason = %result.reason, "giving up on a batch; dropped");
                 return Sent::Dropped;
             }
@@ -223,6 +263,7 @@ impl Deliverer {
                 return Sent::Stopped;
             }
             self.metrics.retry(result.class);
+            self.counters.retries.fetch_add(1, Relaxed);
             tracing::warn!(sink = self.sink.name(), spans = n, attempt, ?wait, reason = %result.reason, "export failed; retrying");
             if !self.pause(wait).await {
                 return Sent::Stopped;
@@ -233,17 +274,21 @@ impl Deliverer {
     /// True when the batch was written to the dead-letter file.
     async fn dead_letter(&self, req: &ExportTraceServiceRequest, n: u64, reason: &str) -> bool {
         self.metrics.export_failures.fetch_add(1, Relaxed);
+        self.counters.failures.fetch_add(1, Relaxed);
         match self.dead_letter.write(self.sink.name(), reason, req).await {
             Ok(rotated_out) => {
                 self.metrics.dead_lettered.fetch_add(n, Relaxed);
+                self.counters.dead_lettered.fetch_add(n, Relaxed);
                 if rotated_out > 0 {
                     self.metrics.dropped("dead_letter_rotated", rotated_out);
+                    self.counters.dropped("dead_letter_rotated", rotated_out);
                 }
                 tracing::error!(sink = self.sink.name(), spans = n, %reason, file = %self.dead_letter.path().display(), "sink refused a batch; written to the dead-letter file");
                 true
             }
             Err(e) => {
                 self.metrics.dropped("rejected", n);
+                self.counters.dropped("rejected", n);
                 tracing::error!(sink = self.sink.name(), spans = n, %reason, error = %e, "sink refused a batch and the dead-letter file could not be written; dropped");
                 false
             }

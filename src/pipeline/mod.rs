@@ -52,6 +52,8 @@ pub use deliver::Deliverer;
 pub use stores::StartError;
 use stores::{open_stores, Stores};
 
+pub mod migrate;
+
 /// The request path's handle: hands finished exchanges to the pipeline.
 #[derive(Clone)]
 pub struct Submitter {
@@ -188,115 +190,87 @@ pub struct Pipeline {
     in_hand: Option<Arc<AtomicUsize>>,
 }
 
+/// What [`Pipeline::start`] builds before its parse workers: where they read
+/// exchanges from, how the request path hands them in, and the tasks
+/// downstream of the span queue.
+struct Downstream {
+    intake: Intake,
+    sources: Vec<Source>,
+    batcher: tokio::task::JoinHandle<()>,
+    lock: Option<lock::DirLock>,
+    in_hand: Option<Arc<AtomicUsize>>,
+}
+
+/// The settings and handles both kinds of downstream need.
+struct Common<'a> {
+    cfg: &'a Config,
+    sinks: &'a [Arc<dyn Sink>],
+    metrics: &'a Arc<Metrics>,
+    closing: &'a tokio::sync::watch::Receiver<bool>,
+    queued_bytes: &'a Arc<AtomicUsize>,
+    limits: Limits,
+}
+
+impl Common<'_> {
+    /// One deliverer per sink; `persistent` with the spool.
+    fn deliverers(&self, persistent: bool) -> Vec<Deliverer> {
+        self.sinks
+            .iter()
+            .map(|s| {
+                let mut d = Deliverer::new(s.clone(), self.cfg, self.metrics.clone(), persistent);
+                d.stop_retrying_on(self.closing.clone());
+                d
+            })
+            .collect()
+    }
+}
+
 impl Pipeline {
-    /// Starts parse workers and the batcher; `None` when tracing is off.
-    /// With the spool on, its directory is locked and opened first (off the
-    /// async threads); another process using it is an error.
+    /// Starts parse workers and one delivery lane per sink; `None` when
+    /// tracing is off (no sink). With the spool on, its directory is locked
+    /// and opened first (off the async threads); another process using it is
+    /// an error.
     pub async fn start(
         cfg: &Config,
         sinks: &[Arc<dyn Sink>],
         metrics: Arc<Metrics>,
     ) -> Result<Option<Pipeline>, StartError> {
-        let Some(sink) = sinks.first().cloned() else {
+        if sinks.is_empty() {
             return Ok(None);
-        };
+        }
+        let names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
         let stores = match &cfg.spool {
-            Some(settings) => open_stores(settings, &metrics)
+            Some(settings) => open_stores(settings, &names, &metrics)
                 .await?
                 .map(|s| (settings, s)),
             None => None,
         };
-        // With the spool, a failing batch waits there; without it (off, or
-        // it failed to open), memory is all there is: retries are limited.
-        let mut deliverer = Deliverer::new(sink, cfg, metrics.clone(), stores.is_some());
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
-        deliverer.stop_retrying_on(closing_rx);
         let e = cfg.export.clone();
         let (span_tx, span_rx) = mpsc::channel::<Parsed>(e.batch_max_spans.saturating_mul(4));
         let span_gate =
             span_gate::SpanGate::new(e.batch_max_bytes.saturating_mul(SPAN_QUEUE_BATCHES));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
-        let limits = Limits {
-            max_spans: e.batch_max_spans,
-            max_bytes: e.batch_max_bytes,
-            interval: e.batch_interval,
+        let common = Common {
+            cfg,
+            sinks,
+            metrics: &metrics,
+            closing: &closing_rx,
+            queued_bytes: &queued_bytes,
+            limits: Limits {
+                max_spans: e.batch_max_spans,
+                max_bytes: e.batch_max_bytes,
+                interval: e.batch_interval,
+            },
         };
-        let mut lock = None;
-        let mut in_hand = None;
-        let (intake, sources, batcher) = match stores {
-            Some((
-                settings,
-                Stores {
-                    lock: held,
-                    spool,
-                    journal,
-                    guard,
-                },
-            )) => {
-                lock = Some(held);
-                let journal = Arc::new(Mutex::new(journal));
-                let wake = Arc::new(journal::Wake::default());
-                let (tx, rx) = mpsc::channel(e.queue_capacity.max(1));
-                let journal_writer = journal::writer(
-                    rx,
-                    journal.clone(),
-                    wake.clone(),
-                    queued_bytes.clone(),
-                    metrics.clone(),
-                    settings.clone(),
-                );
-                let sources = (0..e.parse_workers)
-                    .map(|i| {
-                        let r =
-                            journal::Reader::new(journal.clone(), wake.clone(), metrics.clone());
-                        Source::Journal(match &guard {
-                            Some(g) => r.guarded(g.clone(), i),
-                            None => r,
-                        })
-                    })
-                    .collect::<Vec<_>>();
-                let spool = Arc::new(Mutex::new(spool));
-                let notify = Arc::new(tokio::sync::Notify::new());
-                let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                let writer = spooled::writer(
-                    span_rx,
-                    spool.clone(),
-                    Some(journal),
-                    notify.clone(),
-                    done.clone(),
-                    metrics.clone(),
-                    settings.clone(),
-                );
-                let delivery =
-                    spooled::deliver(spool, notify, done, deliverer, metrics.clone(), limits);
-                let batcher = tokio::spawn(async move {
-                    tokio::join!(journal_writer, writer, delivery);
-                });
-                let hold = settings
-                    .fsync_interval
-                    .is_none()
-                    .then_some(settings.max_hold);
-                (Intake::Journal { tx, hold }, sources, batcher)
-            }
-            None => {
-                let (tx, rx) = sync_channel::<Exchange>(e.queue_capacity);
-                let rx = Arc::new(Mutex::new(rx));
-                let sources = (0..e.parse_workers)
-                    .map(|_| Source::Memory(rx.clone()))
-                    .collect();
-                let held = Arc::new(AtomicUsize::new(0));
-                in_hand = Some(held.clone());
-                let batcher = Batcher {
-                    rx: span_rx,
-                    limits,
-                    deliverer,
-                    metrics: metrics.clone(),
-                    in_hand: held,
-                };
-                (Intake::Memory(tx), sources, tokio::spawn(batcher.run()))
-            }
+        // With the spool, a failing batch waits there; without it (off, or
+        // it failed to open), memory is all there is: retries are limited.
+        let down = match stores {
+            Some((settings, stores)) => spooled_downstream(&common, settings, stores, span_rx),
+            None => memory_downstream(&common, span_rx),
         };
-        let workers = sources
+        let workers = down
+            .sources
             .into_iter()
             .enumerate()
             .map(|(i, source)| {
@@ -318,16 +292,16 @@ impl Pipeline {
         drop(span_tx);
         Ok(Some(Pipeline {
             submitter: Submitter {
-                intake,
+                intake: down.intake,
                 queued_bytes,
                 max_bytes: e.queue_max_bytes,
                 metrics,
             },
             workers,
-            batcher,
+            batcher: down.batcher,
             closing,
-            lock,
-            in_hand,
+            lock: down.lock,
+            in_hand: down.in_hand,
         }))
     }
 
@@ -376,6 +350,144 @@ impl Pipeline {
             }
         }
         drop(lock);
+    }
+}
+
+/// Spool on: the journal writer, journal-reading parse workers, the spool
+/// writer (every sink's spool) and one delivery task per sink.
+fn spooled_downstream(
+    c: &Common<'_>,
+    settings: &crate::config::SpoolSettings,
+    stores: Stores,
+    span_rx: mpsc::Receiver<Parsed>,
+) -> Downstream {
+    let Stores {
+        lock,
+        spools,
+        journal,
+        guard,
+    } = stores;
+    let metrics = c.metrics;
+    let journal = Arc::new(Mutex::new(journal));
+    let wake = Arc::new(journal::Wake::default());
+    let (tx, rx) = mpsc::channel(c.cfg.export.queue_capacity.max(1));
+    let journal_writer = journal::writer(
+        rx,
+        journal.clone(),
+        wake.clone(),
+        c.queued_bytes.clone(),
+        metrics.clone(),
+        settings.clone(),
+    );
+    let sources = (0..c.cfg.export.parse_workers)
+        .map(|i| {
+            let r = journal::Reader::new(journal.clone(), wake.clone(), metrics.clone());
+            Source::Journal(match &guard {
+                Some(g) => r.guarded(g.clone(), i),
+                None => r,
+            })
+        })
+        .collect();
+    let lanes: Vec<spooled::Lane> = spools
+        .into_iter()
+        .zip(c.sinks)
+        .map(|(spool, sink)| spooled::Lane {
+            spool: Arc::new(Mutex::new(spool)),
+            notify: Arc::new(tokio::sync::Notify::new()),
+            counters: metrics.sinks.get(sink.name()),
+        })
+        .collect();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = spooled::writer(
+        span_rx,
+        lanes.clone(),
+        Some(journal),
+        done.clone(),
+        metrics.clone(),
+        settings.clone(),
+    );
+    let deliveries = lanes
+        .into_iter()
+        .zip(c.deliverers(true))
+        .map(|(lane, d)| spooled::deliver(lane, done.clone(), d, metrics.clone(), c.limits));
+    let deliveries = futures_util::future::join_all(deliveries);
+    let batcher = tokio::spawn(async move {
+        tokio::join!(journal_writer, writer, deliveries);
+    });
+    let hold = settings
+        .fsync_interval
+        .is_none()
+        .then_some(settings.max_hold);
+    Downstream {
+        intake: Intake::Journal { tx, hold },
+        sources,
+        batcher,
+        lock: Some(lock),
+        in_hand: None,
+    }
+}
+
+/// Spool off: an in-memory queue to the parse workers, then one batcher
+/// per sink, fed by a fan-out that never waits for a slow sink (a full
+/// sink queue drops that sink's copy, counted).
+fn memory_downstream(c: &Common<'_>, span_rx: mpsc::Receiver<Parsed>) -> Downstream {
+    let e = &c.cfg.export;
+    let (tx, rx) = sync_channel::<Exchange>(e.queue_capacity);
+    let rx = Arc::new(Mutex::new(rx));
+    let sources = (0..e.parse_workers)
+        .map(|_| Source::Memory(rx.clone()))
+        .collect();
+    let held = Arc::new(AtomicUsize::new(0));
+    let mut lanes = Vec::new();
+    let mut batchers = Vec::new();
+    for (sink, deliverer) in c.sinks.iter().zip(c.deliverers(false)) {
+        let (lane_tx, lane_rx) = mpsc::channel::<Span>(e.batch_max_spans.saturating_mul(4));
+        lanes.push((lane_tx, c.metrics.sinks.get(sink.name())));
+        let batcher = Batcher {
+            rx: lane_rx,
+            limits: c.limits,
+            deliverer,
+            in_hand: held.clone(),
+        };
+        batchers.push(batcher.run());
+    }
+    let fan_out = fan_out(span_rx, lanes, held.clone(), c.metrics.clone());
+    let batchers = futures_util::future::join_all(batchers);
+    let batcher = tokio::spawn(async move {
+        tokio::join!(fan_out, batchers);
+    });
+    Downstream {
+        intake: Intake::Memory(tx),
+        sources,
+        batcher,
+        lock: None,
+        in_hand: Some(held),
+    }
+}
+
+/// Hands each parsed span to every sink's batcher without waiting: a sink
+/// whose queue is full loses its copy (`llmtap_sink_traces_dropped_total
+/// {reason="queue_full"}`), the others are not held back.
+async fn fan_out(
+    mut rx: mpsc::Receiver<Parsed>,
+    lanes: Vec<(mpsc::Sender<Span>, Arc<crate::metrics::SinkCounters>)>,
+    held: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(parsed) = rx.recv().await {
+        let Some(span) = parsed.span else { continue };
+        metrics.queue_depth.fetch_sub(1, Relaxed);
+        for (tx, counters) in &lanes {
+            match tx.try_send(span.clone()) {
+                Ok(()) => {
+                    held.fetch_add(1, Relaxed);
+                }
+                Err(_) => {
+                    counters.dropped("queue_full", 1);
+                    metrics.dropped("queue_full", 1);
+                }
+            }
+        }
     }
 }
 
@@ -478,29 +590,25 @@ impl Worker {
     }
 }
 
-/// Gathers spans into batches and hands each to the [`Deliverer`] (spool
-/// off: memory only, so the deliverer gives up after `export.max_attempts`
-/// and counts the drop).
+/// Gathers one sink's spans into batches and hands each to its
+/// [`Deliverer`] (spool off: memory only, so the deliverer gives up after
+/// `export.max_attempts` and counts the drop).
 struct Batcher {
-    rx: mpsc::Receiver<Parsed>,
+    rx: mpsc::Receiver<Span>,
     limits: Limits,
     deliverer: Deliverer,
-    metrics: Arc<Metrics>,
-    /// Spans of the batch being delivered (see [`count_lost_at_shutdown`]).
+    /// Span copies queued for or held by every sink's batcher (see
+    /// [`count_lost_at_shutdown`]).
     in_hand: Arc<AtomicUsize>,
 }
 
 impl Batcher {
     async fn run(mut self) {
-        while let Some(batch) = next_batch(&mut self.rx, self.limits).await {
-            let spans: Vec<Span> = batch.into_iter().filter_map(|p| p.span).collect();
-            self.metrics
-                .queue_depth
-                .fetch_sub(spans.len() as i64, Relaxed);
+        while let Some(spans) = next_batch(&mut self.rx, self.limits).await {
             if !spans.is_empty() {
-                self.in_hand.store(spans.len(), Relaxed);
+                let n = spans.len();
                 self.deliverer.deliver(spans).await;
-                self.in_hand.store(0, Relaxed);
+                self.in_hand.fetch_sub(n, Relaxed);
             }
         }
     }

@@ -50,15 +50,32 @@ pub fn spans_of_line(line: &str) -> Option<Vec<Span>> {
 /// Replays every file in `paths` (a directory means its `*.jsonl` files).
 pub async fn replay(cfg: &Config, paths: &[std::path::PathBuf]) -> Result<Report, String> {
     let metrics = Arc::new(Metrics::default());
-    let sink = crate::sinks::registry::build(&cfg.sinks, &cfg.sink_context())?
-        .into_iter()
-        .next()
-        .ok_or("tracing is disabled (ENABLE_MLFLOW_TRACING=false): nowhere to replay to")?;
-    let mut deliverer = Deliverer::new(sink, cfg, metrics.clone(), false);
+    let sinks = crate::sinks::registry::build(&cfg.sinks, &cfg.sink_context())?;
+    if sinks.is_empty() {
+        return Err(
+            "tracing is disabled (ENABLE_MLFLOW_TRACING=false): nowhere to replay to".into(),
+        );
+    }
+    let mut deliverer = Targets(
+        sinks
+            .into_iter()
+            .map(|s| Deliverer::new(s, cfg, metrics.clone(), false))
+            .collect(),
+    );
     let mut report = Report::default();
     let max = cfg.export.batch_max_spans;
     for path in paths.iter().filter(|p| is_spool(p)) {
         replay_spool(cfg, path, &mut deliverer, &mut report).await?;
+        for (name, dir) in sink_spools(path) {
+            // A sink's own spool goes to that sink (to all when none has its name).
+            let mut only = deliverer.only(&name);
+            let targets = only.as_mut().unwrap_or(&mut deliverer);
+            let replayed = replay_spool(cfg, &dir, targets, &mut report).await;
+            if let Some(t) = only {
+                deliverer.0.extend(t.0);
+            }
+            replayed?;
+        }
     }
     let files: Vec<_> = paths.iter().filter(|p| !is_spool(p)).cloned().collect();
     for path in expand(&files)? {
@@ -99,6 +116,42 @@ pub async fn replay(cfg: &Config, paths: &[std::path::PathBuf]) -> Result<Report
     Ok(report)
 }
 
+/// Every configured sink's deliverer: a span counts as delivered when it
+/// went somewhere for good at each of them.
+struct Targets(Vec<Deliverer>);
+
+impl Targets {
+    async fn deliver(&mut self, spans: Vec<Span>) -> super::deliver::Outcome {
+        let n = spans.len();
+        let mut outcomes = Vec::with_capacity(self.0.len());
+        for d in &mut self.0 {
+            outcomes.push(d.deliver(spans.clone()).await);
+        }
+        super::deliver::Outcome::all_of(&outcomes, n)
+    }
+
+    /// The deliverer of the sink named `name` alone, if one is configured.
+    fn only(&mut self, name: &str) -> Option<Targets> {
+        let i = self.0.iter().position(|d| d.sink_name() == name)?;
+        Some(Targets(vec![self.0.remove(i)]))
+    }
+}
+
+/// The per-sink spools of a spool directory kept by several sinks
+/// (`<dir>/sinks/<name>`), by name.
+fn sink_spools(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir.join("sinks")) else {
+        return vec![];
+    };
+    let mut out: Vec<_> = entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    out.sort();
+    out
+}
+
 /// A directory holding spool segment files (its own or its journal's), or
 /// a spool's lock file.
 fn is_spool(p: &Path) -> bool {
@@ -121,7 +174,7 @@ fn is_spool(p: &Path) -> bool {
 async fn replay_spool(
     cfg: &Config,
     dir: &Path,
-    deliverer: &mut Deliverer,
+    deliverer: &mut Targets,
     report: &mut Report,
 ) -> Result<(), String> {
     use prost::Message;
@@ -170,7 +223,7 @@ async fn drain(
     cfg: &Config,
     mut spool: super::spool::Spool,
     to_span: &dyn Fn(&[u8]) -> Option<Span>,
-    deliverer: &mut Deliverer,
+    deliverer: &mut Targets,
     report: &mut Report,
 ) -> Result<(), super::spool::SpoolError> {
     loop {

@@ -28,7 +28,7 @@ use super::batch::Limits;
 use super::spool::{Fsync, RealFs, RecordId, Spool, SpoolConfig, SpoolError};
 use super::{Deliverer, Parsed};
 use crate::config::SpoolSettings;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SinkCounters};
 
 /// The spool shared by the writer and the delivery task.
 pub type Shared = Arc<Mutex<Spool<RealFs>>>;
@@ -58,18 +58,19 @@ pub fn open_at(s: &SpoolSettings, dir: std::path::PathBuf) -> Result<Spool<RealF
 }
 
 /// Which statistics a spool's figures are published as.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Slot {
-    /// The span spool (`llmtap_spool_*`).
-    Spool,
+    /// A sink's span spool (`llmtap_sink_spool_*{sink}`, and summed in
+    /// `llmtap_spool_*`).
+    Sink(Arc<SinkCounters>),
     /// The exchange journal (`llmtap_journal_*`).
     Journal,
 }
 
 /// Publishes a spool's statistics to its metrics slot.
-pub fn publish(spool: &Spool<RealFs>, metrics: &Metrics, slot: Slot) {
+pub fn publish(spool: &Spool<RealFs>, metrics: &Metrics, slot: &Slot) {
     let slot = match slot {
-        Slot::Spool => &metrics.spool,
+        Slot::Sink(c) => &c.spool,
         Slot::Journal => &metrics.journal,
     };
     if let Ok(mut slot) = slot.lock() {
@@ -88,7 +89,7 @@ pub async fn with_spool<T: Send + 'static>(
     tokio::task::spawn_blocking(move || {
         let mut guard = spool.lock().ok()?;
         let out = f(&mut guard);
-        publish(&guard, &metrics, slot);
+        publish(&guard, &metrics, &slot);
         Some(out)
     })
     .await
@@ -96,28 +97,31 @@ pub async fn with_spool<T: Send + 'static>(
     .flatten()
 }
 
-/// What a writer does while its queue is idle: flush its spool every `tick`.
-pub struct Idle<'a> {
-    spool: &'a Shared,
-    metrics: &'a Arc<Metrics>,
-    slot: Slot,
+/// What a writer does while its queue is idle: flush its spools every `tick`.
+pub struct Idle {
+    spools: Vec<(Shared, Slot)>,
+    metrics: Arc<Metrics>,
     tick: Duration,
 }
 
-impl<'a> Idle<'a> {
+impl Idle {
     /// Flushes on the fsync interval (every second with `fsync = "always"`,
     /// where each group is synced anyway).
     pub fn new(
-        spool: &'a Shared,
-        metrics: &'a Arc<Metrics>,
-        slot: Slot,
+        spools: Vec<(Shared, Slot)>,
+        metrics: &Arc<Metrics>,
         settings: &SpoolSettings,
     ) -> Self {
         Idle {
-            spool,
-            metrics,
-            slot,
+            spools,
+            metrics: metrics.clone(),
             tick: settings.fsync_interval.unwrap_or(Duration::from_secs(1)),
+        }
+    }
+
+    async fn flush(&self) {
+        for (spool, slot) in &self.spools {
+            with_spool(spool, &self.metrics, slot.clone(), |s| s.flush()).await;
         }
     }
 }
@@ -127,7 +131,7 @@ impl<'a> Idle<'a> {
 /// spool is flushed on every idle tick. `None` once the queue is closed.
 pub async fn next_group<T>(
     rx: &mut mpsc::Receiver<T>,
-    idle: &Idle<'_>,
+    idle: &Idle,
     max: usize,
     max_weight: usize,
     weight: impl Fn(&T) -> usize,
@@ -135,9 +139,7 @@ pub async fn next_group<T>(
     let first = loop {
         tokio::select! {
             item = rx.recv() => break item?,
-            _ = tokio::time::sleep(idle.tick) => {
-                with_spool(idle.spool, idle.metrics, idle.slot, |s| s.flush()).await;
-            }
+            _ = tokio::time::sleep(idle.tick) => idle.flush().await,
         }
     };
     let mut total = weight(&first);
@@ -154,19 +156,36 @@ pub async fn next_group<T>(
     Some(group)
 }
 
-/// Appends spans as they come, one group commit at a time; flushes on the
-/// interval and at the end.
+/// One sink's share of the spool: its own spool (directory), the wake-up
+/// its delivery task waits on, and its counters. A dead sink's lane fills
+/// while the others flow.
+#[derive(Clone)]
+pub struct Lane {
+    pub spool: Shared,
+    pub notify: Arc<Notify>,
+    pub counters: Arc<SinkCounters>,
+}
+
+impl Lane {
+    fn slot(&self) -> Slot {
+        Slot::Sink(self.counters.clone())
+    }
+}
+
+/// Appends spans as they come, one group commit at a time, to every sink's
+/// spool; once a group is in all of them, acks its exchanges in the journal.
+/// Flushes on the interval and at the end.
 pub async fn writer(
     mut rx: mpsc::Receiver<Parsed>,
-    spool: Shared,
+    lanes: Vec<Lane>,
     journal: Option<Shared>,
-    notify: Arc<Notify>,
     done: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     settings: SpoolSettings,
 ) {
     let always = settings.fsync_interval.is_none();
-    let idle = Idle::new(&spool, &metrics, Slot::Spool, &settings);
+    let spools = lanes.iter().map(|l| (l.spool.clone(), l.slot())).collect();
+    let idle = Idle::new(spools, &metrics, &settings);
     while let Some(group) = next_group(&mut rx, &idle, GROUP, usize::MAX, |_| 0).await {
         let journaled: Vec<_> = group.iter().filter_map(|p| p.journal).collect();
         let payloads: Vec<Vec<u8>> = group
@@ -178,30 +197,66 @@ pub async fn writer(
             .queue_depth
             .fetch_sub(payloads.len() as i64, Relaxed);
         let count = payloads.len() as u64;
-        let (journal, acks_metrics) = (journal.clone(), metrics.clone());
-        let lost = with_spool(&spool, &metrics, Slot::Spool, move |s| {
-            let lost = append_group(s, payloads, always);
+        let (journal, m, these) = (journal.clone(), metrics.clone(), lanes.clone());
+        let lost = tokio::task::spawn_blocking(move || {
+            let lost = append_to_lanes(&these, payloads, always, &m);
             // The spans are spooled (or their loss counted): their exchanges
             // need not be parsed again.
             if let Some(j) = &journal {
-                ack_journal(j, &acks_metrics, &journaled);
+                ack_journal(j, &m, &journaled);
             }
             lost
         })
         .await
-        .unwrap_or(Lost {
-            count,
-            error: Some("the spool is unavailable".into()),
+        .unwrap_or_else(|_| {
+            let error = Some("the spool is unavailable".to_string());
+            vec![Lost { count, error }; lanes.len()]
         });
-        lost.report(&metrics, "spool");
-        notify.notify_one();
+        for (lane, lost) in lanes.iter().zip(lost) {
+            lost.report(&metrics, &lane.counters, "spool");
+            lane.notify.notify_one();
+        }
     }
-    with_spool(&spool, &metrics, Slot::Spool, |s| s.flush()).await;
+    idle.flush().await;
     done.store(true, Relaxed);
-    notify.notify_one();
+    for lane in &lanes {
+        lane.notify.notify_one();
+    }
+}
+
+/// Appends one group to every lane's spool (blocking); what each lost.
+fn append_to_lanes(
+    lanes: &[Lane],
+    mut payloads: Vec<Vec<u8>>,
+    always: bool,
+    metrics: &Metrics,
+) -> Vec<Lost> {
+    let n = lanes.len();
+    let mut out = Vec::with_capacity(n);
+    for (i, lane) in lanes.iter().enumerate() {
+        let these = match i + 1 == n {
+            true => std::mem::take(&mut payloads),
+            false => payloads.clone(),
+        };
+        let count = these.len() as u64;
+        let lost = match lane.spool.lock() {
+            Ok(mut s) => {
+                let lost = append_group(&mut s, these, always);
+                publish(&s, metrics, &lane.slot());
+                lost
+            }
+            Err(_) => Lost {
+                count,
+                error: Some("the spool is unavailable".into()),
+            },
+        };
+        out.push(lost);
+    }
+    out
 }
 
 /// What appending a group lost: how many records, and the first error.
+#[derive(Clone)]
 pub struct Lost {
     pub count: u64,
     pub error: Option<String>,
@@ -211,7 +266,16 @@ impl Lost {
     /// Counts the loss (`llmtap_traces_dropped_total{reason="spool_full"}`,
     /// the cap or the disk) and logs it when the total passes a power of
     /// two, so a full disk at high traffic does not flood the log.
-    pub fn report(&self, metrics: &Metrics, what: &str) {
+    pub fn report(&self, metrics: &Metrics, sink: &SinkCounters, what: &str) {
+        if self.count == 0 {
+            return;
+        }
+        sink.dropped("spool_full", self.count);
+        self.report_total(metrics, what);
+    }
+
+    /// Counts and logs the loss in the totals only (the journal's).
+    pub fn report_total(&self, metrics: &Metrics, what: &str) {
         if self.count == 0 {
             return;
         }
@@ -261,8 +325,7 @@ pub fn append_group(
 /// Sends what the spool holds, batch by batch, acking what the sink took.
 /// Ends once the writer is done and the spool has nothing left to hand out.
 pub async fn deliver(
-    spool: Shared,
-    notify: Arc<Notify>,
+    lane: Lane,
     writer_done: Arc<AtomicBool>,
     mut deliverer: Deliverer,
     metrics: Arc<Metrics>,
@@ -276,8 +339,10 @@ pub async fn deliver(
     // When the first record of a not-yet-full batch was seen: a batch goes
     // out when full, or `interval` after that, like the in-memory batcher.
     let mut partial_since: Option<tokio::time::Instant> = None;
+    let Lane { spool, notify, .. } = lane.clone();
+    let slot = || lane.slot();
     loop {
-        let batch = with_spool(&spool, &metrics, Slot::Spool, move |s| {
+        let batch = with_spool(&spool, &metrics, slot(), move |s| {
             s.next_batch(max_spans, max_bytes)
         })
         .await
@@ -301,7 +366,7 @@ pub async fn deliver(
             let since = *partial_since.get_or_insert_with(tokio::time::Instant::now);
             if since.elapsed() < interval {
                 let ids: Vec<_> = batch.iter().map(|(id, _)| *id).collect();
-                with_spool(&spool, &metrics, Slot::Spool, move |s| s.nack(&ids)).await;
+                with_spool(&spool, &metrics, slot(), move |s| s.nack(&ids)).await;
                 tokio::select! {
                     _ = notify.notified() => {}
                     _ = tokio::time::sleep_until(since + interval) => {}
@@ -334,7 +399,7 @@ pub async fn deliver(
             // Shutting down with the sink failing: what did not go stays spooled.
             let (sent, kept) = outcome.partition(span_ids);
             ids.extend(sent);
-            with_spool(&spool, &metrics, Slot::Spool, move |s| {
+            with_spool(&spool, &metrics, slot(), move |s| {
                 s.nack(&kept);
                 if let Err(e) = s.ack(&ids) {
                     tracing::warn!(error = %e, "spool: acks not persisted; those traces will be sent again after a restart");
@@ -344,7 +409,7 @@ pub async fn deliver(
             return;
         }
         ids.extend(span_ids);
-        with_spool(&spool, &metrics, Slot::Spool, move |s| {
+        with_spool(&spool, &metrics, slot(), move |s| {
             if let Err(e) = s.ack(&ids) {
                 tracing::warn!(error = %e, "spool: acks not persisted; those traces will be sent again after a restart");
             }
@@ -363,6 +428,6 @@ pub fn ack_journal(journal: &Shared, metrics: &Metrics, ids: &[RecordId]) {
         if let Err(e) = j.ack(ids) {
             tracing::warn!(error = %e, "exchange journal: acks not persisted; those exchanges will be parsed again after a restart");
         }
-        publish(&j, metrics, Slot::Journal);
+        publish(&j, metrics, &Slot::Journal);
     }
 }

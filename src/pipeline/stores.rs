@@ -1,17 +1,19 @@
-//! Opening a spool directory at start: take its lock, then open the span
-//! spool and the exchange journal (each open scans every segment) on the
-//! blocking pool, never on an async worker thread.
+//! Opening a spool directory at start: take its lock, then open each sink's
+//! span spool and the exchange journal (each open scans every segment) on
+//! the blocking pool, never on an async worker thread; traces left in the
+//! other sink layout are moved in first ([`super::migrate`]).
 
 use std::sync::Arc;
 
-use super::{journal, lock, spool, spooled};
+use super::{journal, lock, migrate, spool, spooled};
 use crate::config::SpoolSettings;
 use crate::metrics::Metrics;
 
 /// The stores of a spool directory, opened and locked.
 pub(super) struct Stores {
     pub lock: lock::DirLock,
-    pub spool: spool::Spool<spool::RealFs>,
+    /// One span spool per sink, in the order of the sinks.
+    pub spools: Vec<spool::Spool<spool::RealFs>>,
     pub journal: spool::Spool<spool::RealFs>,
     /// The journal's poison-pill guard (`None` when its marks file cannot be
     /// written: parsing goes on unguarded, logged).
@@ -32,17 +34,25 @@ pub enum StartError {
 /// then kept in memory only.
 pub(super) async fn open_stores(
     settings: &SpoolSettings,
+    sinks: &[String],
     metrics: &Arc<Metrics>,
 ) -> Result<Option<Stores>, StartError> {
     let s = settings.clone();
     let m = metrics.clone();
+    let names = sinks.to_vec();
     let opened = tokio::task::spawn_blocking(move || {
         let lock = lock::acquire(&s.dir)?;
-        let open =
-            || -> Result<_, spool::SpoolError> { Ok((spooled::open(&s)?, journal::open(&s)?)) };
-        Ok::<_, lock::LockError>(open().map(|(spool, journal)| Stores {
+        let open = || -> Result<_, spool::SpoolError> {
+            let mut spools = names
+                .iter()
+                .map(|n| spooled::open_at(&s, migrate::sink_dir(&s.dir, n, names.len())))
+                .collect::<Result<Vec<_>, _>>()?;
+            move_leftovers(&s, &names, &mut spools);
+            Ok((spools, journal::open(&s)?))
+        };
+        Ok::<_, lock::LockError>(open().map(|(spools, journal)| Stores {
             lock,
-            spool,
+            spools,
             journal,
             guard: poison_guard(&s, &m),
         }))
@@ -52,7 +62,7 @@ pub(super) async fn open_stores(
         Ok(Ok(Ok(stores))) => {
             tracing::info!(
                 dir = %settings.dir.display(),
-                spooled = stores.spool.stats().records_pending,
+                spooled = stores.spools.iter().map(|s| s.stats().records_pending).sum::<u64>(),
                 journaled = stores.journal.stats().records_pending,
                 "spool open; traces it holds will be sent"
             );
@@ -83,6 +93,26 @@ fn poison_guard(
         Err(err) => {
             tracing::error!(dir = %settings.dir.display(), error = %err, "exchange journal: the parse marks cannot be written; a record that crashes llmtap could crash it again on every start");
             None
+        }
+    }
+}
+
+/// Moves traces left in the other sink layout into the sinks' spools
+/// (blocking; logged). A failure leaves them where they are, for next time.
+fn move_leftovers(s: &SpoolSettings, names: &[String], spools: &mut [spool::Spool<spool::RealFs>]) {
+    for dir in migrate::leftovers(&s.dir, names) {
+        let moved = spooled::open_at(s, dir.clone()).and_then(|mut from| {
+            let mut to: Vec<_> = spools.iter_mut().collect();
+            migrate::copy_all(&mut from, &mut to)
+        });
+        match moved {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(from = %dir.display(), traces = n, sinks = names.len(), "moved spooled traces into the spools of the configured sinks")
+            }
+            Err(e) => {
+                tracing::error!(from = %dir.display(), error = %e, "could not move spooled traces into the configured sinks' spools; they stay there until the next start")
+            }
         }
     }
 }

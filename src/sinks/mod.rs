@@ -61,6 +61,13 @@ pub trait Sink: Send + Sync {
     /// says why not and never carries a secret.
     fn probe(&self) -> SinkFuture<'_, Result<(), String>>;
 
+    /// The traces per second this kind of destination takes at most (a
+    /// published quota), used when neither the sink's entry nor
+    /// `export.max_traces_per_second` sets a limit. `None`: no limit.
+    fn default_rate(&self) -> Option<f64> {
+        None
+    }
+
     /// How this sink reads an HTTP status. The default is
     /// [`attempt::classify`]; a destination whose statuses mean something
     /// else overrides it.

@@ -192,7 +192,7 @@ impl Guard {
         }
         let acked = journal.lock().ok().is_some_and(|mut j| {
             let r = j.ack(&[id]);
-            publish(&j, &self.metrics, Slot::Journal);
+            publish(&j, &self.metrics, &Slot::Journal);
             r.is_ok()
         });
         // Keep the strikes until the ack is on disk: else a restart would

@@ -151,7 +151,7 @@ pub async fn writer(
     settings: SpoolSettings,
 ) {
     let always = settings.fsync_interval.is_none();
-    let idle = Idle::new(&journal, &metrics, Slot::Journal, &settings);
+    let idle = Idle::new(vec![(journal.clone(), Slot::Journal)], &metrics, &settings);
     while let Some(group) = next_group(&mut rx, &idle, GROUP, GROUP_BYTES, |e| e.len).await {
         let bytes: usize = group.iter().map(|e| e.len).sum();
         queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -173,7 +173,7 @@ pub async fn writer(
                 let _ = tx.send(());
             }
         }
-        lost.report(&metrics, "exchange journal");
+        lost.report_total(&metrics, "exchange journal");
         wake.bump();
     }
     with_spool(&journal, &metrics, Slot::Journal, |j| j.flush()).await;
@@ -259,7 +259,7 @@ impl Iterator for Reader {
             let read = {
                 let mut j = self.journal.lock().ok()?;
                 let r = j.next_batch(READ_RECORDS, READ_BYTES);
-                publish(&j, &self.metrics, Slot::Journal);
+                publish(&j, &self.metrics, &Slot::Journal);
                 r
             };
             match read {
