@@ -551,6 +551,8 @@ pub use limits::{
 pub use routes::{select as select_route, RouteConfig};
 
 #[cfg(test)]
+mod sinks_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod url_tests;

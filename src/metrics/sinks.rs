@@ -10,6 +10,16 @@ use dashmap::DashMap;
 
 use crate::pipeline::spool::SpoolStats;
 
+/// A labelled series: name, type, help, and how to read it off a sink.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&SinkCounters) -> f64,
+);
+/// A spool gauge: name, help, and how to read it off the statistics.
+type SpoolSeries = (&'static str, &'static str, fn(&SpoolStats) -> f64);
+
 /// One sink's counters.
 #[derive(Debug, Default)]
 pub struct SinkCounters {
@@ -76,7 +86,7 @@ impl Sinks {
             .map(|e| (e.key().clone(), e.value().clone()))
             .collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
-        let series: [(&str, &str, &str, fn(&SinkCounters) -> f64); 5] = [
+        let series: [Series; 5] = [
             (
                 "llmtap_sink_traces_exported_total",
                 "counter",
@@ -136,7 +146,7 @@ fn render_spools(out: &mut String, rows: &[(String, Arc<SinkCounters>)]) {
     if spools.is_empty() {
         return;
     }
-    let series: [(&str, &str, fn(&SpoolStats) -> f64); 3] = [
+    let series: [SpoolSeries; 3] = [
         (
             "llmtap_sink_spool_records",
             "Traces in the sink's spool not yet accepted by it.",

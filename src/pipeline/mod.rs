@@ -447,11 +447,12 @@ fn memory_downstream(c: &Common<'_>, span_rx: mpsc::Receiver<Parsed>) -> Downstr
             rx: lane_rx,
             limits: c.limits,
             deliverer,
+            metrics: c.metrics.clone(),
             in_hand: held.clone(),
         };
         batchers.push(batcher.run());
     }
-    let fan_out = fan_out(span_rx, lanes, held.clone(), c.metrics.clone());
+    let fan_out = fan_out(span_rx, lanes, c.metrics.clone());
     let batchers = futures_util::future::join_all(batchers);
     let batcher = tokio::spawn(async move {
         tokio::join!(fan_out, batchers);
@@ -471,16 +472,17 @@ fn memory_downstream(c: &Common<'_>, span_rx: mpsc::Receiver<Parsed>) -> Downstr
 async fn fan_out(
     mut rx: mpsc::Receiver<Parsed>,
     lanes: Vec<(mpsc::Sender<Span>, Arc<crate::metrics::SinkCounters>)>,
-    held: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
 ) {
     while let Some(parsed) = rx.recv().await {
         let Some(span) = parsed.span else { continue };
+        // The span leaves this queue as one copy per sink that took it
+        // (the queue depth counts copies waiting for a sink's batcher).
         metrics.queue_depth.fetch_sub(1, Relaxed);
         for (tx, counters) in &lanes {
             match tx.try_send(span.clone()) {
                 Ok(()) => {
-                    held.fetch_add(1, Relaxed);
+                    metrics.queue_depth.fetch_add(1, Relaxed);
                 }
                 Err(_) => {
                     counters.dropped("queue_full", 1);
@@ -597,7 +599,8 @@ struct Batcher {
     rx: mpsc::Receiver<Span>,
     limits: Limits,
     deliverer: Deliverer,
-    /// Span copies queued for or held by every sink's batcher (see
+    metrics: Arc<Metrics>,
+    /// Span copies in the batches being delivered, over every sink (see
     /// [`count_lost_at_shutdown`]).
     in_hand: Arc<AtomicUsize>,
 }
@@ -605,11 +608,11 @@ struct Batcher {
 impl Batcher {
     async fn run(mut self) {
         while let Some(spans) = next_batch(&mut self.rx, self.limits).await {
-            if !spans.is_empty() {
-                let n = spans.len();
-                self.deliverer.deliver(spans).await;
-                self.in_hand.fetch_sub(n, Relaxed);
-            }
+            let n = spans.len();
+            self.metrics.queue_depth.fetch_sub(n as i64, Relaxed);
+            self.in_hand.fetch_add(n, Relaxed);
+            self.deliverer.deliver(spans).await;
+            self.in_hand.fetch_sub(n, Relaxed);
         }
     }
 }
