@@ -43,7 +43,15 @@ fn body(bytes: &[u8], ctype: &str) -> CapturedBody {
 }
 
 /// One finished call: `request` JSON to `path`, answered `status` with `response`.
-fn exchange(api: Api, provider: &'static str, path: &str, request: &str, status: u16, ctype: &str, response: &[u8]) -> Exchange {
+fn exchange(
+    api: Api,
+    provider: &'static str,
+    path: &str,
+    request: &str,
+    status: u16,
+    ctype: &str,
+    response: &[u8],
+) -> Exchange {
     let started = Instant::now();
     Exchange {
         trace_id: llmtap::exchange::new_trace_id(),
@@ -104,7 +112,12 @@ fn sink(px: &phoenix::Phoenix, extra: &[(&str, &str)]) -> std::sync::Arc<dyn Sin
 
 async fn send(sink: &dyn Sink, batch: &ExportTraceServiceRequest) {
     let a = sink.send(batch).await;
-    assert_eq!(a.verdict, Verdict::Success, "Phoenix refused the batch: {}", a.reason);
+    assert_eq!(
+        a.verdict,
+        Verdict::Success,
+        "Phoenix refused the batch: {}",
+        a.reason
+    );
 }
 
 fn attr<'a>(span: &'a Value, key: &str) -> &'a Value {
@@ -114,7 +127,10 @@ fn attr<'a>(span: &'a Value, key: &str) -> &'a Value {
 fn no_mlflow_noise(span: &Value) {
     let attrs = span["attributes"].as_object().expect("attributes");
     let noise: Vec<&String> = attrs.keys().filter(|k| k.starts_with("mlflow.")).collect();
-    assert!(noise.is_empty(), "mlflow.* attributes reached Phoenix: {noise:?}");
+    assert!(
+        noise.is_empty(),
+        "mlflow.* attributes reached Phoenix: {noise:?}"
+    );
 }
 
 const CHAT_REQ: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Say hello"}],"temperature":0.2,"max_tokens":50,"seed":7}"#;
@@ -124,19 +140,35 @@ async fn chat_calls_reach_phoenix_with_genai_attributes() {
     let px = phoenix::shared().await;
     eprintln!("phoenix started in {:?}", px.startup);
     let sink = sink(px, &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")]);
-    sink.probe().await.expect("Phoenix's OTLP endpoint is ready");
+    sink.probe()
+        .await
+        .expect("Phoenix's OTLP endpoint is ready");
 
     // A plain chat call.
-    let plain = exchange(Api::ChatCompletions, "openai", "/v1/chat/completions", CHAT_REQ, 200, "application/json", &fixture("openai_chat/plain.json"));
+    let plain = exchange(
+        Api::ChatCompletions,
+        "openai",
+        "/v1/chat/completions",
+        CHAT_REQ,
+        200,
+        "application/json",
+        &fixture("openai_chat/plain.json"),
+    );
     let (b, trace) = batch(&plain);
     send(&*sink, &b).await;
     let span = px.wait_span(PROJECT, &trace, ARRIVAL).await;
     assert_eq!(span["name"], "chat gpt-4o-mini");
-    assert_eq!(span["span_kind"], "LLM", "Phoenix derived the kind from gen_ai.operation.name");
+    assert_eq!(
+        span["span_kind"], "LLM",
+        "Phoenix derived the kind from gen_ai.operation.name"
+    );
     assert_eq!(span["status_code"], "OK");
     assert_eq!(attr(&span, "gen_ai.provider.name"), "openai");
     assert_eq!(attr(&span, "gen_ai.request.model"), "gpt-4o-mini");
-    assert_eq!(attr(&span, "gen_ai.response.model"), "gpt-4o-mini-2024-07-18");
+    assert_eq!(
+        attr(&span, "gen_ai.response.model"),
+        "gpt-4o-mini-2024-07-18"
+    );
     assert_eq!(attr(&span, "gen_ai.usage.input_tokens"), 19);
     assert_eq!(attr(&span, "gen_ai.usage.output_tokens"), 9);
     assert_eq!(attr(&span, "gen_ai.usage.cache_read.input_tokens"), 0);
@@ -148,10 +180,19 @@ async fn chat_calls_reach_phoenix_with_genai_attributes() {
     assert_eq!(attr(&span, "llm.token_count.completion"), 9);
     assert_eq!(attr(&span, "llm.token_count.total"), 28);
     assert_eq!(attr(&span, "llm.input_messages.0.message.role"), "system");
-    assert_eq!(attr(&span, "llm.input_messages.0.message.content"), "Be brief.");
+    assert_eq!(
+        attr(&span, "llm.input_messages.0.message.content"),
+        "Be brief."
+    );
     assert_eq!(attr(&span, "llm.input_messages.1.message.role"), "user");
-    assert_eq!(attr(&span, "llm.input_messages.1.message.content"), "Say hello");
-    assert_eq!(attr(&span, "llm.output_messages.0.message.role"), "assistant");
+    assert_eq!(
+        attr(&span, "llm.input_messages.1.message.content"),
+        "Say hello"
+    );
+    assert_eq!(
+        attr(&span, "llm.output_messages.0.message.role"),
+        "assistant"
+    );
     assert_eq!(
         attr(&span, "llm.output_messages.0.message.content"),
         "Hello! How can I assist you today?"
@@ -160,28 +201,64 @@ async fn chat_calls_reach_phoenix_with_genai_attributes() {
 
     // A streamed chat call: the rebuilt response arrives whole.
     let req = r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Tell me a fact"}]}"#;
-    let streamed = exchange(Api::ChatCompletions, "openai", "/v1/chat/completions", req, 200, "text/event-stream", &fixture("openai_chat/stream_include_usage.sse"));
+    let streamed = exchange(
+        Api::ChatCompletions,
+        "openai",
+        "/v1/chat/completions",
+        req,
+        200,
+        "text/event-stream",
+        &fixture("openai_chat/stream_include_usage.sse"),
+    );
     let (b, trace) = batch(&streamed);
     send(&*sink, &b).await;
     let span = px.wait_span(PROJECT, &trace, ARRIVAL).await;
     assert_eq!(span["status_code"], "OK");
     assert_eq!(attr(&span, "gen_ai.request.stream"), true);
-    assert_eq!(attr(&span, "llm.input_messages.0.message.content"), "Tell me a fact");
+    assert_eq!(
+        attr(&span, "llm.input_messages.0.message.content"),
+        "Tell me a fact"
+    );
     let text = attr(&span, "llm.output_messages.0.message.content");
-    assert!(text.as_str().is_some_and(|t| t.len() > 10), "the streamed answer arrived: {text}");
-    assert!(attr(&span, "gen_ai.usage.output_tokens").as_i64().is_some_and(|n| n > 0));
-    assert!(attr(&span, "llmtap.time_to_first_token_ms").is_number() || attr(&span, "llmtap.stream") == true);
+    assert!(
+        text.as_str().is_some_and(|t| t.len() > 10),
+        "the streamed answer arrived: {text}"
+    );
+    assert!(attr(&span, "gen_ai.usage.output_tokens")
+        .as_i64()
+        .is_some_and(|n| n > 0));
+    assert!(
+        attr(&span, "llmtap.time_to_first_token_ms").is_number()
+            || attr(&span, "llmtap.stream") == true
+    );
 
     // A refused call: status ERROR, error.type, the exception event.
-    let failed = exchange(Api::ChatCompletions, "openai", "/v1/chat/completions", CHAT_REQ, 429, "application/json", &fixture("openai_chat/error_429.json"));
+    let failed = exchange(
+        Api::ChatCompletions,
+        "openai",
+        "/v1/chat/completions",
+        CHAT_REQ,
+        429,
+        "application/json",
+        &fixture("openai_chat/error_429.json"),
+    );
     let (b, trace) = batch(&failed);
     send(&*sink, &b).await;
     let span = px.wait_span(PROJECT, &trace, ARRIVAL).await;
     assert_eq!(span["status_code"], "ERROR");
-    assert!(span["status_message"].as_str().unwrap_or_default().contains("HTTP 429"), "{span}");
+    assert!(
+        span["status_message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("HTTP 429"),
+        "{span}"
+    );
     assert_eq!(attr(&span, "error.type"), "rate_limit_exceeded");
     let events = span["events"].as_array().expect("events");
-    assert!(events.iter().any(|e| e["name"] == "exception"), "{events:?}");
+    assert!(
+        events.iter().any(|e| e["name"] == "exception"),
+        "{events:?}"
+    );
     no_mlflow_noise(&span);
 }
 
@@ -190,7 +267,15 @@ async fn anthropic_tool_use_reaches_phoenix_with_openinference() {
     let px = phoenix::shared().await;
     let sink = sink(px, &[("LLMTAP_OTLP_SEMCONV", "genai+openinference")]);
     let req = r#"{"model":"claude-sonnet-4-5","max_tokens":1024,"system":"You are a weather bot.","tools":[{"name":"get_weather","description":"Weather for a place","input_schema":{"type":"object","properties":{"location":{"type":"string"}}}}],"messages":[{"role":"user","content":"What's the weather in San Francisco?"}]}"#;
-    let ex = exchange(Api::Messages, "anthropic", "/v1/messages", req, 200, "application/json", &fixture("anthropic/plain_tool_use.json"));
+    let ex = exchange(
+        Api::Messages,
+        "anthropic",
+        "/v1/messages",
+        req,
+        200,
+        "application/json",
+        &fixture("anthropic/plain_tool_use.json"),
+    );
     let (b, trace) = batch(&ex);
     send(&*sink, &b).await;
     let span = px.wait_span(PROJECT, &trace, ARRIVAL).await;
@@ -203,19 +288,29 @@ async fn anthropic_tool_use_reaches_phoenix_with_openinference() {
     assert_eq!(attr(&span, "llm.token_count.completion"), 89);
     // The system prompt is input message 0 in Phoenix's view.
     assert_eq!(attr(&span, "llm.input_messages.0.message.role"), "system");
-    assert_eq!(attr(&span, "llm.input_messages.0.message.content"), "You are a weather bot.");
+    assert_eq!(
+        attr(&span, "llm.input_messages.0.message.content"),
+        "You are a weather bot."
+    );
     assert_eq!(
         attr(&span, "llm.input_messages.1.message.content"),
         "What's the weather in San Francisco?"
     );
     let call = "llm.output_messages.0.message.tool_calls.0.tool_call";
     assert_eq!(attr(&span, &format!("{call}.function.name")), "get_weather");
-    assert_eq!(attr(&span, &format!("{call}.id")), "toolu_01A09q90qw90lq917835lq9");
+    assert_eq!(
+        attr(&span, &format!("{call}.id")),
+        "toolu_01A09q90qw90lq917835lq9"
+    );
     let args = attr(&span, &format!("{call}.function.arguments"));
     assert!(args.to_string().contains("San Francisco, CA"), "{args}");
     // The explicit OpenInference input/output: the whole request and response.
     assert_eq!(attr(&span, "input.mime_type"), "application/json");
-    assert!(attr(&span, "input.value").to_string().contains("weather bot"));
-    assert!(attr(&span, "output.value").to_string().contains("toolu_01A09q90qw90lq917835lq9"));
+    assert!(attr(&span, "input.value")
+        .to_string()
+        .contains("weather bot"));
+    assert!(attr(&span, "output.value")
+        .to_string()
+        .contains("toolu_01A09q90qw90lq917835lq9"));
     no_mlflow_noise(&span);
 }

@@ -213,7 +213,10 @@ impl Phoenix {
             std::thread::sleep(Duration::from_millis(250));
         }
         let startup = started.elapsed();
-        progress(&format!("phoenix serve ready in {:.1}s", startup.as_secs_f64()));
+        progress(&format!(
+            "phoenix serve ready in {:.1}s",
+            startup.as_secs_f64()
+        ));
         Ok(Phoenix {
             uri,
             port,
@@ -245,7 +248,8 @@ fn free_port() -> u16 {
 /// A plain HTTP/1.0 GET on loopback: (status, JSON body or the text as a string).
 fn http_get(port: u16, path: &str) -> Result<(u16, Value), String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
     let req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");

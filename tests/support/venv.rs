@@ -56,7 +56,9 @@ impl Spec {
                     self.env_var, self.what
                 )
             });
-        PathBuf::from(home).join(".cache/llmtap").join(self.dir_name)
+        PathBuf::from(home)
+            .join(".cache/llmtap")
+            .join(self.dir_name)
     }
 
     /// The venv's python, installing the venv first if needed (blocking).
@@ -102,13 +104,16 @@ fn install(spec: &Spec, dir: &Path) {
     let tmp = parent.join(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
 
     let started = Instant::now();
-    stderr_line(spec, &format!(
-        "installing the {} test venv into {} (pip install {}; {})",
-        spec.what,
-        dir.display(),
-        spec.packages.join(" "),
-        spec.expected
-    ));
+    stderr_line(
+        spec,
+        &format!(
+            "installing the {} test venv into {} (pip install {}; {})",
+            spec.what,
+            dir.display(),
+            spec.packages.join(" "),
+            spec.expected
+        ),
+    );
 
     let out = Command::new("python3")
         .args(["-m", "venv"])
@@ -178,11 +183,14 @@ fn install(spec: &Spec, dir: &Path) {
             );
         }
     }
-    stderr_line(spec, &format!(
-        "{} test venv ready in {:.0}s",
-        spec.what,
-        started.elapsed().as_secs_f64()
-    ));
+    stderr_line(
+        spec,
+        &format!(
+            "{} test venv ready in {:.0}s",
+            spec.what,
+            started.elapsed().as_secs_f64()
+        ),
+    );
 }
 
 fn check_system_python(spec: &Spec) {
@@ -316,4 +324,3 @@ pub fn run_streaming(spec: &Spec, mut cmd: Command, label: &str) -> (bool, Strin
         .join("\n");
     (status.success(), status.to_string(), tail)
 }
-

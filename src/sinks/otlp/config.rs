@@ -108,7 +108,10 @@ pub fn from_env(env: &HashMap<String, String>) -> Result<Option<OtlpConfig>, Vec
         )),
         _ => {}
     }
-    let url = match (get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), get("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+    let url = match (
+        get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ) {
         (Some(u), _) => check_url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", u).map(str::to_string),
         (None, Some(base)) => check_url("OTEL_EXPORTER_OTLP_ENDPOINT", base).map(signal_url),
         (None, None) => return Ok(None),
@@ -140,7 +143,9 @@ pub fn from_env(env: &HashMap<String, String>) -> Result<Option<OtlpConfig>, Vec
     }
     for name in ["CLIENT_KEY", "CLIENT_CERTIFICATE"] {
         if let Some((var, _)) = pick(name) {
-            errors.push(format!("{var}: client certificates (mTLS) are not supported"));
+            errors.push(format!(
+                "{var}: client certificates (mTLS) are not supported"
+            ));
         }
     }
     if let Some(v) = get("LLMTAP_OTLP_SEMCONV") {
@@ -185,7 +190,10 @@ pub fn from_table(
             None
         }
     };
-    let url = match (text("traces_endpoint", &mut errors), text("endpoint", &mut errors)) {
+    let url = match (
+        text("traces_endpoint", &mut errors),
+        text("endpoint", &mut errors),
+    ) {
         (Some(_), Some(_)) => Err(format!(
             "{}: set endpoint or traces_endpoint, not both",
             at("endpoint")
@@ -212,14 +220,24 @@ pub fn from_table(
     }
     match t.get("timeout") {
         None => {}
-        Some(toml::Value::Integer(ms)) => cfg.timeout = keep(millis(&at("timeout"), &ms.to_string()), &mut errors),
-        Some(toml::Value::String(s)) => cfg.timeout = keep(duration(&at("timeout"), s), &mut errors),
-        Some(_) => errors.push(format!("{}: milliseconds, or a string such as \"10s\"", at("timeout"))),
+        Some(toml::Value::Integer(ms)) => {
+            cfg.timeout = keep(millis(&at("timeout"), &ms.to_string()), &mut errors)
+        }
+        Some(toml::Value::String(s)) => {
+            cfg.timeout = keep(duration(&at("timeout"), s), &mut errors)
+        }
+        Some(_) => errors.push(format!(
+            "{}: milliseconds, or a string such as \"10s\"",
+            at("timeout")
+        )),
     }
     if let Some(var) = text("headers_env", &mut errors) {
         match env.get(&var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
             Some(v) => cfg.headers = keep(headers(&var, v), &mut errors).unwrap_or_default(),
-            None => errors.push(format!("{}: the variable {var} is not set", at("headers_env"))),
+            None => errors.push(format!(
+                "{}: the variable {var} is not set",
+                at("headers_env")
+            )),
         }
     }
     if let Some(path) = text("certificate", &mut errors) {
@@ -317,7 +335,11 @@ fn duration(setting: &str, v: &str) -> Result<Duration, String> {
         "ms" => Duration::from_millis(n),
         "s" | "" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => return Err(format!("{setting}: {v:?} is not a duration such as \"10s\"")),
+        _ => {
+            return Err(format!(
+                "{setting}: {v:?} is not a duration such as \"10s\""
+            ))
+        }
     };
     if d.is_zero() {
         return Err(format!("{setting}: must be more than 0"));
@@ -342,13 +364,22 @@ pub fn headers(setting: &str, v: &str) -> Result<Vec<(String, String)>, String> 
                 .map(|c| c.into_owned())
         };
         let (Ok(k), Ok(val)) = (decode(k), decode(val)) else {
-            return Err(format!("{setting}: entry {} is not UTF-8 once decoded", i + 1));
+            return Err(format!(
+                "{setting}: entry {} is not UTF-8 once decoded",
+                i + 1
+            ));
         };
         if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
-            return Err(format!("{setting}: entry {}: {k:?} is not a header name", i + 1));
+            return Err(format!(
+                "{setting}: entry {}: {k:?} is not a header name",
+                i + 1
+            ));
         }
         if http::HeaderValue::from_str(&val).is_err() {
-            return Err(format!("{setting}: entry {} ({k}): the value is not a valid header value", i + 1));
+            return Err(format!(
+                "{setting}: entry {} ({k}): the value is not a valid header value",
+                i + 1
+            ));
         }
         out.push((k.to_ascii_lowercase(), val));
     }

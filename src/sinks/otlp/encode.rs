@@ -16,12 +16,19 @@ use crate::sinks::Verdict;
 
 /// The batch with its spans in the vocabulary `semconv` names (the
 /// canonical batch itself for `mlflow`).
-pub fn convert(batch: &ExportTraceServiceRequest, semconv: Semconv) -> Cow<'_, ExportTraceServiceRequest> {
+pub fn convert(
+    batch: &ExportTraceServiceRequest,
+    semconv: Semconv,
+) -> Cow<'_, ExportTraceServiceRequest> {
     if semconv == Semconv::Mlflow {
         return Cow::Borrowed(batch);
     }
     let mut out = batch.clone();
-    for scope in out.resource_spans.iter_mut().flat_map(|r| r.scope_spans.iter_mut()) {
+    for scope in out
+        .resource_spans
+        .iter_mut()
+        .flat_map(|r| r.scope_spans.iter_mut())
+    {
         for span in scope.spans.iter_mut() {
             let (mut mapped, derived) = genai::to_genai(span);
             if semconv == Semconv::GenaiOpenInference {
@@ -38,7 +45,10 @@ pub fn convert(batch: &ExportTraceServiceRequest, semconv: Semconv) -> Cow<'_, E
 pub fn body(req: &ExportTraceServiceRequest, protocol: Protocol) -> (Vec<u8>, &'static str) {
     match protocol {
         Protocol::HttpProtobuf => (req.encode_to_vec(), "application/x-protobuf"),
-        Protocol::HttpJson => (crate::otlp::to_json_line(req).into_bytes(), "application/json"),
+        Protocol::HttpJson => (
+            crate::otlp::to_json_line(req).into_bytes(),
+            "application/json",
+        ),
     }
 }
 
@@ -59,15 +69,35 @@ pub fn classify(status: u16, retry_after: Option<&str>) -> Verdict {
 
 /// What a 2xx answer's `partial_success` says: (rejected spans, message),
 /// or `None` when everything was accepted (or the body says nothing).
+/// OTLP-JSON int64 values may come as strings or numbers: both are read.
 pub fn partial_success(body: &[u8], protocol: Protocol) -> Option<(i64, String)> {
     if body.is_empty() {
         return None;
     }
-    let resp = match protocol {
-        Protocol::HttpProtobuf => ExportTraceServiceResponse::decode(body).ok()?,
-        Protocol::HttpJson => serde_json::from_slice::<ExportTraceServiceResponse>(body).ok()?,
+    let (rejected, message) = match protocol {
+        Protocol::HttpProtobuf => {
+            let p = ExportTraceServiceResponse::decode(body)
+                .ok()?
+                .partial_success?;
+            (p.rejected_spans, p.error_message)
+        }
+        Protocol::HttpJson => {
+            let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+            let p = v.get("partialSuccess").or(v.get("partial_success"))?;
+            let n = p.get("rejectedSpans").or(p.get("rejected_spans"));
+            let rejected = match n {
+                Some(serde_json::Value::String(s)) => s.parse().unwrap_or(0),
+                Some(n) => n.as_i64().unwrap_or(0),
+                None => 0,
+            };
+            let message = p
+                .get("errorMessage")
+                .or(p.get("error_message"))
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            (rejected, message)
+        }
     };
-    let p = resp.partial_success?;
-    (p.rejected_spans > 0 || !p.error_message.is_empty())
-        .then(|| (p.rejected_spans, p.error_message.chars().take(300).collect()))
+    (rejected > 0 || !message.is_empty()).then(|| (rejected, message.chars().take(300).collect()))
 }

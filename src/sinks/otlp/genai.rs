@@ -234,7 +234,11 @@ fn request_params(out: &mut Out, family: Family, req: &Value) {
     match stop {
         Some(Value::String(s)) => out.strs("gen_ai.request.stop_sequences", vec![s.clone()]),
         Some(Value::Array(items)) => {
-            let v = items.iter().filter_map(Value::as_str).map(String::from).collect();
+            let v = items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect();
             out.strs("gen_ai.request.stop_sequences", v);
         }
         _ => {}
@@ -272,8 +276,14 @@ fn usage(out: &mut Out, a: &Attrs<'_>) {
         return;
     };
     for (k, attr) in [
-        ("cache_read_input_tokens", "gen_ai.usage.cache_read.input_tokens"),
-        ("cache_creation_input_tokens", "gen_ai.usage.cache_creation.input_tokens"),
+        (
+            "cache_read_input_tokens",
+            "gen_ai.usage.cache_read.input_tokens",
+        ),
+        (
+            "cache_creation_input_tokens",
+            "gen_ai.usage.cache_creation.input_tokens",
+        ),
     ] {
         if let Some(n) = u.get(k).and_then(Value::as_i64) {
             out.int(attr, n);
@@ -293,7 +303,10 @@ fn content(out: &mut Out, c: &messages::Conversation, req: Option<&Value>) {
     put(out, "gen_ai.output.messages", &c.output);
     let tools = req.and_then(|r| r.get("tools")).and_then(Value::as_array);
     if let Some(t) = tools.filter(|t| !t.is_empty()) {
-        out.str("gen_ai.tool.definitions", Value::Array(t.clone()).to_string());
+        out.str(
+            "gen_ai.tool.definitions",
+            Value::Array(t.clone()).to_string(),
+        );
     }
 }
 

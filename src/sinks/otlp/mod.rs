@@ -120,7 +120,8 @@ impl OtlpSink {
 
     /// Readiness: an empty export request (see the module docs).
     async fn ready(&self) -> Result<(), String> {
-        let (body, content_type) = encode::body(&ExportTraceServiceRequest::default(), self.cfg.protocol);
+        let (body, content_type) =
+            encode::body(&ExportTraceServiceRequest::default(), self.cfg.protocol);
         let a = self.post(body, content_type).await?;
         match a.status.as_u16() {
             401 | 403 | 404 | 405 | 500..=599 => Err(format!(

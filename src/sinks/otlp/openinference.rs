@@ -101,10 +101,19 @@ fn tokens(out: &mut Out, src: &Attrs<'_>) {
         out.int("llm.token_count.total", n);
     }
     for (k, attr) in [
-        ("cache_read_input_tokens", "llm.token_count.prompt_details.cache_read"),
-        ("cache_creation_input_tokens", "llm.token_count.prompt_details.cache_write"),
+        (
+            "cache_read_input_tokens",
+            "llm.token_count.prompt_details.cache_read",
+        ),
+        (
+            "cache_creation_input_tokens",
+            "llm.token_count.prompt_details.cache_write",
+        ),
     ] {
-        let n = usage.as_ref().and_then(|u| u.get(k)).and_then(serde_json::Value::as_i64);
+        let n = usage
+            .as_ref()
+            .and_then(|u| u.get(k))
+            .and_then(serde_json::Value::as_i64);
         if let Some(n) = n {
             out.int(attr, n);
         }

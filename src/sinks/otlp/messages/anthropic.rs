@@ -27,7 +27,10 @@ pub fn output(resp: &Value) -> Vec<Value> {
     if resp.get("type").and_then(Value::as_str) == Some("error") || resp.get("content").is_none() {
         return Vec::new();
     }
-    let role = resp.get("role").and_then(Value::as_str).unwrap_or("assistant");
+    let role = resp
+        .get("role")
+        .and_then(Value::as_str)
+        .unwrap_or("assistant");
     let mut out = message(role, blocks(resp.get("content")));
     out["finish_reason"] = finish(resp.get("stop_reason").and_then(Value::as_str));
     vec![out]

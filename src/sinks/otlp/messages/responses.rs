@@ -25,7 +25,10 @@ pub fn input(req: &Value) -> (Vec<Value>, Vec<Value>) {
 
 /// One input item: a message, a function call or its output, reasoning.
 fn input_item(item: &Value) -> Value {
-    let kind = item.get("type").and_then(Value::as_str).unwrap_or("message");
+    let kind = item
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("message");
     match kind {
         "function_call_output" => {
             let id = item.get("call_id").and_then(Value::as_str);
@@ -41,7 +44,10 @@ fn input_item(item: &Value) -> Value {
 
 /// The parts of one item (input or output).
 fn item_parts(item: &Value) -> Vec<Value> {
-    let kind = item.get("type").and_then(Value::as_str).unwrap_or("message");
+    let kind = item
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("message");
     match kind {
         "message" => content_parts(item.get("content")),
         "function_call" => vec![tool_call(
