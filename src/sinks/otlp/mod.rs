@@ -11,8 +11,8 @@
 //!
 //! Readiness ([`Sink::probe`]) posts an *empty* export request (no resource,
 //! no span: nothing is stored) and calls the endpoint ready unless the
-//! answer shows it cannot take traces: no answer, 401, 403, 404, 405, or a
-//! 5xx.
+//! answer shows it cannot take traces: no answer, 401, 403, 404, 405, 415
+//! (the wrong protocol: Phoenix, for one, takes only protobuf), or a 5xx.
 
 pub mod config;
 pub mod encode;
@@ -124,7 +124,7 @@ impl OtlpSink {
             encode::body(&ExportTraceServiceRequest::default(), self.cfg.protocol);
         let a = self.post(body, content_type).await?;
         match a.status.as_u16() {
-            401 | 403 | 404 | 405 | 500..=599 => Err(format!(
+            401 | 403 | 404 | 405 | 415 | 500..=599 => Err(format!(
                 "the OTLP endpoint {} answered {}",
                 crate::redact::url(&self.cfg.url),
                 a.status
