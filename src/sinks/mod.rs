@@ -19,6 +19,7 @@ pub mod attempt;
 pub mod file;
 pub mod http;
 pub mod mlflow;
+pub mod otlp;
 pub mod registry;
 
 use std::collections::BTreeMap;

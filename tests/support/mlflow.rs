@@ -37,14 +37,16 @@
 //! install` or a server that does not come up is a panic with the reason.
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
+#[path = "venv.rs"]
+mod venv;
+
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -58,8 +60,8 @@ pub const MLFLOW_VERSION: &str = "3.17.2";
 /// Packages installed into the venv.
 const PIP_PACKAGES: &[&str] = &["mlflow==3.17.2", "openai", "anthropic"];
 
-/// File whose presence marks a fully installed venv.
-const VENV_MARKER: &str = ".llmtap-venv-complete";
+/// The venv's directory name under `~/.cache/llmtap/`.
+const VENV_DIR_NAME: &str = "venv-mlflow-3.17.2";
 
 /// How long `mlflow server` may take to answer `GET /health`.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(180);
@@ -116,11 +118,7 @@ pub async fn shared() -> &'static Mlflow {
 ///
 /// [`shared`] calls this; use it directly only for Python without a server.
 pub fn ensure_venv() -> PathBuf {
-    let dir = venv_dir();
-    if !dir.join(VENV_MARKER).is_file() {
-        install_venv(&dir);
-    }
-    venv_python(&dir)
+    VENV.ensure()
 }
 
 impl Mlflow {
@@ -789,249 +787,23 @@ impl Drop for Private {
 
 // ----- venv installation ------------------------------------------------------------
 
+/// The MLflow test venv (see `venv.rs`).
+const VENV: venv::Spec = venv::Spec {
+    what: "MLflow",
+    tag: "mlflow",
+    env_var: "LLMTAP_TEST_VENV",
+    dir_name: VENV_DIR_NAME,
+    packages: PIP_PACKAGES,
+    expected: "about a minute",
+};
+
 /// `$LLMTAP_TEST_VENV`, else `$HOME/.cache/llmtap/venv-mlflow-3.17.2`.
 pub fn venv_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("LLMTAP_TEST_VENV").filter(|v| !v.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME")
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| {
-            panic!("neither LLMTAP_TEST_VENV nor HOME is set: no place for the MLflow test venv")
-        });
-    PathBuf::from(home)
-        .join(".cache/llmtap")
-        .join(format!("venv-mlflow-{MLFLOW_VERSION}"))
+    VENV.dir()
 }
 
 fn venv_python(venv: &Path) -> PathBuf {
-    venv.join("bin").join("python")
-}
-
-fn install_venv(dir: &Path) {
-    check_system_python();
-    let parent = dir
-        .parent()
-        .unwrap_or_else(|| panic!("venv dir {} has no parent", dir.display()));
-    fs::create_dir_all(parent)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", parent.display()));
-    let name = dir
-        .file_name()
-        .unwrap_or_else(|| panic!("venv dir {} has no file name", dir.display()))
-        .to_string_lossy()
-        .into_owned();
-    remove_stale_tmp_dirs(parent, &name);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let tmp = parent.join(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
-
-    let started = Instant::now();
-    stderr_line(&format!(
-        "installing the MLflow test venv into {} (pip install {}; about a minute)",
-        dir.display(),
-        PIP_PACKAGES.join(" ")
-    ));
-
-    let out = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&tmp)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running python3 -m venv failed: {e}"));
-    if !out.status.success() {
-        let _ = fs::remove_dir_all(&tmp);
-        panic!(
-            "python3 -m venv {} failed ({}); the MLflow end-to-end tests need Python 3.9+ with \
-             venv (apt-get install python3 python3-venv):\n{}{}",
-            tmp.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    let tmp_python = venv_python(&tmp);
-    let mut pip = Command::new(&tmp_python);
-    pip.args(["-m", "pip", "install", "--progress-bar", "off"])
-        .args(PIP_PACKAGES)
-        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
-    let (ok, status, tail) = run_streaming(pip, "pip");
-    if !ok {
-        let _ = fs::remove_dir_all(&tmp);
-        panic!(
-            "pip install {} failed ({status}); last output:\n{tail}",
-            PIP_PACKAGES.join(" ")
-        );
-    }
-
-    // Console scripts (`bin/mlflow`, `bin/pip`, ...) carry the absolute path of
-    // the interpreter in their shebang: point them at the final location
-    // before the move, so they work once the directory is renamed.
-    relocate_bin_scripts(&tmp, dir);
-    fs::write(
-        tmp.join(VENV_MARKER),
-        format!("{}\n", PIP_PACKAGES.join(" ")),
-    )
-    .unwrap_or_else(|e| panic!("cannot write the venv marker in {}: {e}", tmp.display()));
-
-    match fs::rename(&tmp, dir) {
-        Ok(()) => {}
-        Err(_) if dir.join(VENV_MARKER).is_file() => {
-            // Another process finished first: use theirs.
-            stderr_line("another process installed the venv first; using it");
-            let _ = fs::remove_dir_all(&tmp);
-            return;
-        }
-        Err(e) if dir.exists() => {
-            let _ = fs::remove_dir_all(&tmp);
-            panic!(
-                "{} exists but is not a complete llmtap test venv (no {VENV_MARKER}); \
-                 remove it and rerun ({e})",
-                dir.display()
-            );
-        }
-        Err(e) => {
-            let _ = fs::remove_dir_all(&tmp);
-            panic!(
-                "cannot move the venv from {} to {}: {e}",
-                tmp.display(),
-                dir.display()
-            );
-        }
-    }
-    stderr_line(&format!(
-        "MLflow test venv ready in {:.0}s",
-        started.elapsed().as_secs_f64()
-    ));
-}
-
-fn check_system_python() {
-    let out = match Command::new("python3")
-        .args([
-            "-c",
-            "import sys, venv; print('%d.%d' % sys.version_info[:2])",
-        ])
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "python3 not found: the MLflow end-to-end tests need Python 3.9+ with venv \
-             (apt-get install python3 python3-venv)"
-        ),
-        Err(e) => panic!(
-            "cannot run python3 ({e}): the MLflow end-to-end tests need Python 3.9+ with venv"
-        ),
-    };
-    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let parsed: Option<(u32, u32)> = version
-        .split_once('.')
-        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
-    match parsed {
-        Some(v) if out.status.success() && v >= (3, 9) => {}
-        _ => panic!(
-            "python3 is unusable (version {version:?}, {}): the MLflow end-to-end tests need \
-             Python 3.9+ with venv (apt-get install python3 python3-venv)\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
-}
-
-/// Removes `.<name>.tmp-*` siblings left by interrupted installs (older than
-/// two hours, so a concurrent install is never touched).
-fn remove_stale_tmp_dirs(parent: &Path, name: &str) {
-    let prefix = format!(".{name}.tmp-");
-    let Ok(entries) = fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(&prefix) {
-            continue;
-        }
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > Duration::from_secs(2 * 3600));
-        if old {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-/// Rewrites occurrences of `from`'s path in the text files of `from/bin`
-/// (shebangs, activate scripts) to `to`'s path.
-fn relocate_bin_scripts(from: &Path, to: &Path) {
-    let from_s = from.to_string_lossy().into_owned();
-    let to_s = to.to_string_lossy().into_owned();
-    let bin = from.join("bin");
-    let entries =
-        fs::read_dir(&bin).unwrap_or_else(|e| panic!("cannot list {}: {e}", bin.display()));
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if !meta.is_file() {
-            continue;
-        }
-        let Ok(text) = fs::read_to_string(&path) else {
-            continue;
-        }; // binary
-        if text.contains(&from_s) {
-            fs::write(&path, text.replace(&from_s, &to_s))
-                .unwrap_or_else(|e| panic!("cannot rewrite {}: {e}", path.display()));
-        }
-    }
-}
-
-/// Runs `cmd`, echoing each output line to stderr as `[label] ...`; returns
-/// (success, status text, last 40 lines).
-fn run_streaming(mut cmd: Command, label: &str) -> (bool, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {label}: {e}"));
-    let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
-    let readers: Vec<_> = [
-        Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().expect("piped")),
-    ]
-    .into_iter()
-    .map(|stream| {
-        let tail = Arc::clone(&tail);
-        let label = label.to_string();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                stderr_line(&format!("[{label}] {line}"));
-                let mut tail = tail.lock().unwrap();
-                if tail.len() == 40 {
-                    tail.pop_front();
-                }
-                tail.push_back(line);
-            }
-        })
-    })
-    .collect();
-    let status = child
-        .wait()
-        .unwrap_or_else(|e| panic!("waiting for {label}: {e}"));
-    for reader in readers {
-        let _ = reader.join();
-    }
-    let tail = tail
-        .lock()
-        .unwrap()
-        .iter()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n");
-    (status.success(), status.to_string(), tail)
+    venv::python(venv)
 }
 
 // ----- small helpers ----------------------------------------------------------------
