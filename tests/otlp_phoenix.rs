@@ -107,7 +107,7 @@ fn sink(px: &phoenix::Phoenix, extra: &[(&str, &str)]) -> std::sync::Arc<dyn Sin
     let cfg = config::from_env(&env)
         .expect("valid OTLP settings")
         .expect("the endpoint variable turns the sink on");
-    otlp::build("phoenix", cfg, &ctx())
+    otlp::build("phoenix", cfg, &ctx()).unwrap()
 }
 
 async fn send(sink: &dyn Sink, batch: &ExportTraceServiceRequest) {

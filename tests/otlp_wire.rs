@@ -44,7 +44,7 @@ fn sink(endpoint: &str, extra: &[(&str, &str)]) -> Arc<dyn Sink> {
         env.insert(k.to_string(), v.to_string());
     }
     let cfg = config::from_env(&env).unwrap().unwrap();
-    otlp::build("collector", cfg, &ctx())
+    otlp::build("collector", cfg, &ctx()).unwrap()
 }
 
 /// A canonical batch of one chat span.

@@ -283,3 +283,18 @@ pub fn unknown_keys(at: &str, t: &toml::Table, known: &[&str]) -> Vec<String> {
         .map(|k| format!("{at}.{k}: unknown key"))
         .collect()
 }
+
+/// A sink kind's environment shortcut read by a pure `from_env`: its
+/// errors join the others.
+pub fn env_shortcut<T>(
+    l: &mut Layers<'_>,
+    from_env: impl FnOnce(&Env) -> Result<Option<T>, Vec<String>>,
+) -> Option<T> {
+    match from_env(l.env) {
+        Ok(t) => t,
+        Err(errors) => {
+            l.errors.extend(errors);
+            None
+        }
+    }
+}

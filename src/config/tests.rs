@@ -20,6 +20,7 @@ impl Config {
             [e] => match &e.spec {
                 SinkSpec::Mlflow(m) => SinkConfig::Mlflow(m.clone()),
                 SinkSpec::File(f) => SinkConfig::File(f.clone()),
+                other => panic!("unexpected sink {other:?}"),
             },
             more => panic!("{} sinks configured", more.len()),
         }

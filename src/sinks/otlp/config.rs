@@ -88,6 +88,11 @@ impl std::fmt::Debug for OtlpConfig {
     }
 }
 
+/// The shortcut for the registry: [`from_env`], its errors reported.
+pub fn shortcut(l: &mut crate::config::layers::Layers<'_>) -> Option<OtlpConfig> {
+    crate::config::layers::env_shortcut(l, from_env)
+}
+
 /// The OTLP sink from the `OTEL_EXPORTER_OTLP_*` variables: `Ok(None)` when
 /// neither endpoint variable is set, or `OTEL_TRACES_EXPORTER=none`.
 pub fn from_env(env: &HashMap<String, String>) -> Result<Option<OtlpConfig>, Vec<String>> {

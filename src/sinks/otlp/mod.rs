@@ -30,11 +30,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use super::http::{call, gzip, Answer, HttpClient};
 use super::{Assessment, Attempt, Context, Sink, SinkFuture, Verdict};
-pub use config::{OtlpConfig, Protocol, Semconv};
+pub use config::{OtlpConfig, Protocol, Semconv, KIND};
 
 /// Builds the sink `name` from its settings.
-pub fn build(name: &str, cfg: OtlpConfig, ctx: &Context) -> Arc<dyn Sink> {
-    Arc::new(OtlpSink::new(name, cfg, ctx))
+pub fn build(name: &str, cfg: OtlpConfig, ctx: &Context) -> Result<Arc<dyn Sink>, String> {
+    Ok(Arc::new(OtlpSink::new(name, cfg, ctx)))
 }
 
 /// Sends span batches to an OTLP/HTTP traces endpoint.
