@@ -35,36 +35,7 @@ UPLOAD_HEADER = ("x-amz-server-side-encryption", "AES256")
 SIGNATURE = "fake-signature"
 UC_SCHEMA = ("main", "llmtap")
 
-CLIENT_CODE = r'''
-import os, sys, time, mlflow
-from mlflow.entities import AssessmentSource
-scenario = sys.argv[1]
-if scenario == "uc":
-    from mlflow.entities.trace_location import UCSchemaLocation
-    mlflow.tracing.set_destination(UCSchemaLocation(catalog_name="main", schema_name="llmtap"))
-
-@mlflow.trace(span_type="CHAT_MODEL", name="chat")
-def chat(messages, model="gpt-4o-mini"):
-    mlflow.update_current_trace(
-        metadata={"mlflow.trace.user": "alice", "mlflow.trace.session": "sess-1"},
-        tags={"team": "search"},
-    )
-    span = mlflow.get_current_active_span()
-    span.set_attribute("mlflow.chat.tokenUsage",
-                       {"input_tokens": 12, "output_tokens": 5, "total_tokens": 17})
-    return {"choices": [{"message": {"role": "assistant", "content": "hi there"}}],
-            "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}}
-
-chat([{"role": "user", "content": "hello"}])
-mlflow.flush_trace_async_logging(terminate=False) if hasattr(mlflow, "flush_trace_async_logging") else None
-trace_id = mlflow.get_last_active_trace_id()
-print("TRACE_ID", trace_id, flush=True)
-if scenario != "uc":
-    mlflow.log_feedback(trace_id=trace_id, name="helpful", value=True,
-                        source=AssessmentSource(source_type="HUMAN", source_id="alice"),
-                        rationale="answered")
-print("DONE", flush=True)
-'''
+CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dbx_client.py")
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -211,7 +182,7 @@ def run(name, out_dir):
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     with tempfile.TemporaryDirectory() as tmp:
         env = scenario_env(name, port, tmp)
-        proc = subprocess.run([sys.executable, "-c", CLIENT_CODE, name], env=env,
+        proc = subprocess.run([sys.executable, CLIENT, name], env=env,
                               capture_output=True, text=True, timeout=180)
     srv.shutdown()
     log = [dict(e, path=e["path"]) for e in Recorder.log]
