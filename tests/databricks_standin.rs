@@ -59,7 +59,8 @@ fn run_client_blocking(host: &str, auth: Auth, mode: &str) -> String {
         .env("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false");
     match auth {
         Auth::Pat => {
-            cmd.env("DATABRICKS_HOST", host).env("DATABRICKS_TOKEN", databricks::PAT);
+            cmd.env("DATABRICKS_HOST", host)
+                .env("DATABRICKS_TOKEN", databricks::PAT);
         }
         Auth::OAuth => {
             cmd.env("DATABRICKS_HOST", host)
@@ -74,7 +75,8 @@ fn run_client_blocking(host: &str, auth: Auth, mode: &str) -> String {
                 databricks::CLIENT_SECRET
             );
             std::fs::write(&cfg, text).expect("write the profile file");
-            cmd.env("DATABRICKS_CONFIG_FILE", &cfg).env("DATABRICKS_CONFIG_PROFILE", "llmtap");
+            cmd.env("DATABRICKS_CONFIG_FILE", &cfg)
+                .env("DATABRICKS_CONFIG_PROFILE", "llmtap");
         }
     }
     let out = cmd
@@ -102,8 +104,14 @@ fn run_client_blocking(host: &str, auth: Auth, mode: &str) -> String {
 
 /// What the client sent, as the stand-in stored it.
 fn assert_chat_trace(dbx: &Databricks, trace_id: &str) {
-    assert!(dbx.rejections().is_empty(), "the stand-in refused: {:#?}", dbx.rejections());
-    let t: StoredTrace = dbx.trace(trace_id).unwrap_or_else(|| panic!("trace {trace_id} not stored"));
+    assert!(
+        dbx.rejections().is_empty(),
+        "the stand-in refused: {:#?}",
+        dbx.rejections()
+    );
+    let t: StoredTrace = dbx
+        .trace(trace_id)
+        .unwrap_or_else(|| panic!("trace {trace_id} not stored"));
     assert_eq!(t.starts, 1);
     assert_eq!(t.field("state"), Some("OK"));
     assert_eq!(t.field("request_preview"), Some("hello"));
@@ -111,7 +119,8 @@ fn assert_chat_trace(dbx: &Databricks, trace_id: &str) {
     assert_eq!(t.metadata("mlflow.trace.user"), Some("alice"));
     assert_eq!(t.metadata("mlflow.trace.session"), Some("sess-1"));
     assert_eq!(t.metadata("mlflow.trace_schema.version"), Some("3"));
-    let usage: Value = serde_json::from_str(t.metadata("mlflow.trace.tokenUsage").expect("token usage")).unwrap();
+    let usage: Value =
+        serde_json::from_str(t.metadata("mlflow.trace.tokenUsage").expect("token usage")).unwrap();
     assert_eq!(usage["input_tokens"], 12);
     assert_eq!(usage["output_tokens"], 5);
     assert_eq!(usage["total_tokens"], 17);
@@ -119,16 +128,26 @@ fn assert_chat_trace(dbx: &Databricks, trace_id: &str) {
     assert_eq!(t.tag("team"), Some("search"));
 
     assert_eq!(t.uploads, 1, "span document uploaded once");
-    let spans = t.spans.as_ref().expect("span document")["spans"].as_array().unwrap().clone();
+    let spans = t.spans.as_ref().expect("span document")["spans"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(spans.len(), 1);
     assert_eq!(spans[0]["name"], "chat");
     assert_eq!(spans[0]["attributes"]["mlflow.spanType"], "\"CHAT_MODEL\"");
 
     let puts = dbx.requests_to("/signed/");
     assert_eq!(puts.len(), 1);
-    assert!(!puts[0].authorized, "the signed PUT must not carry the workspace token");
+    assert!(
+        !puts[0].authorized,
+        "the signed PUT must not carry the workspace token"
+    );
     for r in dbx.requests_to("/api/") {
-        assert!(r.authorized, "{} {} sent without Authorization", r.method, r.path);
+        assert!(
+            r.authorized,
+            "{} {} sent without Authorization",
+            r.method, r.path
+        );
         assert_eq!(
             r.headers.get("x-databricks-org-id").map(|v| v.as_bytes()),
             Some(databricks::WORKSPACE_ID.as_bytes()),
@@ -146,7 +165,12 @@ fn assert_chat_trace(dbx: &Databricks, trace_id: &str) {
 fn bearer_tokens(dbx: &Databricks) -> Vec<String> {
     dbx.requests_to("/api/")
         .iter()
-        .filter_map(|r| r.headers.get("authorization").and_then(|h| h.to_str().ok()).map(String::from))
+        .filter_map(|r| {
+            r.headers
+                .get("authorization")
+                .and_then(|h| h.to_str().ok())
+                .map(String::from)
+        })
         .collect()
 }
 
@@ -167,7 +191,12 @@ async fn real_client_with_oauth_m2m() {
     assert_chat_trace(&dbx, &id);
     assert!(dbx.token_grants() >= 1);
     let tokens = bearer_tokens(&dbx);
-    assert!(tokens.iter().all(|t| t.starts_with("Bearer standin-oauth-")), "{tokens:?}");
+    assert!(
+        tokens
+            .iter()
+            .all(|t| t.starts_with("Bearer standin-oauth-")),
+        "{tokens:?}"
+    );
     let grants = dbx.requests_to("/oidc/v1/token");
     assert_eq!(
         grants[0].body.as_ref(),
@@ -188,10 +217,17 @@ async fn real_client_with_a_profile_file() {
 async fn real_client_to_a_unity_catalog_schema() {
     let dbx = Databricks::start().await;
     let id = run_client(dbx.host(), Auth::Pat, "uc").await;
-    assert!(dbx.rejections().is_empty(), "the stand-in refused: {:#?}", dbx.rejections());
+    assert!(
+        dbx.rejections().is_empty(),
+        "the stand-in refused: {:#?}",
+        dbx.rejections()
+    );
     let rows = dbx.otlp_rows();
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].table, "main.llmtap.mlflow_experiment_trace_otel_spans");
+    assert_eq!(
+        rows[0].table,
+        "main.llmtap.mlflow_experiment_trace_otel_spans"
+    );
     assert_eq!(rows[0].span.name, "chat");
     let infos = dbx.v4_infos();
     assert_eq!(infos.len(), 1);
@@ -199,7 +235,10 @@ async fn real_client_to_a_unity_catalog_schema() {
     assert_eq!(infos[0]["trace_id"], hex.as_str());
     assert_eq!(id, format!("trace:/main.llmtap/{hex}"));
     assert_eq!(infos[0]["trace_metadata"]["mlflow.trace.user"], "alice");
-    assert!(dbx.traces().is_empty(), "no StartTraceV3 for a UC destination");
+    assert!(
+        dbx.traces().is_empty(),
+        "no StartTraceV3 for a UC destination"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +246,11 @@ async fn real_client_waits_out_a_429_with_retry_after() {
     let dbx = Databricks::start().await;
     dbx.throttle_next(1, 1);
     let id = run_client(dbx.host(), Auth::Pat, "experiment").await;
-    let throttled: Vec<_> = dbx.requests().into_iter().filter(|r| r.status == 429).collect();
+    let throttled: Vec<_> = dbx
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 429)
+        .collect();
     assert_eq!(throttled.len(), 1);
     let t = dbx.trace(&id).expect("trace stored after the 429");
     assert_eq!(t.field("state"), Some("OK"));
@@ -251,7 +294,9 @@ mod plain {
 use plain::call;
 
 fn fixture_request(name: &str, path_prefix: &str) -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/databricks").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/databricks")
+        .join(name);
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     v["requests"]
         .as_array()
@@ -278,7 +323,11 @@ async fn grant(dbx: &Databricks, id: &str, secret: &str) -> plain::Answer {
 }
 
 async fn get_experiment(dbx: &Databricks, bearer: Option<&str>) -> plain::Answer {
-    let url = format!("{}/api/2.0/mlflow/experiments/get?experiment_id={}", dbx.host(), databricks::EXPERIMENT_ID);
+    let url = format!(
+        "{}/api/2.0/mlflow/experiments/get?experiment_id={}",
+        dbx.host(),
+        databricks::EXPERIMENT_ID
+    );
     let auth = bearer.map(|b| format!("Bearer {b}"));
     let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
     call("GET", &url, &headers, b"").await
@@ -291,9 +340,15 @@ async fn api_calls_need_a_valid_unexpired_bearer_token() {
     assert_eq!(none.status, 401);
     assert!(none.body.contains("UNAUTHENTICATED"), "{}", none.body);
     assert_eq!(get_experiment(&dbx, Some("dapi-wrong")).await.status, 401);
-    assert_eq!(get_experiment(&dbx, Some(databricks::PAT)).await.status, 200);
+    assert_eq!(
+        get_experiment(&dbx, Some(databricks::PAT)).await.status,
+        200
+    );
 
-    assert_eq!(grant(&dbx, databricks::CLIENT_ID, "wrong").await.status, 401);
+    assert_eq!(
+        grant(&dbx, databricks::CLIENT_ID, "wrong").await.status,
+        401
+    );
     let ok = grant(&dbx, databricks::CLIENT_ID, databricks::CLIENT_SECRET).await;
     assert_eq!(ok.status, 200);
     let tok: Value = serde_json::from_str(&ok.body).unwrap();
@@ -311,7 +366,12 @@ async fn api_calls_need_a_valid_unexpired_bearer_token() {
 async fn issued_tokens_expire_after_their_lifetime() {
     let dbx = Databricks::start().await;
     dbx.set_token_lifetime(Duration::from_secs(1));
-    let tok: Value = serde_json::from_str(&grant(&dbx, databricks::CLIENT_ID, databricks::CLIENT_SECRET).await.body).unwrap();
+    let tok: Value = serde_json::from_str(
+        &grant(&dbx, databricks::CLIENT_ID, databricks::CLIENT_SECRET)
+            .await
+            .body,
+    )
+    .unwrap();
     assert_eq!(tok["expires_in"], 1);
     let token = tok["access_token"].as_str().unwrap();
     assert_eq!(get_experiment(&dbx, Some(token)).await.status, 200);
@@ -331,18 +391,45 @@ async fn recorded_trace_is_accepted_and_the_signed_put_is_guarded() {
         .unwrap()
         .to_string();
     let pat = format!("Bearer {}", databricks::PAT);
-    let auth = [("authorization", pat.as_str()), ("content-type", "application/json")];
-    let r = call("POST", &format!("{}/api/3.0/mlflow/traces", dbx.host()), &auth, body.as_bytes()).await;
+    let auth = [
+        ("authorization", pat.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let r = call(
+        "POST",
+        &format!("{}/api/3.0/mlflow/traces", dbx.host()),
+        &auth,
+        body.as_bytes(),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let reply: Value = serde_json::from_str(&r.body).unwrap();
-    let loc = reply["trace"]["trace_info"]["tags"]["mlflow.artifactLocation"].as_str().unwrap();
-    assert!(loc.ends_with(&format!("/{}/{trace_id}/artifacts", databricks::EXPERIMENT_ID)), "{loc}");
+    let loc = reply["trace"]["trace_info"]["tags"]["mlflow.artifactLocation"]
+        .as_str()
+        .unwrap();
+    assert!(
+        loc.ends_with(&format!(
+            "/{}/{trace_id}/artifacts",
+            databricks::EXPERIMENT_ID
+        )),
+        "{loc}"
+    );
 
-    let creds_url = format!("{}/api/2.0/mlflow/traces/{trace_id}/credentials-for-data-upload", dbx.host());
-    let creds: Value = serde_json::from_str(&call("GET", &creds_url, &auth[..1], b"").await.body).unwrap();
-    let uri = creds["credential_info"]["signed_uri"].as_str().unwrap().to_string();
+    let creds_url = format!(
+        "{}/api/2.0/mlflow/traces/{trace_id}/credentials-for-data-upload",
+        dbx.host()
+    );
+    let creds: Value =
+        serde_json::from_str(&call("GET", &creds_url, &auth[..1], b"").await.body).unwrap();
+    let uri = creds["credential_info"]["signed_uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(creds["credential_info"]["type"], "AWS_PRESIGNED_URL");
-    let doc = fixture_request("pat.json", "/signed/")["body"].as_str().unwrap().to_string();
+    let doc = fixture_request("pat.json", "/signed/")["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let sse = databricks::UPLOAD_HEADER;
 
     let with_auth = call("PUT", &uri, &[sse, ("authorization", &pat)], doc.as_bytes()).await;
@@ -350,7 +437,10 @@ async fn recorded_trace_is_accepted_and_the_signed_put_is_guarded() {
     let no_header = call("PUT", &uri, &[], doc.as_bytes()).await;
     assert_eq!(no_header.status, 403, "{}", no_header.body);
     let forged = uri.replace("X-Amz-Signature=", "X-Amz-Signature=0");
-    assert_eq!(call("PUT", &forged, &[sse], doc.as_bytes()).await.status, 403);
+    assert_eq!(
+        call("PUT", &forged, &[sse], doc.as_bytes()).await.status,
+        403
+    );
     assert!(dbx.trace(&trace_id).unwrap().spans.is_none());
 
     let ok = call("PUT", &uri, &[sse], doc.as_bytes()).await;
@@ -369,19 +459,50 @@ async fn start_trace_rejects_malformed_trace_info() {
     let auth = [("authorization", pat.as_str())];
     let url = format!("{}/api/3.0/mlflow/traces", dbx.host());
     let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
-        ("trace_id", Box::new(|v| v["trace"]["trace_info"]["trace_id"] = "abc".into())),
-        ("request_time", Box::new(|v| v["trace"]["trace_info"]["request_time"] = 1_796_131_109_105u64.into())),
-        ("execution_duration", Box::new(|v| v["trace"]["trace_info"]["execution_duration"] = "64ms".into())),
-        ("state", Box::new(|v| v["trace"]["trace_info"]["state"] = "DONE".into())),
-        ("request_preview", Box::new(|v| v["trace"]["trace_info"]["request_preview"] = "x".repeat(10_001).into())),
-        ("trace_metadata", Box::new(|v| v["trace"]["trace_info"]["trace_metadata"]["mlflow.trace.user"] = 7.into())),
-        ("No Experiment", Box::new(|v| v["trace"]["trace_info"]["trace_location"]["mlflow_experiment"]["experiment_id"] = "99".into())),
+        (
+            "trace_id",
+            Box::new(|v| v["trace"]["trace_info"]["trace_id"] = "abc".into()),
+        ),
+        (
+            "request_time",
+            Box::new(|v| v["trace"]["trace_info"]["request_time"] = 1_796_131_109_105u64.into()),
+        ),
+        (
+            "execution_duration",
+            Box::new(|v| v["trace"]["trace_info"]["execution_duration"] = "64ms".into()),
+        ),
+        (
+            "state",
+            Box::new(|v| v["trace"]["trace_info"]["state"] = "DONE".into()),
+        ),
+        (
+            "request_preview",
+            Box::new(|v| v["trace"]["trace_info"]["request_preview"] = "x".repeat(10_001).into()),
+        ),
+        (
+            "trace_metadata",
+            Box::new(|v| {
+                v["trace"]["trace_info"]["trace_metadata"]["mlflow.trace.user"] = 7.into()
+            }),
+        ),
+        (
+            "No Experiment",
+            Box::new(|v| {
+                v["trace"]["trace_info"]["trace_location"]["mlflow_experiment"]["experiment_id"] =
+                    "99".into()
+            }),
+        ),
     ];
     for (what, mutate) in cases {
         let mut v = good.clone();
         mutate(&mut v);
         let r = call("POST", &url, &auth, v.to_string().as_bytes()).await;
-        assert!(r.status == 400 || r.status == 404, "{what}: {} {}", r.status, r.body);
+        assert!(
+            r.status == 400 || r.status == 404,
+            "{what}: {} {}",
+            r.status,
+            r.body
+        );
         assert!(r.body.contains(what), "{what}: {}", r.body);
     }
     assert!(dbx.traces().is_empty());
@@ -397,20 +518,42 @@ async fn faults_throttle_outage_and_restart() {
         assert_eq!(r.headers.get("retry-after").unwrap(), "7");
         assert!(r.body.contains("REQUEST_LIMIT_EXCEEDED"));
     }
-    assert_eq!(get_experiment(&dbx, Some(databricks::PAT)).await.status, 200);
+    assert_eq!(
+        get_experiment(&dbx, Some(databricks::PAT)).await.status,
+        200
+    );
 
     dbx.set_outage(true);
-    assert_eq!(get_experiment(&dbx, Some(databricks::PAT)).await.status, 503);
+    assert_eq!(
+        get_experiment(&dbx, Some(databricks::PAT)).await.status,
+        503
+    );
     dbx.set_outage(false);
 
     dbx.fail_next("/oidc/v1/token", 503, 1);
-    assert_eq!(grant(&dbx, databricks::CLIENT_ID, databricks::CLIENT_SECRET).await.status, 503);
-    assert_eq!(grant(&dbx, databricks::CLIENT_ID, databricks::CLIENT_SECRET).await.status, 200);
+    assert_eq!(
+        grant(&dbx, databricks::CLIENT_ID, databricks::CLIENT_SECRET)
+            .await
+            .status,
+        503
+    );
+    assert_eq!(
+        grant(&dbx, databricks::CLIENT_ID, databricks::CLIENT_SECRET)
+            .await
+            .status,
+        200
+    );
 
     dbx.stop().await;
-    assert!(tokio::net::TcpStream::connect(dbx.addr()).await.is_err(), "port closed while stopped");
+    assert!(
+        tokio::net::TcpStream::connect(dbx.addr()).await.is_err(),
+        "port closed while stopped"
+    );
     dbx.restart().await;
-    assert_eq!(get_experiment(&dbx, Some(databricks::PAT)).await.status, 200);
+    assert_eq!(
+        get_experiment(&dbx, Some(databricks::PAT)).await.status,
+        200
+    );
 }
 
 #[tokio::test]
@@ -423,7 +566,11 @@ async fn trace_creation_rate_limit() {
     let mut statuses = Vec::new();
     for _ in 0..3 {
         let body = start["body"].as_str().unwrap().as_bytes();
-        statuses.push(call("POST", &url, &[("authorization", &pat)], body).await.status);
+        statuses.push(
+            call("POST", &url, &[("authorization", &pat)], body)
+                .await
+                .status,
+        );
     }
     assert_eq!(statuses, vec![200, 200, 429]);
 }

@@ -198,7 +198,9 @@ pub struct Databricks {
 impl Databricks {
     /// Starts on a free loopback port with one experiment ([`EXPERIMENT_ID`]).
     pub async fn start() -> Databricks {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the Databricks stand-in");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the Databricks stand-in");
         let addr = listener.local_addr().expect("stand-in address");
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
@@ -262,7 +264,10 @@ impl Databricks {
     /// The next `n` requests whose path starts with `path_prefix` get `status`
     /// (a Databricks error body; 429/503 also carry `Retry-After: 1`).
     pub fn fail_next(&self, path_prefix: &str, status: u16, n: usize) {
-        self.shared.lock().faults.push((path_prefix.into(), status, n));
+        self.shared
+            .lock()
+            .faults
+            .push((path_prefix.into(), status, n));
     }
 
     /// While on, every request gets 503 `TEMPORARILY_UNAVAILABLE` (the port stays open).
@@ -282,7 +287,10 @@ impl Databricks {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("the Databricks stand-in still accepts connections on {} after stop", self.addr);
+        panic!(
+            "the Databricks stand-in still accepts connections on {} after stop",
+            self.addr
+        );
     }
 
     /// Listens again on the same port, with all stored data and settings kept.
@@ -338,7 +346,10 @@ impl Databricks {
 
     /// Requests whose path starts with `prefix`.
     pub fn requests_to(&self, prefix: &str) -> Vec<Seen> {
-        self.requests().into_iter().filter(|s| s.path.starts_with(prefix)).collect()
+        self.requests()
+            .into_iter()
+            .filter(|s| s.path.starts_with(prefix))
+            .collect()
     }
 
     /// Stored traces, ordered by trace id.
@@ -382,7 +393,11 @@ impl Databricks {
 
 impl Drop for Databricks {
     fn drop(&mut self) {
-        let _ = self.stop_tx.lock().unwrap_or_else(|e| e.into_inner()).send(true);
+        let _ = self
+            .stop_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(true);
     }
 }
 
