@@ -23,14 +23,14 @@ use serde_json::Value;
 
 /// How the client authenticates.
 #[derive(Clone, Copy, Debug)]
-enum Auth {
+enum Login {
     Pat,
     OAuth,
     Profile,
 }
 
 /// Runs dbx_client.py against `host` and returns its trace id.
-async fn run_client(host: String, auth: Auth, mode: &'static str) -> String {
+async fn run_client(host: String, auth: Login, mode: &'static str) -> String {
     tokio::task::spawn_blocking(move || run_client_blocking(&host, auth, mode))
         .await
         .expect("client task")
@@ -42,7 +42,7 @@ fn python() -> &'static Path {
     PYTHON.get_or_init(mlflow::ensure_venv)
 }
 
-fn run_client_blocking(host: &str, auth: Auth, mode: &str) -> String {
+fn run_client_blocking(host: &str, auth: Login, mode: &str) -> String {
     let python = python();
     let home = tempfile::tempdir().expect("temp HOME");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/python/dbx_client.py");
@@ -58,16 +58,16 @@ fn run_client_blocking(host: &str, auth: Auth, mode: &str) -> String {
         .env("MLFLOW_EXPERIMENT_ID", databricks::EXPERIMENT_ID)
         .env("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false");
     match auth {
-        Auth::Pat => {
+        Login::Pat => {
             cmd.env("DATABRICKS_HOST", host)
                 .env("DATABRICKS_TOKEN", databricks::PAT);
         }
-        Auth::OAuth => {
+        Login::OAuth => {
             cmd.env("DATABRICKS_HOST", host)
                 .env("DATABRICKS_CLIENT_ID", databricks::CLIENT_ID)
                 .env("DATABRICKS_CLIENT_SECRET", databricks::CLIENT_SECRET);
         }
-        Auth::Profile => {
+        Login::Profile => {
             let cfg = home.path().join("dbcfg");
             let text = format!(
                 "[DEFAULT]\nhost = http://127.0.0.1:1\n\n[llmtap]\nhost = {host}\nclient_id = {}\nclient_secret = {}\n",
@@ -177,7 +177,7 @@ fn bearer_tokens(dbx: &Databricks) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_client_with_a_pat() {
     let dbx = Databricks::start().await;
-    let id = run_client(dbx.host(), Auth::Pat, "experiment").await;
+    let id = run_client(dbx.host(), Login::Pat, "experiment").await;
     assert_chat_trace(&dbx, &id);
     assert_eq!(dbx.token_grants(), 0);
     let pat = format!("Bearer {}", databricks::PAT);
@@ -187,7 +187,7 @@ async fn real_client_with_a_pat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_client_with_oauth_m2m() {
     let dbx = Databricks::start().await;
-    let id = run_client(dbx.host(), Auth::OAuth, "experiment").await;
+    let id = run_client(dbx.host(), Login::OAuth, "experiment").await;
     assert_chat_trace(&dbx, &id);
     assert!(dbx.token_grants() >= 1);
     let tokens = bearer_tokens(&dbx);
@@ -208,7 +208,7 @@ async fn real_client_with_oauth_m2m() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_client_with_a_profile_file() {
     let dbx = Databricks::start().await;
-    let id = run_client(dbx.host(), Auth::Profile, "experiment").await;
+    let id = run_client(dbx.host(), Login::Profile, "experiment").await;
     assert_chat_trace(&dbx, &id);
     assert!(dbx.token_grants() >= 1);
 }
@@ -216,7 +216,7 @@ async fn real_client_with_a_profile_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_client_to_a_unity_catalog_schema() {
     let dbx = Databricks::start().await;
-    let id = run_client(dbx.host(), Auth::Pat, "uc").await;
+    let id = run_client(dbx.host(), Login::Pat, "uc").await;
     assert!(
         dbx.rejections().is_empty(),
         "the stand-in refused: {:#?}",
@@ -245,7 +245,7 @@ async fn real_client_to_a_unity_catalog_schema() {
 async fn real_client_waits_out_a_429_with_retry_after() {
     let dbx = Databricks::start().await;
     dbx.throttle_next(1, 1);
-    let id = run_client(dbx.host(), Auth::Pat, "experiment").await;
+    let id = run_client(dbx.host(), Login::Pat, "experiment").await;
     let throttled: Vec<_> = dbx
         .requests()
         .into_iter()
@@ -458,7 +458,8 @@ async fn start_trace_rejects_malformed_trace_info() {
     let pat = format!("Bearer {}", databricks::PAT);
     let auth = [("authorization", pat.as_str())];
     let url = format!("{}/api/3.0/mlflow/traces", dbx.host());
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Mutate = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Mutate)> = vec![
         (
             "trace_id",
             Box::new(|v| v["trace"]["trace_info"]["trace_id"] = "abc".into()),

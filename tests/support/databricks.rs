@@ -277,9 +277,11 @@ impl Databricks {
 
     /// Closes the port and every open connection (a workspace that is gone).
     pub async fn stop(&self) {
-        let tx = self.stop_tx.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = tx.send(true);
-        drop(tx);
+        let _ = self
+            .stop_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(true);
         // Wait until the port refuses connections.
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(self.addr).await.is_err() {
