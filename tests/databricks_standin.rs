@@ -575,3 +575,138 @@ async fn trace_creation_rate_limit() {
     }
     assert_eq!(statuses, vec![200, 200, 429]);
 }
+
+#[tokio::test]
+async fn experiments_by_id_by_name_and_create() {
+    let dbx = Databricks::start().await;
+    let pat = format!("Bearer {}", databricks::PAT);
+    let auth = [("authorization", pat.as_str())];
+    let by_name = format!(
+        "{}/api/2.0/mlflow/experiments/get-by-name?experiment_name=%2FUsers%2Fllmtap%40example.com%2Fllmtap",
+        dbx.host()
+    );
+    let r = call("GET", &by_name, &auth, b"").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["experiment"]["experiment_id"], databricks::EXPERIMENT_ID);
+    let missing = format!(
+        "{}/api/2.0/mlflow/experiments/get?experiment_id=42",
+        dbx.host()
+    );
+    let r = call("GET", &missing, &auth, b"").await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("RESOURCE_DOES_NOT_EXIST"));
+
+    let create = format!("{}/api/2.0/mlflow/experiments/create", dbx.host());
+    let r = call("POST", &create, &auth, br#"{"name":"relative-name"}"#).await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("absolute path"), "{}", r.body);
+    let r = call("POST", &create, &auth, br#"{"name":"/Shared/llmtap-new"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id: Value = serde_json::from_str(&r.body).unwrap();
+    assert!(dbx
+        .experiments()
+        .iter()
+        .any(|e| e.id == id["experiment_id"].as_str().unwrap() && e.name == "/Shared/llmtap-new"));
+    let r = call("POST", &create, &auth, br#"{"name":"/Shared/llmtap-new"}"#).await;
+    assert!(r.body.contains("RESOURCE_ALREADY_EXISTS"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn otlp_to_a_uc_table_needs_the_table_header() {
+    let dbx = Databricks::start().await;
+    let rec = fixture_request("uc.json", "/api/2.0/otel/v1/traces");
+    let body: Vec<u8> = (0..rec["body_hex"].as_str().unwrap().len() / 2)
+        .map(|i| {
+            u8::from_str_radix(&rec["body_hex"].as_str().unwrap()[2 * i..2 * i + 2], 16).unwrap()
+        })
+        .collect();
+    let pat = format!("Bearer {}", databricks::PAT);
+    let url = format!("{}/api/2.0/otel/v1/traces", dbx.host());
+    let proto = ("content-type", "application/x-protobuf");
+    let r = call("POST", &url, &[("authorization", &pat), proto], &body).await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("X-Databricks-UC-Table-Name"), "{}", r.body);
+    let table = (
+        "x-databricks-uc-table-name",
+        "main.llmtap.mlflow_experiment_trace_otel_spans",
+    );
+    let bad_table = ("x-databricks-uc-table-name", "llmtap");
+    assert_eq!(
+        call(
+            "POST",
+            &url,
+            &[("authorization", &pat), proto, bad_table],
+            &body
+        )
+        .await
+        .status,
+        400
+    );
+    assert_eq!(
+        call("POST", &url, &[("authorization", &pat), table], &body)
+            .await
+            .status,
+        415
+    );
+    let gz = ("content-encoding", "gzip");
+    assert_eq!(
+        call(
+            "POST",
+            &url,
+            &[("authorization", &pat), proto, table, gz],
+            &body
+        )
+        .await
+        .status,
+        400
+    );
+    assert_eq!(call("POST", &url, &[proto, table], &body).await.status, 401);
+    let r = call(
+        "POST",
+        &url,
+        &[("authorization", &pat), proto, table],
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rows = dbx.otlp_rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].span.name, "chat");
+}
+
+#[tokio::test]
+async fn org_id_must_name_this_workspace_and_assessments_need_a_trace() {
+    let dbx = Databricks::start().await;
+    let pat = format!("Bearer {}", databricks::PAT);
+    let url = format!(
+        "{}/api/2.0/mlflow/experiments/get?experiment_id={}",
+        dbx.host(),
+        databricks::EXPERIMENT_ID
+    );
+    let r = call(
+        "GET",
+        &url,
+        &[("authorization", &pat), ("x-databricks-org-id", "1")],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let ok = [
+        ("authorization", pat.as_str()),
+        ("x-databricks-org-id", databricks::WORKSPACE_ID),
+    ];
+    assert_eq!(call("GET", &url, &ok, b"").await.status, 200);
+
+    let rec = fixture_request("pat.json", "/api/3.0/mlflow/traces/");
+    let path = rec["path"].as_str().unwrap();
+    let r = call(
+        "POST",
+        &format!("{}{path}", dbx.host()),
+        &ok,
+        rec["body"].as_str().unwrap().as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(dbx.assessments().is_empty());
+}
