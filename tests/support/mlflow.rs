@@ -10,9 +10,10 @@
 //! What it does:
 //!
 //! - **Python venv, cached.** `$LLMTAP_TEST_VENV`, else
-//!   `$HOME/.cache/llmtap/venv-mlflow-3.17.2`. If the completion marker is
+//!   `$HOME/.cache/llmtap/venv-mlflow-3.17.2-<tag>`, the tag a hash of the
+//!   package list (a list change means a new venv). If the completion marker is
 //!   missing, a venv is built in a temporary sibling directory with
-//!   `pip install mlflow==3.17.2 openai anthropic`, the marker is written and
+//!   `pip install mlflow==3.17.2 openai anthropic databricks-sdk`, the marker is written and
 //!   the directory is renamed into place atomically (a process that loses that
 //!   race uses the winner's venv). About a minute on a cold machine.
 //! - **One server per test process** ([`shared`]): `mlflow server` on a free
@@ -58,7 +59,9 @@ use serde_json::{json, Value};
 pub const MLFLOW_VERSION: &str = "3.17.2";
 
 /// Packages installed into the venv.
-const PIP_PACKAGES: &[&str] = &["mlflow==3.17.2", "openai", "anthropic"];
+/// Changing this list changes the venv's directory name ([`venv_dir`]), so a
+/// cached venv built from another list is never mistaken for this one.
+const PIP_PACKAGES: &[&str] = &["mlflow==3.17.2", "openai", "anthropic", "databricks-sdk"];
 
 /// The venv's directory name under `~/.cache/llmtap/`.
 const VENV_DIR_NAME: &str = "venv-mlflow-3.17.2";
@@ -797,7 +800,8 @@ const VENV: venv::Spec = venv::Spec {
     expected: "about a minute",
 };
 
-/// `$LLMTAP_TEST_VENV`, else `$HOME/.cache/llmtap/venv-mlflow-3.17.2`.
+/// `$LLMTAP_TEST_VENV`, else `$HOME/.cache/llmtap/venv-mlflow-3.17.2-<tag>`,
+/// `<tag>` a hash of [`PIP_PACKAGES`] (see `venv.rs`).
 pub fn venv_dir() -> PathBuf {
     VENV.dir()
 }

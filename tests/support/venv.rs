@@ -4,7 +4,8 @@
 //!
 //! Include it from a support module with `#[path = "venv.rs"] mod venv;`.
 //!
-//! - **Where**: `$<spec.env_var>` if set, else `$HOME/.cache/llmtap/<spec.dir_name>`.
+//! - **Where**: `$<spec.env_var>` if set, else `$HOME/.cache/llmtap/<spec.dir_name>-<tag>`,
+//!   `<tag>` a hash of the package list (a changed list gets a fresh venv).
 //! - **Built atomically**: if the completion marker is missing, the venv is
 //!   built in a temporary sibling directory (`python3 -m venv`, then
 //!   `pip install <spec.packages>`), the marker is written, the console
@@ -58,7 +59,17 @@ impl Spec {
             });
         PathBuf::from(home)
             .join(".cache/llmtap")
-            .join(self.dir_name)
+            .join(format!("{}-{}", self.dir_name, self.packages_tag()))
+    }
+
+    /// FNV-1a (32 bit) of the package list, as 8 hex digits: a venv built
+    /// from another list is never mistaken for this one.
+    fn packages_tag(&self) -> String {
+        let mut h: u32 = 0x811c_9dc5;
+        for b in self.packages.join(" ").bytes() {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        format!("{h:08x}")
     }
 
     /// The venv's python, installing the venv first if needed (blocking).
