@@ -28,10 +28,12 @@ const CHAT: &str = "/v1/chat/completions";
 async fn provider() -> FakeProvider {
     let plain = fixture("openai_chat/plain.json");
     let stream = fixture("openai_chat/stream_include_usage.sse");
-    FakeProvider::start(move |seen| match seen.body.windows(6).any(|w| w == b"stream") {
-        true => Reply::sse(&stream),
-        false => Reply::json(200, plain.clone()),
-    })
+    FakeProvider::start(
+        move |seen| match seen.body.windows(6).any(|w| w == b"stream") {
+            true => Reply::sse(&stream),
+            false => Reply::json(200, plain.clone()),
+        },
+    )
     .await
 }
 
@@ -189,11 +191,7 @@ async fn an_oauth_token_expiring_mid_load_costs_one_refresh_and_loses_nothing() 
         (2..=3).contains(&grants),
         "{grants} token grants: expected one refresh (two with a racing probe)"
     );
-    let unauthorized = dbx
-        .rejections()
-        .iter()
-        .filter(|r| r.status == 401)
-        .count();
+    let unauthorized = dbx.rejections().iter().filter(|r| r.status == 401).count();
     assert!(
         unauthorized <= 4,
         "{unauthorized} calls refused with the expired token: a 401 must refresh at once"
@@ -251,6 +249,10 @@ async fn a_workspace_outage_loses_and_duplicates_nothing() {
         back.elapsed()
     );
     assert_delivered_as_the_client_does(&dbx, &ids);
-    assert_eq!(dbx.traces().len(), ids.len(), "no trace twice, no stray trace");
+    assert_eq!(
+        dbx.traces().len(),
+        ids.len(),
+        "no trace twice, no stray trace"
+    );
     tap.running.shutdown().await;
 }

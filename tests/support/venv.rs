@@ -57,9 +57,11 @@ impl Spec {
                     self.env_var, self.what
                 )
             });
-        PathBuf::from(home)
-            .join(".cache/llmtap")
-            .join(format!("{}-{}", self.dir_name, self.packages_tag()))
+        PathBuf::from(home).join(".cache/llmtap").join(format!(
+            "{}-{}",
+            self.dir_name,
+            self.packages_tag()
+        ))
     }
 
     /// FNV-1a (32 bit) of the package list, as 8 hex digits: a venv built
