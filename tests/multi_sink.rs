@@ -1,13 +1,16 @@
 //! Several sinks at once, none holding another back (issue 9, item 2):
-//! with MLflow down, the trace files still get every trace at once; when
-//! MLflow comes back it gets every trace too, exactly once, from its own
-//! spool. Spool on (the default) against a real `mlflow server`, and spool
-//! off (memory) against a dead port.
+//! MLflow, a real Arize Phoenix (OTLP, GenAI conventions) and the trace
+//! files; with MLflow down, Phoenix and the files still get every trace at
+//! once; when MLflow comes back it gets every trace too, exactly once, from
+//! its own spool. Spool on (the default) against a real `mlflow server`, and
+//! spool off (memory) against a dead port.
 
 #[path = "support/fake_provider.rs"]
 mod fake_provider;
 #[path = "support/mlflow.rs"]
 mod mlflow;
+#[path = "support/phoenix.rs"]
+mod phoenix;
 #[path = "support/tap.rs"]
 mod tap;
 
@@ -77,7 +80,8 @@ async fn metric(tap: &Tap, series: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_mlflow_delays_nothing_at_the_files_and_gets_everything_when_back() {
+async fn a_dead_mlflow_delays_nothing_at_phoenix_or_the_files_and_gets_everything_when_back() {
+    let px = phoenix::shared().await;
     let mlflow = mlflow::Private::start().await;
     let (_, experiment) = mlflow.unique_experiment("multi-sink").await;
     mlflow.kill().await;
@@ -85,9 +89,10 @@ async fn a_dead_mlflow_delays_nothing_at_the_files_and_gets_everything_when_back
     let tap = Tap::start(
         &provider.url(),
         &[
-            ("LLMTAP_SINKS", "mlflow,file"),
+            ("LLMTAP_SINKS", "mlflow,otlp,file"),
             ("MLFLOW_TRACKING_URI", mlflow.uri()),
             ("MLFLOW_EXPERIMENT_ID", &experiment),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", px.uri()),
         ],
     )
     .await;
@@ -98,6 +103,16 @@ async fn a_dead_mlflow_delays_nothing_at_the_files_and_gets_everything_when_back
     assert!(
         took < Duration::from_secs(3),
         "the files waited {took:?} for a dead MLflow"
+    );
+    let start = Instant::now();
+    for id in &ids {
+        let hex = id.trim_start_matches("tr-");
+        px.wait_span("default", hex, Duration::from_secs(10)).await;
+    }
+    eprintln!("MLflow down: all 20 traces in Phoenix {:?} later", start.elapsed());
+    assert_eq!(
+        metric(&tap, "llmtap_sink_traces_exported_total{sink=\"otlp\"}").await,
+        20.0
     );
     assert_eq!(
         metric(&tap, "llmtap_sink_traces_exported_total{sink=\"file\"}").await,
@@ -114,7 +129,9 @@ async fn a_dead_mlflow_delays_nothing_at_the_files_and_gets_everything_when_back
     );
     assert!(metric(&tap, "llmtap_sink_export_retries_total{sink=\"mlflow\"}").await >= 1.0);
     let spool = tap.trace_dir.parent().unwrap().join("spool/sinks");
-    assert!(spool.join("mlflow").is_dir() && spool.join("file").is_dir());
+    for sink in ["mlflow", "otlp", "file"] {
+        assert!(spool.join(sink).is_dir(), "no spool for {sink}");
+    }
 
     mlflow.start_again().await;
     let start = Instant::now();
