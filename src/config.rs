@@ -166,6 +166,8 @@ pub struct Config {
     pub max_inflight_capture_bytes: usize,
     /// Ask OpenAI chat/completions streams for usage and hide the extra chunk.
     pub inject_stream_usage: bool,
+    /// The credential llmtap adds to the default upstream's requests, if any.
+    pub upstream_credential: Option<CredentialConfig>,
     /// Non-default upstreams, chosen by path prefix and/or Host.
     pub routes: Vec<RouteConfig>,
     pub sink: SinkConfig,
@@ -214,6 +216,11 @@ const KNOWN: &[(&str, &[&str])] = &[
             "idle_timeout",
             "request_timeout",
             "ca_file",
+            // credential::KEYS
+            "credential",
+            "credential_header",
+            "credential_override",
+            "credential_check_interval",
         ],
     ),
     (
@@ -641,7 +648,14 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
         parse_bool,
     );
     let mut route_errors = Vec::new();
-    let routes = routes::parse(&l.file, &mut route_errors);
+    let routes = routes::parse(&l.file, env, &mut route_errors);
+    let upstream_table = l.file.get("upstream").and_then(|u| u.as_table());
+    let upstream_credential = match upstream_table {
+        Some(t) => credential::Raw::from_table("upstream", t, &mut route_errors),
+        None => credential::Raw::default(),
+    }
+    .with_env(env)
+    .resolve(env, &mut route_errors);
     l.errors.extend(route_errors);
     let max_capture = l.parsed(
         Some("LLMTAP_MAX_CAPTURE_BYTES"),
@@ -754,6 +768,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 max_capture_bytes: max_capture,
                 max_inflight_capture_bytes: max_inflight,
                 inject_stream_usage,
+                upstream_credential,
                 routes,
                 sink,
                 export,
@@ -934,9 +949,11 @@ fn check_known_keys(file: &toml::Table, errors: &mut Vec<String>) {
 }
 
 mod connections;
+pub mod credential;
 mod limits;
 mod routes;
 pub use connections::ConnectionSettings;
+pub use credential::CredentialConfig;
 pub use limits::{
     bytes_max, count_max, duration_max, duration_opt_max, mem_bytes_max, rate_max, DAY, GIB, HOUR,
     MINUTE, TIB,
