@@ -430,7 +430,7 @@ async fn a_refused_key_and_a_dead_upstream_show_no_key() {
         &bin,
         &[CANARY],
         &[refused.trace_id()],
-        &[refused.body.clone()],
+        std::slice::from_ref(&refused.body),
     )
     .await;
 
