@@ -37,6 +37,7 @@ pub mod capture_budget;
 pub mod client;
 pub mod config;
 pub mod credentials;
+pub mod databricks;
 pub mod deadline;
 pub mod exchange;
 pub mod forward;
