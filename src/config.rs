@@ -656,6 +656,9 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
     }
     .with_env(env)
     .resolve(env, &mut route_errors);
+    if let (Some(c), Ok(u)) = (&upstream_credential, &upstream) {
+        credential::check_upstream("upstream", c, u, &mut route_errors);
+    }
     l.errors.extend(route_errors);
     let max_capture = l.parsed(
         Some("LLMTAP_MAX_CAPTURE_BYTES"),

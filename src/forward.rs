@@ -47,7 +47,7 @@ use hyper_util::client::legacy::Client;
 use crate::capture_budget::{CaptureBudget, Shortfall};
 use crate::client::Connector;
 use crate::config::{select_route, Config};
-use crate::credentials::{Outcome, UpstreamCredential};
+use crate::credentials::{Applied, UpstreamCredential};
 use crate::deadline::Deadline;
 use crate::exchange::{self, CapturedBody, Exchange, ResponseHead};
 use crate::headers::{strip_hop_by_hop, text};
@@ -169,13 +169,13 @@ impl Proxy {
         headers: &mut HeaderMap,
         path: &str,
         api: Option<Api>,
-    ) -> Result<Option<(&UpstreamCredential, Outcome)>, String> {
+    ) -> Result<Option<(&UpstreamCredential, Applied)>, String> {
         let Some(credential) = self.credentials[i].as_ref() else {
             return Ok(None);
         };
         let host = self.upstreams[i].base.host().unwrap_or("");
-        let outcome = credential.apply(headers, host, path, api).await?;
-        Ok(Some((credential, outcome)))
+        let applied = credential.apply(headers, host, path, api).await?;
+        Ok(Some((credential, applied)))
     }
 
     /// True when a new call must go without a capture: the in-flight budget
@@ -376,8 +376,8 @@ impl Proxy {
         };
 
         let status = resp.status().as_u16();
-        if let Some((c, outcome)) = credential {
-            c.answered(outcome, status);
+        if let Some((c, applied)) = &credential {
+            c.answered(applied, status);
         }
         self.metrics.request(label, status);
         self.metrics.upstream_latency(label, started.elapsed());

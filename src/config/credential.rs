@@ -22,8 +22,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
+use http::Uri;
 
 use super::{duration_max, Env, HOUR};
+use crate::databricks::config::{resolve as resolve_workspace, WorkspaceConfig};
 
 /// Keys of a credential, in `[upstream]` and in each `[[routes]]` entry.
 pub const KEYS: [&str; 4] = [
@@ -62,8 +64,11 @@ pub enum CredentialSource {
     /// start and re-read while running.
     File { path: PathBuf, key: Secret },
     /// `databricks` / `databricks:PROFILE`: a token from the Databricks
-    /// auth resolution (PAT or OAuth M2M).
-    Databricks { profile: Option<String> },
+    /// auth resolution (PAT or OAuth M2M) for that workspace.
+    Databricks {
+        profile: Option<String>,
+        workspace: WorkspaceConfig,
+    },
 }
 
 impl CredentialSource {
@@ -72,8 +77,10 @@ impl CredentialSource {
         match self {
             CredentialSource::Env { var, .. } => format!("env:{var}"),
             CredentialSource::File { path, .. } => format!("file:{}", path.display()),
-            CredentialSource::Databricks { profile: None } => "databricks".into(),
-            CredentialSource::Databricks { profile: Some(p) } => format!("databricks:{p}"),
+            CredentialSource::Databricks { profile: None, .. } => "databricks".into(),
+            CredentialSource::Databricks {
+                profile: Some(p), ..
+            } => format!("databricks:{p}"),
         }
     }
 }
@@ -324,12 +331,46 @@ fn source(text: &str, at: &str, env: &Env, errors: &mut Vec<String>) -> Option<C
             read_key_file(&path).map(|key| CredentialSource::File { path, key })
         }
         "file" => Err("file: needs a path (file:/var/run/secrets/openai)".to_string()),
-        "databricks" => Ok(CredentialSource::Databricks {
-            profile: Some(rest).filter(|p| !p.is_empty()).map(str::to_string),
-        }),
+        "databricks" => {
+            let profile = Some(rest).filter(|p| !p.is_empty()).map(str::to_string);
+            resolve_workspace(env, profile.as_deref())
+                .map(|workspace| CredentialSource::Databricks { profile, workspace })
+        }
         _ => Err("expected env:VAR, file:PATH or databricks[:PROFILE] (value not shown: a key never goes in the config itself)".to_string()),
     };
     result.map_err(|e| errors.push(format!("{at}: {e}"))).ok()
+}
+
+/// A Databricks token goes only to its own workspace: `upstream` (the
+/// default's or a route's) must have the workspace host's scheme, host and
+/// port; reported under `at` otherwise.
+pub(super) fn check_upstream(
+    at: &str,
+    credential: &CredentialConfig,
+    upstream: &Uri,
+    errors: &mut Vec<String>,
+) {
+    let CredentialSource::Databricks { workspace, .. } = &credential.source else {
+        return;
+    };
+    let origin = |u: &Uri| {
+        let scheme = u.scheme_str().unwrap_or("https").to_ascii_lowercase();
+        let port = u
+            .port_u16()
+            .unwrap_or(if scheme == "http" { 80 } else { 443 });
+        (scheme, u.host().map(str::to_ascii_lowercase), port)
+    };
+    let same = workspace
+        .host
+        .parse::<Uri>()
+        .is_ok_and(|w| origin(&w) == origin(upstream));
+    if !same {
+        errors.push(format!(
+            "{at}: a Databricks token goes only to its workspace {}, not to {} (set the upstream to the workspace)",
+            workspace.host,
+            crate::redact::uri(upstream)
+        ));
+    }
 }
 
 /// An environment variable's name: letters, digits, `_`, not starting with a digit.

@@ -268,20 +268,99 @@ fn bad_credential_files_are_errors_at_start() {
 }
 
 #[test]
-fn databricks_source_with_and_without_profile() {
-    let mut errors = Vec::new();
-    let src = |text: &str, errors: &mut Vec<String>| source(text, "x", &Env::new(), errors);
-    assert_eq!(
-        src("databricks", &mut errors),
-        Some(CredentialSource::Databricks { profile: None })
+fn databricks_source_resolves_the_workspace_and_guards_its_host() {
+    let pat = [
+        ("DATABRICKS_HOST", "adb-1.azuredatabricks.net"),
+        ("DATABRICKS_TOKEN", "dapi-CANARY-1"),
+        ("LLMTAP_UPSTREAM_CREDENTIAL", "databricks"),
+    ];
+    let ok = load(
+        &[
+            pat[0],
+            pat[1],
+            pat[2],
+            (
+                "LLMTAP_UPSTREAM",
+                "https://adb-1.azuredatabricks.net:443/serving-endpoints",
+            ),
+        ],
+        "",
+    )
+    .unwrap();
+    let c = ok.upstream_credential.unwrap();
+    assert_eq!(c.source.describe(), "databricks");
+    let CredentialSource::Databricks { workspace, profile } = &c.source else {
+        panic!("{c:?}");
+    };
+    assert_eq!(workspace.host, "https://adb-1.azuredatabricks.net");
+    assert_eq!(profile, &None);
+    assert!(!format!("{c:?}").contains("CANARY"));
+
+    // The token never goes to another host, nor in clear text.
+    for other in [
+        "https://api.openai.com",
+        "http://adb-1.azuredatabricks.net",
+        "https://adb-1.azuredatabricks.net:8443",
+    ] {
+        let e = errors(&[pat[0], pat[1], pat[2], ("LLMTAP_UPSTREAM", other)], "");
+        assert!(
+            e.contains("upstream: a Databricks token goes only to its workspace https://adb-1.azuredatabricks.net"),
+            "{other}: {e}"
+        );
+    }
+    let route = r#"
+[[routes]]
+prefix = "/dbx"
+upstream = "https://elsewhere.example"
+credential = "databricks"
+"#;
+    let e = errors(&[pat[0], pat[1]], route);
+    assert!(
+        e.contains("routes[0]: a Databricks token goes only to its workspace"),
+        "{e}"
     );
-    assert_eq!(
-        src("databricks:prod", &mut errors),
-        Some(CredentialSource::Databricks {
-            profile: Some("prod".into())
-        })
+
+    // What the workspace resolution misses is reported under the setting.
+    let e = errors(
+        &[
+            ("LLMTAP_UPSTREAM_CREDENTIAL", "databricks"),
+            ("HOME", "/nonexistent"),
+        ],
+        "",
     );
-    assert!(errors.is_empty(), "{errors:?}");
+    assert!(
+        e.contains("LLMTAP_UPSTREAM_CREDENTIAL: no Databricks host"),
+        "{e}"
+    );
+}
+
+#[test]
+fn databricks_profile_is_read_from_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("databrickscfg");
+    std::fs::write(
+        &cfg,
+        "[prod]\nhost = https://adb-2.azuredatabricks.net\ntoken = dapi-CANARY-2\n",
+    )
+    .unwrap();
+    let file = cfg.display().to_string();
+    let vars = [
+        ("DATABRICKS_CONFIG_FILE", file.as_str()),
+        ("LLMTAP_UPSTREAM_CREDENTIAL", "databricks:prod"),
+        ("LLMTAP_UPSTREAM", "https://adb-2.azuredatabricks.net"),
+    ];
+    let c = load(&vars, "").unwrap().upstream_credential.unwrap();
+    assert_eq!(c.source.describe(), "databricks:prod");
+    let e = errors(
+        &[
+            vars[0],
+            ("LLMTAP_UPSTREAM_CREDENTIAL", "databricks:staging"),
+            vars[2],
+        ],
+        "",
+    );
+    assert!(e.contains("LLMTAP_UPSTREAM_CREDENTIAL: "), "{e}");
+    assert!(e.contains("staging"), "{e}");
 }
 
 #[test]

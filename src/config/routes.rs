@@ -98,6 +98,9 @@ pub(super) fn parse(file: &toml::Table, env: &Env, errors: &mut Vec<String>) -> 
             }
         };
         let credential = credential::Raw::from_table(&at, t, errors).resolve(env, errors);
+        if let (Some(c), Some(u)) = (&credential, &upstream) {
+            credential::check_upstream(&at, c, u, errors);
+        }
         if let Some(upstream) = upstream {
             out.push(RouteConfig {
                 prefix,

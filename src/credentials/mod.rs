@@ -18,15 +18,22 @@ pub mod apply;
 pub mod file;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::HeaderMap;
 use http::Uri;
 
 use crate::config::credential::{CredentialConfig, CredentialHeader, CredentialSource, Secret};
 use crate::config::Config;
+use crate::databricks::Credentials as Databricks;
 use crate::route::Api;
+use crate::sinks::http::HttpClient;
 pub use apply::Outcome;
 use file::FileKey;
+
+/// The longest a call waits for each Databricks auth request (host
+/// metadata, OIDC discovery, token) when a token must be fetched.
+pub const DATABRICKS_AUTH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a credential's key comes from at call time.
 enum Source {
@@ -34,8 +41,10 @@ enum Source {
     Static(Secret),
     /// `file:`: the file's latest good value.
     File(Arc<FileKey>),
-    /// A source this build cannot serve (every call gets a 502 saying why).
-    Unavailable(&'static str),
+    /// `databricks`: a PAT, or an OAuth token cached and refreshed.
+    Databricks(Databricks),
+    /// A source that could not be built (every call gets a 502 saying why).
+    Unavailable(String),
 }
 
 impl Source {
@@ -43,12 +52,29 @@ impl Source {
         match self {
             Source::Static(key) => Ok(key.clone()),
             Source::File(file) => Ok(file.key()),
-            Source::Unavailable(why) => Err(why.to_string()),
+            Source::Databricks(d) => {
+                let value = d.authorization().await.map_err(|e| e.to_string())?;
+                Secret::from_authorization(&value).map_err(|e| format!("the Databricks token {e}"))
+            }
+            Source::Unavailable(why) => Err(why.clone()),
         }
     }
 
-    /// The upstream answered 401 to a call carrying this source's key.
-    fn rejected(&self) {}
+    /// The upstream answered 401 to a call that carried `key`: a Databricks
+    /// OAuth token is dropped (once, however many calls failed with it), so
+    /// the next call fetches a new one.
+    fn rejected(&self, key: &Secret) {
+        if let Source::Databricks(d) = self {
+            d.invalidate_token(&key.value(&CredentialHeader::Bearer));
+        }
+    }
+}
+
+/// What adding a credential did to one call.
+pub struct Applied {
+    pub outcome: Outcome,
+    /// llmtap's key, when it went in.
+    key: Option<Secret>,
 }
 
 /// The credential of one upstream (the default one or a route's).
@@ -62,8 +88,9 @@ pub struct UpstreamCredential {
 
 impl UpstreamCredential {
     /// The runtime side of a validated credential; a `file:` one starts
-    /// being watched for rotation.
-    pub fn new(cfg: &CredentialConfig) -> UpstreamCredential {
+    /// being watched for rotation, a `databricks` one calls the workspace
+    /// with `client` when it needs a token.
+    pub fn new(cfg: &CredentialConfig, client: impl FnOnce() -> HttpClient) -> UpstreamCredential {
         let source = match &cfg.source {
             CredentialSource::Env { key, .. } => Source::Static(key.clone()),
             CredentialSource::File { path, key } => {
@@ -71,13 +98,24 @@ impl UpstreamCredential {
                 file.watch(cfg.check_interval);
                 Source::File(file)
             }
-            CredentialSource::Databricks { .. } => {
-                Source::Unavailable("the Databricks auth is not wired in yet")
+            CredentialSource::Databricks { workspace, .. } => {
+                match Databricks::new(workspace, client(), DATABRICKS_AUTH_TIMEOUT) {
+                    Ok(d) => Source::Databricks(d),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the Databricks upstream credential is unusable: calls get a 502");
+                        Source::Unavailable(e)
+                    }
+                }
             }
+        };
+        // A workspace token is always a bearer token.
+        let header = match (&cfg.header, &cfg.source) {
+            (None, CredentialSource::Databricks { .. }) => Some(CredentialHeader::Bearer),
+            (h, _) => h.clone(),
         };
         UpstreamCredential {
             source,
-            header: cfg.header.clone(),
+            header,
             override_agent: cfg.override_agent,
             described: cfg.source.describe(),
         }
@@ -89,11 +127,12 @@ impl UpstreamCredential {
     pub fn for_config(cfg: &Config) -> Vec<Option<UpstreamCredential>> {
         let upstreams = std::iter::once((&cfg.upstream, &cfg.upstream_credential))
             .chain(cfg.routes.iter().map(|r| (&r.upstream, &r.credential)));
+        let client = || crate::client::client(cfg.connect_timeout, &cfg.upstream_ca.certs);
         upstreams
             .map(|(upstream, credential)| {
                 let c = credential.as_ref()?;
                 announce(upstream, c);
-                Some(UpstreamCredential::new(c))
+                Some(UpstreamCredential::new(c, client))
             })
             .collect()
     }
@@ -107,14 +146,17 @@ impl UpstreamCredential {
         host: &str,
         path: &str,
         api: Option<Api>,
-    ) -> Result<Outcome, String> {
+    ) -> Result<Applied, String> {
         let header = match &self.header {
             Some(h) => h.clone(),
             None => apply::default_header(host, path, api),
         };
         let name = header.name();
         if !self.override_agent && apply::agent_has_credential(headers, &name) {
-            return Ok(Outcome::AgentKept);
+            return Ok(Applied {
+                outcome: Outcome::AgentKept,
+                key: None,
+            });
         }
         let key = self.source.key().await.map_err(|e| {
             format!(
@@ -122,25 +164,24 @@ impl UpstreamCredential {
                 self.described
             )
         })?;
-        Ok(apply::apply(
-            headers,
-            name,
-            key.value(&header),
-            self.override_agent,
-        ))
+        let outcome = apply::apply(headers, name, key.value(&header), self.override_agent);
+        Ok(Applied {
+            outcome,
+            key: Some(key),
+        })
     }
 
     /// The upstream answered a call with `status`: a 401 to llmtap's own
     /// key is logged and reported to the source.
-    pub fn answered(&self, outcome: Outcome, status: u16) {
-        if status != 401 || outcome == Outcome::AgentKept {
+    pub fn answered(&self, applied: &Applied, status: u16) {
+        let Some(key) = applied.key.as_ref().filter(|_| status == 401) else {
             return;
-        }
+        };
         tracing::warn!(
             credential = %self.described,
             "the upstream refused llmtap's credential (401)"
         );
-        self.source.rejected();
+        self.source.rejected(key);
     }
 }
 
