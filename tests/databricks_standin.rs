@@ -23,14 +23,14 @@ use serde_json::Value;
 
 /// How the client authenticates.
 #[derive(Clone, Copy, Debug)]
-enum Auth {
+enum Login {
     Pat,
     OAuth,
     Profile,
 }
 
 /// Runs dbx_client.py against `host` and returns its trace id.
-async fn run_client(host: String, auth: Auth, mode: &'static str) -> String {
+async fn run_client(host: String, auth: Login, mode: &'static str) -> String {
     tokio::task::spawn_blocking(move || run_client_blocking(&host, auth, mode))
         .await
         .expect("client task")
@@ -42,7 +42,7 @@ fn python() -> &'static Path {
     PYTHON.get_or_init(mlflow::ensure_venv)
 }
 
-fn run_client_blocking(host: &str, auth: Auth, mode: &str) -> String {
+fn run_client_blocking(host: &str, auth: Login, mode: &str) -> String {
     let python = python();
     let home = tempfile::tempdir().expect("temp HOME");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/python/dbx_client.py");
@@ -58,16 +58,16 @@ fn run_client_blocking(host: &str, auth: Auth, mode: &str) -> String {
         .env("MLFLOW_EXPERIMENT_ID", databricks::EXPERIMENT_ID)
         .env("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false");
     match auth {
-        Auth::Pat => {
+        Login::Pat => {
             cmd.env("DATABRICKS_HOST", host)
                 .env("DATABRICKS_TOKEN", databricks::PAT);
         }
-        Auth::OAuth => {
+        Login::OAuth => {
             cmd.env("DATABRICKS_HOST", host)
                 .env("DATABRICKS_CLIENT_ID", databricks::CLIENT_ID)
                 .env("DATABRICKS_CLIENT_SECRET", databricks::CLIENT_SECRET);
         }
-        Auth::Profile => {
+        Login::Profile => {
             let cfg = home.path().join("dbcfg");
             let text = format!(
                 "[DEFAULT]\nhost = http://127.0.0.1:1\n\n[llmtap]\nhost = {host}\nclient_id = {}\nclient_secret = {}\n",
@@ -177,7 +177,7 @@ fn bearer_tokens(dbx: &Databricks) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_client_with_a_pat() {
     let dbx = Databricks::start().await;
-    let id = run_client(dbx.host(), Auth::Pat, "experiment").await;
+    let id = run_client(dbx.host(), Login::Pat, "experiment").await;
     assert_chat_trace(&dbx, &id);
     assert_eq!(dbx.token_grants(), 0);
     let pat = format!("Bearer {}", databricks::PAT);
@@ -187,7 +187,7 @@ async fn real_client_with_a_pat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_client_with_oauth_m2m() {
     let dbx = Databricks::start().await;
-    let id = run_client(dbx.host(), Auth::OAuth, "experiment").await;
+    let id = run_client(dbx.host(), Login::OAuth, "experiment").await;
     assert_chat_trace(&dbx, &id);
     assert!(dbx.token_grants() >= 1);
     let tokens = bearer_tokens(&dbx);
@@ -208,7 +208,7 @@ async fn real_client_with_oauth_m2m() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_client_with_a_profile_file() {
     let dbx = Databricks::start().await;
-    let id = run_client(dbx.host(), Auth::Profile, "experiment").await;
+    let id = run_client(dbx.host(), Login::Profile, "experiment").await;
     assert_chat_trace(&dbx, &id);
     assert!(dbx.token_grants() >= 1);
 }
@@ -216,7 +216,7 @@ async fn real_client_with_a_profile_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_client_to_a_unity_catalog_schema() {
     let dbx = Databricks::start().await;
-    let id = run_client(dbx.host(), Auth::Pat, "uc").await;
+    let id = run_client(dbx.host(), Login::Pat, "uc").await;
     assert!(
         dbx.rejections().is_empty(),
         "the stand-in refused: {:#?}",
@@ -245,7 +245,7 @@ async fn real_client_to_a_unity_catalog_schema() {
 async fn real_client_waits_out_a_429_with_retry_after() {
     let dbx = Databricks::start().await;
     dbx.throttle_next(1, 1);
-    let id = run_client(dbx.host(), Auth::Pat, "experiment").await;
+    let id = run_client(dbx.host(), Login::Pat, "experiment").await;
     let throttled: Vec<_> = dbx
         .requests()
         .into_iter()
@@ -458,7 +458,8 @@ async fn start_trace_rejects_malformed_trace_info() {
     let pat = format!("Bearer {}", databricks::PAT);
     let auth = [("authorization", pat.as_str())];
     let url = format!("{}/api/3.0/mlflow/traces", dbx.host());
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Mutate = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Mutate)> = vec![
         (
             "trace_id",
             Box::new(|v| v["trace"]["trace_info"]["trace_id"] = "abc".into()),
@@ -573,4 +574,139 @@ async fn trace_creation_rate_limit() {
         );
     }
     assert_eq!(statuses, vec![200, 200, 429]);
+}
+
+#[tokio::test]
+async fn experiments_by_id_by_name_and_create() {
+    let dbx = Databricks::start().await;
+    let pat = format!("Bearer {}", databricks::PAT);
+    let auth = [("authorization", pat.as_str())];
+    let by_name = format!(
+        "{}/api/2.0/mlflow/experiments/get-by-name?experiment_name=%2FUsers%2Fllmtap%40example.com%2Fllmtap",
+        dbx.host()
+    );
+    let r = call("GET", &by_name, &auth, b"").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["experiment"]["experiment_id"], databricks::EXPERIMENT_ID);
+    let missing = format!(
+        "{}/api/2.0/mlflow/experiments/get?experiment_id=42",
+        dbx.host()
+    );
+    let r = call("GET", &missing, &auth, b"").await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("RESOURCE_DOES_NOT_EXIST"));
+
+    let create = format!("{}/api/2.0/mlflow/experiments/create", dbx.host());
+    let r = call("POST", &create, &auth, br#"{"name":"relative-name"}"#).await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("absolute path"), "{}", r.body);
+    let r = call("POST", &create, &auth, br#"{"name":"/Shared/llmtap-new"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id: Value = serde_json::from_str(&r.body).unwrap();
+    assert!(dbx
+        .experiments()
+        .iter()
+        .any(|e| e.id == id["experiment_id"].as_str().unwrap() && e.name == "/Shared/llmtap-new"));
+    let r = call("POST", &create, &auth, br#"{"name":"/Shared/llmtap-new"}"#).await;
+    assert!(r.body.contains("RESOURCE_ALREADY_EXISTS"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn otlp_to_a_uc_table_needs_the_table_header() {
+    let dbx = Databricks::start().await;
+    let rec = fixture_request("uc.json", "/api/2.0/otel/v1/traces");
+    let body: Vec<u8> = (0..rec["body_hex"].as_str().unwrap().len() / 2)
+        .map(|i| {
+            u8::from_str_radix(&rec["body_hex"].as_str().unwrap()[2 * i..2 * i + 2], 16).unwrap()
+        })
+        .collect();
+    let pat = format!("Bearer {}", databricks::PAT);
+    let url = format!("{}/api/2.0/otel/v1/traces", dbx.host());
+    let proto = ("content-type", "application/x-protobuf");
+    let r = call("POST", &url, &[("authorization", &pat), proto], &body).await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("X-Databricks-UC-Table-Name"), "{}", r.body);
+    let table = (
+        "x-databricks-uc-table-name",
+        "main.llmtap.mlflow_experiment_trace_otel_spans",
+    );
+    let bad_table = ("x-databricks-uc-table-name", "llmtap");
+    assert_eq!(
+        call(
+            "POST",
+            &url,
+            &[("authorization", &pat), proto, bad_table],
+            &body
+        )
+        .await
+        .status,
+        400
+    );
+    assert_eq!(
+        call("POST", &url, &[("authorization", &pat), table], &body)
+            .await
+            .status,
+        415
+    );
+    let gz = ("content-encoding", "gzip");
+    assert_eq!(
+        call(
+            "POST",
+            &url,
+            &[("authorization", &pat), proto, table, gz],
+            &body
+        )
+        .await
+        .status,
+        400
+    );
+    assert_eq!(call("POST", &url, &[proto, table], &body).await.status, 401);
+    let r = call(
+        "POST",
+        &url,
+        &[("authorization", &pat), proto, table],
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rows = dbx.otlp_rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].span.name, "chat");
+}
+
+#[tokio::test]
+async fn org_id_must_name_this_workspace_and_assessments_need_a_trace() {
+    let dbx = Databricks::start().await;
+    let pat = format!("Bearer {}", databricks::PAT);
+    let url = format!(
+        "{}/api/2.0/mlflow/experiments/get?experiment_id={}",
+        dbx.host(),
+        databricks::EXPERIMENT_ID
+    );
+    let r = call(
+        "GET",
+        &url,
+        &[("authorization", &pat), ("x-databricks-org-id", "1")],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let ok = [
+        ("authorization", pat.as_str()),
+        ("x-databricks-org-id", databricks::WORKSPACE_ID),
+    ];
+    assert_eq!(call("GET", &url, &ok, b"").await.status, 200);
+
+    let rec = fixture_request("pat.json", "/api/3.0/mlflow/traces/");
+    let path = rec["path"].as_str().unwrap();
+    let r = call(
+        "POST",
+        &format!("{}{path}", dbx.host()),
+        &ok,
+        rec["body"].as_str().unwrap().as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(dbx.assessments().is_empty());
 }

@@ -21,7 +21,8 @@
 //!   after [`Databricks::set_token_lifetime`] (default 3600 s).
 //! - Every `/api/...` call needs `Authorization: Bearer <PAT or unexpired issued
 //!   token>` (else 401 `{"error_code":"UNAUTHENTICATED",...}`); an
-//!   `x-databricks-org-id` header, when sent, must be [`WORKSPACE_ID`] (else 403).
+//!   `x-databricks-org-id` header, when sent, must be [`WORKSPACE_ID`] (else 403);
+//!   a `Content-Encoding` other than identity is refused (400: the client sends none).
 //! - `GET /api/2.0/mlflow/experiments/get?experiment_id=`, `GET .../get-by-name?experiment_name=`,
 //!   `POST .../experiments/create {"name": "/absolute/path"}`.
 //! - `POST /api/3.0/mlflow/traces` (StartTraceV3), body validated by
@@ -42,7 +43,9 @@
 //! path prefix), [`Databricks::set_outage`] (503 everywhere), [`Databricks::stop`] /
 //! [`Databricks::restart`] (port closed, then back on the same port with the
 //! same data), [`Databricks::expire_all_tokens`], [`Databricks::set_token_lifetime`],
-//! [`Databricks::set_upload_url_ttl`].
+//! [`Databricks::set_upload_url_ttl`]. Token expiry and the rate limit follow
+//! `tokio::time` (so `tokio::time::pause` moves them); signed-URL expiry is
+//! wall-clock time (it travels in the URL).
 //!
 //! # Assertions
 //! [`Databricks::requests`] (every request, with `authorized` = Authorization
@@ -60,7 +63,9 @@ pub mod validate;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -277,9 +282,11 @@ impl Databricks {
 
     /// Closes the port and every open connection (a workspace that is gone).
     pub async fn stop(&self) {
-        let tx = self.stop_tx.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = tx.send(true);
-        drop(tx);
+        let _ = self
+            .stop_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(true);
         // Wait until the port refuses connections.
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(self.addr).await.is_err() {
