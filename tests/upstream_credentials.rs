@@ -640,14 +640,28 @@ async fn a_databricks_oauth_token_is_added_cached_and_refreshed_after_a_401() {
         ("LLMTAP_UPSTREAM_CREDENTIAL", "databricks"),
     ];
     let bin = start(&host, dir.path(), "", &env).await;
-    let mut ids = Vec::new();
-    let mut bodies = Vec::new();
+    let (mut ids, mut bodies) = (Vec::new(), Vec::new());
+    // No token to be had (the workspace is down): llmtap's own 502, saying why.
+    ws.dbx.set_outage(true);
+    let down = call(&bin, INVOCATIONS, CHAT_BODY, &[]).await;
+    assert_eq!(down.status, 502);
+    let message = String::from_utf8_lossy(&down.body).into_owned();
+    assert!(
+        message.contains("llmtap could not get the upstream credential (databricks)"),
+        "{message}"
+    );
+    assert!(ws.served().is_empty(), "nothing sent without a credential");
+    ids.push(down.trace_id());
+    bodies.push(down.body);
+    ws.dbx.set_outage(false);
+
     let mut invoke = async |want: u16| {
         let got = call(&bin, INVOCATIONS, CHAT_BODY, &[]).await;
         assert_eq!(got.status.as_u16(), want, "{:?}", got.body);
         ids.push(got.trace_id());
         bodies.push(got.body);
     };
+
     invoke(200).await;
     invoke(200).await;
     let served = ws.served();
