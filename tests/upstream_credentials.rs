@@ -732,3 +732,26 @@ async fn a_databricks_pat_goes_to_its_workspace_and_the_agents_token_wins() {
     let ids = [got.trace_id(), agent.trace_id()];
     assert_nowhere(&bin, &[databricks::PAT], &ids, &[got.body, agent.body]).await;
 }
+
+/// With a key to spend, listening beyond loopback is worth a warning; the
+/// default loopback listener gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_behind_a_listener_beyond_loopback_is_warned_about() {
+    const WARNING: &str = "listens beyond loopback";
+    let p = provider().await;
+    let env = [
+        ("TEAM_OPENAI_KEY", CANARY),
+        ("LLMTAP_UPSTREAM_CREDENTIAL", "env:TEAM_OPENAI_KEY"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = start(&p.url(), dir.path(), "", &env).await;
+    assert!(quiet.logged(WARNING).is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let open = [env[0], env[1], ("LLMTAP_LISTEN", "0.0.0.0:0")];
+    let loud = start(&p.url(), dir.path(), "", &open).await;
+    let warned = loud.logged(WARNING);
+    assert_eq!(warned.len(), 1, "{}", loud.log());
+    assert_eq!(warned[0]["level"], "WARN");
+    assert!(!loud.log().contains(CANARY));
+}

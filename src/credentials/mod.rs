@@ -128,18 +128,26 @@ impl UpstreamCredential {
         let upstreams = std::iter::once((&cfg.upstream, &cfg.upstream_credential))
             .chain(cfg.routes.iter().map(|r| (&r.upstream, &r.credential)));
         let client = || crate::client::client(cfg.connect_timeout, &cfg.upstream_ca.certs);
-        upstreams
+        let built: Vec<_> = upstreams
             .map(|(upstream, credential)| {
                 let c = credential.as_ref()?;
                 announce(upstream, c);
                 Some(UpstreamCredential::new(c, client))
             })
-            .collect()
+            .collect();
+        if built.iter().any(Option::is_some) && !cfg.listen.ip().is_loopback() {
+            tracing::warn!(
+                listen = %cfg.listen,
+                "llmtap adds a provider credential and listens beyond loopback: whoever reaches this port calls the provider with that credential"
+            );
+        }
+        built
     }
 
     /// Adds the credential to a call's headers (or keeps the agent's). `host`
-    /// and `path` are the upstream's and the forwarded path, for the default
-    /// header. An error (no key could be had) is for a 502 and holds no secret.
+    /// and `path`: the upstream's host and the path sent to it, for the
+    /// default header. An error (no key could be had) is for a 502 and holds
+    /// no secret.
     pub async fn apply(
         &self,
         headers: &mut HeaderMap,
