@@ -89,6 +89,8 @@ pub struct Config {
     pub max_inflight_capture_bytes: usize,
     /// Ask OpenAI chat/completions streams for usage and hide the extra chunk.
     pub inject_stream_usage: bool,
+    /// The credential llmtap adds to the default upstream's requests, if any.
+    pub upstream_credential: Option<CredentialConfig>,
     /// Non-default upstreams, chosen by path prefix and/or Host.
     pub routes: Vec<RouteConfig>,
     /// Where traces go ([`crate::sinks::registry`]); empty when tracing is
@@ -150,6 +152,11 @@ const KNOWN: &[(&str, &[&str])] = &[
             "idle_timeout",
             "request_timeout",
             "ca_file",
+            // credential::KEYS
+            "credential",
+            "credential_header",
+            "credential_override",
+            "credential_check_interval",
         ],
     ),
     (
@@ -304,7 +311,17 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
         parse_bool,
     );
     let mut route_errors = Vec::new();
-    let routes = routes::parse(&l.file, &mut route_errors);
+    let routes = routes::parse(&l.file, env, &mut route_errors);
+    let upstream_table = l.file.get("upstream").and_then(|u| u.as_table());
+    let upstream_credential = match upstream_table {
+        Some(t) => credential::Raw::from_table("upstream", t, &mut route_errors),
+        None => credential::Raw::default(),
+    }
+    .with_env(env)
+    .resolve(env, &mut route_errors);
+    if let (Some(c), Ok(u)) = (&upstream_credential, &upstream) {
+        credential::check_upstream("upstream", c, u, &mut route_errors);
+    }
     l.errors.extend(route_errors);
     let max_capture = l.parsed(
         Some("LLMTAP_MAX_CAPTURE_BYTES"),
@@ -417,6 +434,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 max_capture_bytes: max_capture,
                 max_inflight_capture_bytes: max_inflight,
                 inject_stream_usage,
+                upstream_credential,
                 routes,
                 sinks,
                 export,
@@ -535,11 +553,13 @@ fn check_known_keys(file: &toml::Table, errors: &mut Vec<String>) {
 }
 
 mod connections;
+pub mod credential;
 pub mod layers;
 pub mod limits;
 mod routes;
 pub use crate::sinks::registry::{SinkEntry, SinkSpec};
 pub use connections::ConnectionSettings;
+pub use credential::CredentialConfig;
 pub use layers::{
     load_roots, parse_base_url, parse_bytes, parse_duration_opt, Env, ExtraRoots, Layers,
 };

@@ -8,10 +8,14 @@
 //!    default upstream; base URL + path + query.
 //! 3. **upstream request** — hop-by-hop headers out, `Host` set to the
 //!    upstream's, every other header (credentials included) and the body
-//!    passed through, tee'd. The one exception: an OpenAI stream request
-//!    without `stream_options.include_usage` gets it added ([`crate::inject`]).
+//!    passed through, tee'd. The exceptions: an upstream configured with a
+//!    credential gets llmtap's key added when the agent sent none (or in
+//!    place of the agent's, with `credential_override`; [`crate::credentials`]),
+//!    and an OpenAI stream request without `stream_options.include_usage`
+//!    gets it added ([`crate::inject`]).
 //! 4. **response head** — status and headers as the provider sent them, plus
 //!    `x-llmtap-trace-id`; or llmtap's own 502/504 when the upstream failed.
+//!    A 401 to llmtap's key is reported to its credential source.
 //! 5. **body frames** — streamed one by one through a [`Deadline`] and a
 //!    [`Tee`] (and [`hide_usage`] around it when usage was injected and the
 //!    answer is a 2xx event stream); nothing is buffered, coalesced or
@@ -43,6 +47,7 @@ use hyper_util::client::legacy::Client;
 use crate::capture_budget::{CaptureBudget, Shortfall};
 use crate::client::Connector;
 use crate::config::{select_route, Config};
+use crate::credentials::{Applied, UpstreamCredential};
 use crate::deadline::Deadline;
 use crate::exchange::{self, CapturedBody, Exchange, ResponseHead};
 use crate::headers::{strip_hop_by_hop, text};
@@ -65,6 +70,8 @@ pub struct Proxy {
     cfg: Arc<Config>,
     /// The default upstream first, then one per configured route.
     upstreams: Vec<Upstream>,
+    /// The credential llmtap adds, per upstream (same order).
+    credentials: Vec<Option<UpstreamCredential>>,
     submitter: Option<Submitter>,
     metrics: Arc<Metrics>,
     /// Captured bytes in memory, all calls together (`capture.max_inflight_bytes`).
@@ -126,10 +133,12 @@ impl Proxy {
     pub fn new(cfg: Arc<Config>, submitter: Option<Submitter>, metrics: Arc<Metrics>) -> Self {
         let mut upstreams = vec![Upstream::new(&cfg.upstream)];
         upstreams.extend(cfg.routes.iter().map(|r| Upstream::new(&r.upstream)));
+        let credentials = UpstreamCredential::for_config(&cfg);
         let budget = CaptureBudget::new(cfg.max_inflight_capture_bytes);
         let _ = metrics.capture_budget.set(budget.clone());
         Proxy {
             budget,
+            credentials,
             client: crate::client::client(cfg.connect_timeout, &cfg.upstream_ca.certs),
             upstreams,
             cfg,
@@ -138,16 +147,35 @@ impl Proxy {
         }
     }
 
-    /// The upstream for a request and the path to send it (routes first).
-    fn pick<'a>(&self, headers: &HeaderMap, uri: &'a Uri) -> (&Upstream, Cow<'a, str>) {
+    /// The upstream for a request (its index in `upstreams`) and the path to
+    /// send it (routes first).
+    fn pick<'a>(&self, headers: &HeaderMap, uri: &'a Uri) -> (usize, Cow<'a, str>) {
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| uri.authority().map(|a| a.as_str()));
         match select_route(&self.cfg.routes, host, uri.path()) {
-            Some((i, path)) => (&self.upstreams[i + 1], path),
-            None => (&self.upstreams[0], Cow::Borrowed(uri.path())),
+            Some((i, path)) => (i + 1, path),
+            None => (0, Cow::Borrowed(uri.path())),
         }
+    }
+
+    /// Adds upstream `i`'s credential, if it has one, to the outgoing
+    /// headers (`path`: the upstream's, base path included); the credential
+    /// and what it did, for the response's status.
+    async fn add_credential(
+        &self,
+        i: usize,
+        headers: &mut HeaderMap,
+        path: &str,
+        api: Option<Api>,
+    ) -> Result<Option<(&UpstreamCredential, Applied)>, String> {
+        let Some(credential) = self.credentials[i].as_ref() else {
+            return Ok(None);
+        };
+        let host = self.upstreams[i].base.host().unwrap_or("");
+        let applied = credential.apply(headers, host, path, api).await?;
+        Ok(Some((credential, applied)))
     }
 
     /// True when a new call must go without a capture: the in-flight budget
@@ -249,7 +277,8 @@ impl Proxy {
         let api = route::classify(&method, &path);
         let label = api.map_or("other", Api::label);
 
-        let (upstream, forward_path) = self.pick(&parts.headers, &parts.uri);
+        let (upstream_index, forward_path) = self.pick(&parts.headers, &parts.uri);
+        let upstream = &self.upstreams[upstream_index];
         let draft = match (api, &self.submitter) {
             (Some(api), Some(_)) => Some(Arc::new(Draft {
                 skipped: self.skip_capture(),
@@ -305,6 +334,13 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.insert(header::HOST, upstream.host.clone());
+        let credential = match self
+            .add_credential(upstream_index, &mut parts.headers, parts.uri.path(), api)
+            .await
+        {
+            Ok(c) => c,
+            Err(message) => return fail(StatusCode::BAD_GATEWAY, message, &draft).await,
+        };
 
         let (body, injected) = match self
             .request_body(body, &mut parts.headers, draft.as_ref())
@@ -340,6 +376,9 @@ impl Proxy {
         };
 
         let status = resp.status().as_u16();
+        if let Some((c, applied)) = &credential {
+            c.answered(applied, status);
+        }
         self.metrics.request(label, status);
         self.metrics.upstream_latency(label, started.elapsed());
         let (mut rparts, rbody) = resp.into_parts();

@@ -114,21 +114,21 @@ async fn oauth_discovers_fetches_and_reuses_the_token() {
 #[tokio::test]
 async fn refreshes_before_expiry_and_never_hands_out_an_expired_token() {
     let dbx = Databricks::start().await;
-    dbx.set_token_lifetime(Duration::from_secs(2));
+    dbx.set_token_lifetime(Duration::from_secs(4)); // stale after 2 s, unusable after 3 s
     let c = creds(&dbx, true);
     let h1 = c.authorization().await.unwrap();
-    // Lifetime 2 s: handed out for 1 s, then a new one, while the old one still works.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(c.authorization().await.unwrap(), h1, "fresh: reused");
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let h2 = c.authorization().await.unwrap();
+    assert_ne!(h1, h2, "stale: replaced");
     assert_eq!(
         api_status(&dbx, &h1).await,
         200,
-        "old token not yet expired"
+        "replaced before it expired"
     );
-    let h2 = c.authorization().await.unwrap();
-    assert_ne!(h1, h2);
     assert_eq!(dbx.token_grants(), 2);
     // Under load across several lifetimes, every token handed out is accepted.
-    let until = tokio::time::Instant::now() + Duration::from_millis(3500);
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < until {
         let h = c.authorization().await.unwrap();
         assert_eq!(api_status(&dbx, &h).await, 200);
@@ -136,10 +136,31 @@ async fn refreshes_before_expiry_and_never_hands_out_an_expired_token() {
     }
     assert!(dbx.rejections().is_empty(), "{:?}", dbx.rejections());
     assert!(
-        (4..=7).contains(&dbx.token_grants()),
+        (3..=6).contains(&dbx.token_grants()),
         "{} grants",
         dbx.token_grants()
     );
+}
+
+#[tokio::test]
+async fn a_stale_token_outlives_a_failed_refresh_but_not_its_expiry() {
+    let dbx = Databricks::start().await;
+    dbx.set_token_lifetime(Duration::from_secs(8)); // stale after 4 s, unusable after 6 s
+    let c = creds(&dbx, true);
+    let h1 = c.authorization().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(4300)).await;
+    dbx.fail_next("/oidc/v1/token", 503, 1);
+    assert_eq!(c.authorization().await.unwrap(), h1, "stale token kept");
+    assert_eq!(api_status(&dbx, &h1).await, 200);
+    assert_eq!(c.authorization().await.unwrap(), h1);
+    assert_eq!(dbx.requests_to("/oidc/v1/token").len(), 2, "no retry storm");
+    tokio::time::sleep(Duration::from_millis(1900)).await;
+    let h2 = c.authorization().await.unwrap();
+    assert_ne!(
+        h1, h2,
+        "past its usable time the old token is never handed out"
+    );
+    assert_eq!(dbx.token_grants(), 2);
 }
 
 #[tokio::test]

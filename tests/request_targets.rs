@@ -136,6 +136,7 @@ async fn a_route_base_path_is_never_escaped() {
             host: None,
             upstream: base,
             strip_prefix: true,
+            credential: None,
         }];
     })
     .await;

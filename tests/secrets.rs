@@ -402,3 +402,54 @@ async fn replaying_into_the_same_dead_letter_dir_terminates() {
     let text = std::fs::read_to_string(dl.join("dead-letter.jsonl")).unwrap();
     assert_eq!(text.lines().count(), 4, "two refused again, appended once");
 }
+
+/// An upstream credential llmtap adds (`LLMTAP_UPSTREAM_CREDENTIAL=env:...`)
+/// reaches the provider and is printed nowhere: not in the config's `Debug`,
+/// a log line (debug level), the span, a 502 body, or any file.
+#[tokio::test]
+async fn an_injected_credential_is_sent_and_never_printed() {
+    const KEY: &str = "sk-injected-SECRET-5e0f";
+    let logs = captured_logs();
+    let provider = FakeProvider::start(|_| Reply::json(200, r#"{"id":"x","choices":[]}"#)).await;
+    let env = [
+        ("TEAM_KEY", KEY),
+        ("LLMTAP_UPSTREAM_CREDENTIAL", "env:TEAM_KEY"),
+        ("LLMTAP_UPSTREAM_CREDENTIAL_OVERRIDE", "true"),
+    ];
+    let shown = format!("{:?}", tap::config(&provider.url(), &env, Path::new("t")));
+    assert!(
+        shown.contains("TEAM_KEY") && shown.contains("<redacted>"),
+        "{shown}"
+    );
+    assert!(!shown.contains("injected-SECRET"), "{shown}");
+
+    let tap = Tap::start(&provider.url(), &env).await;
+    let got = post(&tap.url(CHAT), BODY, &[]).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        provider.seen()[0].headers["authorization"],
+        format!("Bearer {KEY}")
+    );
+    let span = tap.span(&got.trace_id()).await;
+    assert!(!span.0.to_string().contains("injected-SECRET"));
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let tap2 = Tap::start(&gone, &env).await;
+    let failed = post(&tap2.url(CHAT), BODY, &[]).await;
+    assert_eq!(failed.status, 502);
+    assert!(!String::from_utf8_lossy(&failed.body).contains("injected-SECRET"));
+    tap2.span(&failed.trace_id()).await;
+    tap.running.shutdown().await;
+    tap2.running.shutdown().await;
+
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("llmtap adds the upstream credential"),
+        "{logs}"
+    );
+    assert!(!logs.contains("injected-SECRET"), "{logs}");
+    assert_no_secret_on_disk(tap._tmp.path(), b"injected-SECRET");
+    assert_no_secret_on_disk(tap2._tmp.path(), b"injected-SECRET");
+}

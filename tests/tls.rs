@@ -165,6 +165,7 @@ async fn routes_trust_the_upstream_ca_file_too() {
             .parse()
             .unwrap(),
         strip_prefix: true,
+        credential: None,
     };
     let tap = Tap::start_with(
         "http://127.0.0.1:9",

@@ -132,12 +132,14 @@ async fn routes_send_a_prefix_to_another_upstream() {
                 host: None,
                 upstream: other_url.clone(),
                 strip_prefix: true,
+                credential: None,
             },
             llmtap::config::RouteConfig {
                 prefix: Some("/kept".into()),
                 host: None,
                 upstream: other_url,
                 strip_prefix: false,
+                credential: None,
             },
         ];
     })

@@ -6,11 +6,13 @@
 //! prefix = "/anthropic"
 //! upstream = "https://api.anthropic.com"
 //! strip_prefix = true
+//! credential = "env:ANTHROPIC_API_KEY"   # optional: see [`super::credential`]
 //! ```
 
 use http::Uri;
 
-use super::layers::parse_base_url;
+use super::credential::{self, CredentialConfig};
+use super::layers::{parse_base_url, Env};
 
 /// One route to a non-default upstream.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,12 +24,15 @@ pub struct RouteConfig {
     pub upstream: Uri,
     /// Remove the prefix before forwarding.
     pub strip_prefix: bool,
+    /// The credential llmtap adds to this route's requests, if any.
+    pub credential: Option<CredentialConfig>,
 }
 
 const KEYS: [&str; 4] = ["prefix", "host", "upstream", "strip_prefix"];
 
-/// Reads `[[routes]]` from the file, reporting every bad field.
-pub(super) fn parse(file: &toml::Table, errors: &mut Vec<String>) -> Vec<RouteConfig> {
+/// Reads `[[routes]]` from the file, reporting every bad field; `env` is
+/// where `env:` credentials are read.
+pub(super) fn parse(file: &toml::Table, env: &Env, errors: &mut Vec<String>) -> Vec<RouteConfig> {
     let Some(value) = file.get("routes") else {
         return Vec::new();
     };
@@ -42,7 +47,9 @@ pub(super) fn parse(file: &toml::Table, errors: &mut Vec<String>) -> Vec<RouteCo
             errors.push(format!("{at}: expected a table"));
             continue;
         };
-        for key in t.keys().filter(|k| !KEYS.contains(&k.as_str())) {
+        let known =
+            |k: &String| KEYS.contains(&k.as_str()) || credential::KEYS.contains(&k.as_str());
+        for key in t.keys().filter(|k| !known(k)) {
             errors.push(format!("{at}.{key}: unknown key"));
         }
         let text = |key: &str, errors: &mut Vec<String>| match t.get(key) {
@@ -90,12 +97,17 @@ pub(super) fn parse(file: &toml::Table, errors: &mut Vec<String>) -> Vec<RouteCo
                 false
             }
         };
+        let credential = credential::Raw::from_table(&at, t, errors).resolve(env, errors);
+        if let (Some(c), Some(u)) = (&credential, &upstream) {
+            credential::check_upstream(&at, c, u, errors);
+        }
         if let Some(upstream) = upstream {
             out.push(RouteConfig {
                 prefix,
                 host,
                 upstream,
                 strip_prefix,
+                credential,
             });
         }
     }
@@ -161,7 +173,7 @@ mod tests {
     fn routes(text: &str) -> (Vec<RouteConfig>, Vec<String>) {
         let file: toml::Table = toml::from_str(text).unwrap();
         let mut errors = Vec::new();
-        (parse(&file, &mut errors), errors)
+        (parse(&file, &Env::new(), &mut errors), errors)
     }
 
     #[test]

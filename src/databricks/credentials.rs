@@ -7,9 +7,12 @@
 //!   `<host>/oidc`), its discovery document the token endpoint (both cached
 //!   for the life of the value); `POST <token_endpoint>` with
 //!   `grant_type=client_credentials&scope=all-apis` and the client id/secret
-//!   as HTTP Basic grants a token that is cached and handed out until
-//!   [`token::EXPIRY_MARGIN`] (40 s, the SDK's) before it expires (half the
-//!   lifetime for tokens under 80 s) — never an expired one. One fetch at a
+//!   as HTTP Basic grants a token that is cached. As the SDK's `Refreshable`:
+//!   once *stale* — `min(lifetime/2, 20 min)` before expiry — the next caller
+//!   fetches a new one; if that fails the stale token is still handed out
+//!   (another try 10 s later) until it *expires* for our purposes,
+//!   [`token::EXPIRY_MARGIN`] (40 s, the SDK's; a quarter of the lifetime for
+//!   tokens under 160 s) before its real expiry — never after. One fetch at a
 //!   time: concurrent callers wait for it and share its result, success or
 //!   error. [`Credentials::invalidate_token`] after a 401 drops the token the
 //!   401 was for, so the next call fetches one new token however many calls
@@ -32,6 +35,8 @@ use crate::sinks::http::{call, HttpClient};
 
 /// After host metadata could not be fetched, ask again no sooner than this.
 const METADATA_RETRY: Duration = Duration::from_secs(30);
+/// After a stale token could not be refreshed, try again no sooner than this.
+const STALE_RETRY: Duration = Duration::from_secs(10);
 
 /// Cheap to clone; clones share the token cache.
 #[derive(Clone)]
@@ -68,6 +73,9 @@ struct State {
 
 struct Cached {
     header: HeaderValue,
+    /// From here on, the next caller tries to replace it (stale).
+    refresh_at: Instant,
+    /// Never handed out from here on (expired for our purposes).
     usable_until: Instant,
 }
 
@@ -149,7 +157,16 @@ impl Credentials {
             }
             st.attempts
         };
-        let _one = self.inner.fetching.lock().await;
+        let _one = match self.inner.fetching.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                // Another caller is refreshing: a stale but valid token will do meanwhile.
+                if let Some(h) = still_valid(&self.state()) {
+                    return Ok(h);
+                }
+                self.inner.fetching.lock().await
+            }
+        };
         {
             let st = self.state();
             if let Some(h) = usable(&st) {
@@ -174,8 +191,9 @@ impl Credentials {
                 Ok(h)
             }
             Err(e) => {
+                tracing::warn!(error = %e, "cannot refresh the Databricks OAuth token");
                 st.last_error = Some(e.clone());
-                Err(e)
+                keep_stale(&mut st).ok_or(e)
             }
         }
     }
@@ -303,6 +321,7 @@ impl Credentials {
         })?;
         Ok(Cached {
             header,
+            refresh_at: started + token::refresh_after(g.expires_in),
             usable_until: started + token::usable_for(g.expires_in),
         })
     }
@@ -325,12 +344,30 @@ impl Credentials {
     }
 }
 
-/// The cached token, if it may still be handed out.
+/// The cached token, if it is fresh (not yet due for a refresh).
 fn usable(st: &State) -> Option<HeaderValue> {
+    st.token
+        .as_ref()
+        .filter(|c| Instant::now() < c.refresh_at.min(c.usable_until))
+        .map(|c| c.header.clone())
+}
+
+/// The cached token if it may still be sent, stale or not.
+fn still_valid(st: &State) -> Option<HeaderValue> {
     st.token
         .as_ref()
         .filter(|c| Instant::now() < c.usable_until)
         .map(|c| c.header.clone())
+}
+
+/// After a failed refresh: the stale token while it may still be used, with
+/// the next refresh attempt [`STALE_RETRY`] later (as the SDK backs off
+/// after a failed background refresh).
+fn keep_stale(st: &mut State) -> Option<HeaderValue> {
+    let now = Instant::now();
+    let c = st.token.as_mut().filter(|c| now < c.usable_until)?;
+    c.refresh_at = (now + STALE_RETRY).min(c.usable_until);
+    Some(c.header.clone())
 }
 
 impl std::fmt::Debug for Credentials {

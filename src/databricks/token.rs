@@ -174,11 +174,20 @@ pub fn refused(what: &'static str, status: u16, body: &[u8]) -> AuthError {
     AuthError::Rejected { what, status, code }
 }
 
+/// The SDK's cap on the stale window (`Refreshable._MAX_STALE_DURATION`).
+pub const MAX_STALE: Duration = Duration::from_secs(20 * 60);
+
 /// How long a token granted for `expires_in` may be handed out: until
-/// [`EXPIRY_MARGIN`] before it expires, or half its lifetime for tokens
-/// shorter than 80 s (so a short-lived token is still used at all).
+/// [`EXPIRY_MARGIN`] before it expires, or a quarter of its lifetime before
+/// for tokens shorter than 160 s (so a short-lived token is used at all).
 pub fn usable_for(expires_in: Duration) -> Duration {
-    expires_in - EXPIRY_MARGIN.min(expires_in / 2)
+    expires_in - EXPIRY_MARGIN.min(expires_in / 4)
+}
+
+/// When a token becomes stale and the next caller should replace it:
+/// `min(lifetime/2, 20 min)` before it expires (`Refreshable._update_token`).
+pub fn refresh_after(expires_in: Duration) -> Duration {
+    expires_in - MAX_STALE.min(expires_in / 2)
 }
 
 #[cfg(test)]
@@ -190,7 +199,19 @@ mod tests {
         let g = granted(br#"{"access_token":"eyJ.x","token_type":"Bearer","expires_in":3600,"scope":"all-apis"}"#).unwrap();
         assert_eq!(g.expires_in, Duration::from_secs(3600));
         assert_eq!(usable_for(g.expires_in), Duration::from_secs(3560));
-        assert_eq!(usable_for(Duration::from_secs(4)), Duration::from_secs(2));
+        assert_eq!(refresh_after(g.expires_in), Duration::from_secs(2400));
+        assert_eq!(usable_for(Duration::from_secs(4)), Duration::from_secs(3));
+        assert_eq!(
+            refresh_after(Duration::from_secs(4)),
+            Duration::from_secs(2)
+        );
+        for s in [1, 2, 60, 100, 300, 3600, 86_400] {
+            let t = Duration::from_secs(s);
+            assert!(
+                refresh_after(t) <= usable_for(t) && usable_for(t) < t,
+                "{s}"
+            );
+        }
         assert!(!format!("{g:?}").contains("eyJ.x"));
         assert!(granted(br#"{"access_token":"a","expires_in":"60"}"#).is_ok());
         assert!(matches!(

@@ -285,3 +285,39 @@ async fn the_dead_letter_file_is_capped_and_rotated() {
     )
     .await;
 }
+
+/// An upstream credential llmtap adds itself (`credential = "file:..."`,
+/// overriding the agent's): it reaches the provider in place of the agent's
+/// keys, and no log line (debug included), trace, spool or journal file,
+/// dead letter or `/metrics` holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_credential_reaches_the_provider_and_nothing_else() {
+    const KEY: &str = "injected-KEY-SECRET-0c4e9a";
+    let provider = provider(|_, _| None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let file = secrets.path().join("openai");
+    std::fs::write(&file, format!("{KEY}\n")).unwrap();
+    let source = format!("file:{}", file.display());
+    let env = [
+        ("LLMTAP_UPSTREAM_CREDENTIAL", source.as_str()),
+        ("LLMTAP_UPSTREAM_CREDENTIAL_OVERRIDE", "true"),
+        ("RUST_LOG", "debug"),
+    ];
+    let (mut bin, idle) = start(&provider.url(), dir.path(), &env).await;
+    finish(
+        &mut bin,
+        idle,
+        Limits::new(16),
+        &[KEY],
+        "with an injected credential",
+    )
+    .await;
+    let seen = provider.seen();
+    assert!(!seen.is_empty());
+    let want = format!("Bearer {KEY}");
+    for s in &seen {
+        assert_eq!(header(s, "authorization"), Some(want.as_str()));
+        assert_eq!(header(s, "api-key"), None, "the agent's key was replaced");
+    }
+}
