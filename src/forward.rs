@@ -47,7 +47,7 @@ use hyper_util::client::legacy::Client;
 use crate::capture_budget::{CaptureBudget, Shortfall};
 use crate::client::Connector;
 use crate::config::{select_route, Config};
-use crate::credentials::{Applied, UpstreamCredential};
+use crate::credentials::{Applied, Outcome, UpstreamCredential};
 use crate::deadline::Deadline;
 use crate::exchange::{self, CapturedBody, Exchange, ResponseHead};
 use crate::headers::{strip_hop_by_hop, text};
@@ -174,7 +174,15 @@ impl Proxy {
             return Ok(None);
         };
         let host = self.upstreams[i].base.host().unwrap_or("");
-        let applied = credential.apply(headers, host, path, api).await?;
+        let applied = credential
+            .apply(headers, host, path, api)
+            .await
+            .inspect_err(|_| self.metrics.credential("error"))?;
+        self.metrics.credential(match applied.outcome {
+            Outcome::Added => "added",
+            Outcome::AgentKept => "agent",
+            Outcome::Replaced => "replaced",
+        });
         Ok(Some((credential, applied)))
     }
 
@@ -377,7 +385,9 @@ impl Proxy {
 
         let status = resp.status().as_u16();
         if let Some((c, applied)) = &credential {
-            c.answered(applied, status);
+            if c.answered(applied, status) {
+                self.metrics.credential("rejected");
+            }
         }
         self.metrics.request(label, status);
         self.metrics.upstream_latency(label, started.elapsed());

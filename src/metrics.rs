@@ -87,6 +87,10 @@ pub struct Metrics {
     pub capture_budget: std::sync::OnceLock<std::sync::Arc<crate::capture_budget::CaptureBudget>>,
     /// Client connections of the proxy and admin listeners.
     pub connections: Connections,
+    /// Calls by what llmtap's upstream credential did: `added`, `agent`
+    /// (the agent's own kept), `replaced`, `error` (none could be had: 502),
+    /// `rejected` (the upstream answered 401 to llmtap's key).
+    credentials: DashMap<&'static str, AtomicU64>,
 }
 
 impl Metrics {
@@ -113,6 +117,14 @@ impl Metrics {
         self.export_retries.fetch_add(1, Relaxed);
         self.retries_by_reason
             .entry(class)
+            .or_default()
+            .fetch_add(1, Relaxed);
+    }
+
+    /// What llmtap's upstream credential did for a call (see the field).
+    pub fn credential(&self, outcome: &'static str) {
+        self.credentials
+            .entry(outcome)
             .or_default()
             .fetch_add(1, Relaxed);
     }
@@ -226,6 +238,14 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "llmtap_traces_dropped_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP llmtap_upstream_credential_total Calls by what llmtap's upstream credential did (added, agent, replaced, error, rejected).\n# TYPE llmtap_upstream_credential_total counter\n");
+        for e in self.credentials.iter() {
+            let (outcome, n) = (e.key(), e.value().load(Relaxed));
+            let _ = writeln!(
+                out,
+                "llmtap_upstream_credential_total{{outcome=\"{outcome}\"}} {n}"
             );
         }
         self.render_spool(&mut out);

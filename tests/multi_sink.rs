@@ -109,7 +109,10 @@ async fn a_dead_mlflow_delays_nothing_at_phoenix_or_the_files_and_gets_everythin
         let hex = id.trim_start_matches("tr-");
         px.wait_span("default", hex, Duration::from_secs(10)).await;
     }
-    eprintln!("MLflow down: all 20 traces in Phoenix {:?} later", start.elapsed());
+    eprintln!(
+        "MLflow down: all 20 traces in Phoenix {:?} later",
+        start.elapsed()
+    );
     assert_eq!(
         metric(&tap, "llmtap_sink_traces_exported_total{sink=\"otlp\"}").await,
         20.0

@@ -180,16 +180,17 @@ impl UpstreamCredential {
     }
 
     /// The upstream answered a call with `status`: a 401 to llmtap's own
-    /// key is logged and reported to the source.
-    pub fn answered(&self, applied: &Applied, status: u16) {
+    /// key is logged and reported to the source (and true is returned).
+    pub fn answered(&self, applied: &Applied, status: u16) -> bool {
         let Some(key) = applied.key.as_ref().filter(|_| status == 401) else {
-            return;
+            return false;
         };
         tracing::warn!(
             credential = %self.described,
             "the upstream refused llmtap's credential (401)"
         );
         self.source.rejected(key);
+        true
     }
 }
 

@@ -39,6 +39,15 @@ async fn the_key_is_added_when_the_agent_sends_none_and_the_agents_own_wins() {
         [format!("Bearer {CANARY}")]
     );
 
+    let metrics = tap::get(&bin.admin_url("/metrics")).await.body;
+    let metrics = String::from_utf8_lossy(&metrics);
+    for line in [
+        "llmtap_upstream_credential_total{outcome=\"added\"} 2",
+        "llmtap_upstream_credential_total{outcome=\"agent\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in the metrics");
+    }
+
     let ids = [got.trace_id(), own.trace_id()];
     assert_nowhere(&bin, &[CANARY], &ids, &[got.body, own.body, models.body]).await;
 }
