@@ -44,6 +44,9 @@ pub enum SinkConfig {
     Mlflow(MlflowConfig),
     /// OTLP-JSON lines under a directory, size-rotated (the embedded default).
     File(FileSinkConfig),
+    /// OTLP/HTTP to any OpenTelemetry backend (`OTEL_EXPORTER_OTLP_*`).
+    /// TEMPORARY wiring from branch i9-otlp until the multi-sink config lands.
+    Otlp(crate::sinks::otlp::OtlpConfig),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -847,6 +850,17 @@ fn resolve_sink(l: &mut Layers<'_>) -> SinkConfig {
     };
     if !enabled {
         return SinkConfig::Disabled;
+    }
+    // TEMPORARY (branch i9-otlp): the OTLP env shortcut, when MLflow is not set.
+    if uri.is_none() {
+        match crate::sinks::otlp::config::from_env(l.env) {
+            Ok(Some(otlp)) => return SinkConfig::Otlp(otlp),
+            Ok(None) => {}
+            Err(errors) => {
+                l.errors.extend(errors);
+                return SinkConfig::Disabled;
+            }
+        }
     }
     let Some(uri) = uri else {
         return SinkConfig::File(file);
