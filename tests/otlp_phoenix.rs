@@ -142,7 +142,7 @@ fn no_mlflow_noise(span: &Value) {
     );
 }
 
-const CHAT_REQ: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Say hello"}],"temperature":0.2,"max_tokens":50,"seed":7}"#;
+const CHAT_REQ: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Say hello"}],"temperature":0.2,"max_tokens":50,"seed":7,"tools":[{"type":"function","function":{"name":"wave","description":"Wave a hand","parameters":{"type":"object","properties":{}}}}]}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_calls_reach_phoenix_with_genai_attributes() {
@@ -182,6 +182,12 @@ async fn chat_calls_reach_phoenix_with_genai_attributes() {
     assert_eq!(attr(&span, "gen_ai.usage.output_tokens"), 9);
     assert_eq!(attr(&span, "gen_ai.usage.cache_read.input_tokens"), 0);
     assert_eq!(attr(&span, "gen_ai.request.seed"), 7);
+    // OpenAI's nested tool format, flattened to the schema Phoenix validates.
+    let schema = attr(&span, "llm.tools.0.tool.json_schema");
+    assert!(
+        schema.to_string().contains("Wave a hand"),
+        "{schema} in {span}"
+    );
     // Phoenix's own view, derived from the GenAI messages.
     assert_eq!(attr(&span, "llm.model_name"), "gpt-4o-mini");
     assert_eq!(attr(&span, "llm.provider"), "openai");
@@ -313,6 +319,9 @@ async fn anthropic_tool_use_reaches_phoenix_with_openinference() {
     );
     let args = attr(&span, &format!("{call}.function.arguments"));
     assert!(args.to_string().contains("San Francisco, CA"), "{args}");
+    // Phoenix read the tool definitions (it drops the list if one entry is off-schema).
+    let schema = attr(&span, "llm.tools.0.tool.json_schema");
+    assert!(schema.to_string().contains("get_weather"), "{schema}");
     // The explicit OpenInference input/output: the whole request and response.
     assert_eq!(attr(&span, "input.mime_type"), "application/json");
     assert!(attr(&span, "input.value")

@@ -44,6 +44,16 @@ pub enum Protocol {
     HttpJson,
 }
 
+impl Protocol {
+    /// The setting's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::HttpProtobuf => "http/protobuf",
+            Protocol::HttpJson => "http/json",
+        }
+    }
+}
+
 /// Which attribute vocabulary the spans carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Semconv {
@@ -53,6 +63,17 @@ pub enum Semconv {
     GenaiOpenInference,
     /// The canonical MLflow-shaped spans unchanged (an OTLP collector feeding MLflow).
     Mlflow,
+}
+
+impl Semconv {
+    /// The setting's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Semconv::Genai => "genai",
+            Semconv::GenaiOpenInference => "genai+openinference",
+            Semconv::Mlflow => "mlflow",
+        }
+    }
 }
 
 /// Everything the OTLP sink needs; see the module docs.

@@ -15,11 +15,14 @@
 //! - the content, as JSON text (the conventions allow a string on spans):
 //!   `gen_ai.input.messages`, `gen_ai.output.messages`,
 //!   `gen_ai.system_instructions`, `gen_ai.tool.definitions` (the request's
-//!   `tools`, in the provider's own format as the conventions say);
-//! - kept as they are: `user.id`, `session.id`, `http.*`, `url.path`, and
-//!   every `llmtap.*` attribute (time to first token, stream, truncation and
-//!   parse notes: they tell a reader the content may be incomplete);
-//! - dropped: every `mlflow.*` attribute.
+//!   `tools` in the schema's flat shape, [`messages::tool_definitions`]);
+//! - kept as they are: every attribute of the canonical span that is not
+//!   `mlflow.*` — the `gen_ai.*` it already has, `user.id`, `session.id`,
+//!   `http.*`, `url.path`, and every `llmtap.*` attribute (time to first
+//!   token, stream, truncation and parse notes: they tell a reader the
+//!   content may be incomplete);
+//! - dropped: every `mlflow.*` attribute (the MLflow-shaped copies of the
+//!   same facts: inputs, outputs, token usage, model, provider, trace tags).
 //!
 //! Status and events (the `exception` event) pass unchanged. Pure.
 
@@ -28,29 +31,6 @@ use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
 use serde_json::Value;
 
 use super::messages::{self, Family};
-
-/// Attributes of the canonical span that pass unchanged.
-const KEPT: [&str; 19] = [
-    "gen_ai.operation.name",
-    "gen_ai.provider.name",
-    "gen_ai.request.model",
-    "gen_ai.request.temperature",
-    "gen_ai.request.top_p",
-    "gen_ai.request.max_tokens",
-    "gen_ai.response.model",
-    "gen_ai.response.id",
-    "gen_ai.response.finish_reasons",
-    "gen_ai.usage.input_tokens",
-    "gen_ai.usage.output_tokens",
-    "gen_ai.conversation.id",
-    "user.id",
-    "session.id",
-    "http.request.method",
-    "http.response.status_code",
-    "url.path",
-    "server.address",
-    "server.port",
-];
 
 /// Read access to a span's attributes by key.
 pub struct Attrs<'a>(pub &'a [KeyValue]);
@@ -146,7 +126,7 @@ pub fn to_genai(s: &Span) -> (Span, Derived) {
     let a = Attrs(&s.attributes);
     let mut out = Out::default();
     for kv in &s.attributes {
-        if KEPT.contains(&kv.key.as_str()) || kv.key.starts_with("llmtap.") {
+        if !kv.key.starts_with("mlflow.") {
             out.0.push(kv.clone());
         }
     }
@@ -301,12 +281,8 @@ fn content(out: &mut Out, c: &messages::Conversation, req: Option<&Value>) {
     put(out, "gen_ai.system_instructions", &c.system);
     put(out, "gen_ai.input.messages", &c.input);
     put(out, "gen_ai.output.messages", &c.output);
-    let tools = req.and_then(|r| r.get("tools")).and_then(Value::as_array);
-    if let Some(t) = tools.filter(|t| !t.is_empty()) {
-        out.str(
-            "gen_ai.tool.definitions",
-            Value::Array(t.clone()).to_string(),
-        );
+    if let Some(t) = req.and_then(messages::tool_definitions) {
+        out.str("gen_ai.tool.definitions", t.to_string());
     }
 }
 
