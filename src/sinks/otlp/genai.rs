@@ -112,17 +112,8 @@ impl Out {
     }
 }
 
-/// What [`to_genai`] derived from the bodies, for the OpenInference layer.
-#[derive(Debug, Default)]
-pub struct Derived {
-    pub family: Option<Family>,
-    pub request: Option<Value>,
-    pub response: Option<Value>,
-    pub conversation: messages::Conversation,
-}
-
-/// The GenAI-conventions span of a canonical span, and what was derived.
-pub fn to_genai(s: &Span) -> (Span, Derived) {
+/// The GenAI-conventions span of a canonical span, and its API family.
+pub fn to_genai(s: &Span) -> (Span, Family) {
     let a = Attrs(&s.attributes);
     let mut out = Out::default();
     for kv in &s.attributes {
@@ -166,18 +157,24 @@ pub fn to_genai(s: &Span) -> (Span, Derived) {
         None => op.to_string(),
     };
     let span = Span {
+        trace_id: s.trace_id.clone(),
+        span_id: s.span_id.clone(),
+        trace_state: s.trace_state.clone(),
+        parent_span_id: s.parent_span_id.clone(),
+        flags: s.flags,
         name,
         kind: span::SpanKind::Client as i32,
+        start_time_unix_nano: s.start_time_unix_nano,
+        end_time_unix_nano: s.end_time_unix_nano,
         attributes: out.0,
-        ..s.clone()
+        dropped_attributes_count: s.dropped_attributes_count,
+        events: s.events.clone(),
+        dropped_events_count: s.dropped_events_count,
+        links: s.links.clone(),
+        dropped_links_count: s.dropped_links_count,
+        status: s.status.clone(),
     };
-    let derived = Derived {
-        family: Some(family),
-        request,
-        response,
-        conversation,
-    };
-    (span, derived)
+    (span, family)
 }
 
 fn out_str<'a>(out: &'a Out, key: &str) -> Option<&'a str> {
