@@ -8,9 +8,18 @@
 //! `gen_ai.input.messages` / `gen_ai.output.messages` against the
 //! conventions' JSON schema (one bad part drops them all), so the flattened
 //! `llm.input_messages.*` it shows prove the GenAI structure is right.
+//!
+//! The last test runs the llmtap binary with only `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! set, in front of a fake provider: calls made through it land in Phoenix.
 
+#[path = "support/bin.rs"]
+mod bin;
+#[path = "support/fake_provider.rs"]
+mod fake_provider;
 #[path = "support/phoenix.rs"]
 mod phoenix;
+#[path = "support/tap.rs"]
+mod tap;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -133,7 +142,7 @@ fn no_mlflow_noise(span: &Value) {
     );
 }
 
-const CHAT_REQ: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Say hello"}],"temperature":0.2,"max_tokens":50,"seed":7}"#;
+const CHAT_REQ: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Say hello"}],"temperature":0.2,"max_tokens":50,"seed":7,"tools":[{"type":"function","function":{"name":"wave","description":"Wave a hand","parameters":{"type":"object","properties":{}}}}]}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_calls_reach_phoenix_with_genai_attributes() {
@@ -173,6 +182,12 @@ async fn chat_calls_reach_phoenix_with_genai_attributes() {
     assert_eq!(attr(&span, "gen_ai.usage.output_tokens"), 9);
     assert_eq!(attr(&span, "gen_ai.usage.cache_read.input_tokens"), 0);
     assert_eq!(attr(&span, "gen_ai.request.seed"), 7);
+    // OpenAI's nested tool format, flattened to the schema Phoenix validates.
+    let schema = attr(&span, "llm.tools.0.tool.json_schema");
+    assert!(
+        schema.to_string().contains("Wave a hand"),
+        "{schema} in {span}"
+    );
     // Phoenix's own view, derived from the GenAI messages.
     assert_eq!(attr(&span, "llm.model_name"), "gpt-4o-mini");
     assert_eq!(attr(&span, "llm.provider"), "openai");
@@ -227,10 +242,8 @@ async fn chat_calls_reach_phoenix_with_genai_attributes() {
     assert!(attr(&span, "gen_ai.usage.output_tokens")
         .as_i64()
         .is_some_and(|n| n > 0));
-    assert!(
-        attr(&span, "llmtap.time_to_first_token_ms").is_number()
-            || attr(&span, "llmtap.stream") == true
-    );
+    // llmtap's own facts pass through.
+    assert_eq!(attr(&span, "llmtap.stream"), true);
 
     // A refused call: status ERROR, error.type, the exception event.
     let failed = exchange(
@@ -304,6 +317,9 @@ async fn anthropic_tool_use_reaches_phoenix_with_openinference() {
     );
     let args = attr(&span, &format!("{call}.function.arguments"));
     assert!(args.to_string().contains("San Francisco, CA"), "{args}");
+    // Phoenix read the tool definitions (it drops the list if one entry is off-schema).
+    let schema = attr(&span, "llm.tools.0.tool.json_schema");
+    assert!(schema.to_string().contains("get_weather"), "{schema}");
     // The explicit OpenInference input/output: the whole request and response.
     assert_eq!(attr(&span, "input.mime_type"), "application/json");
     assert!(attr(&span, "input.value")
@@ -313,4 +329,93 @@ async fn anthropic_tool_use_reaches_phoenix_with_openinference() {
         .to_string()
         .contains("toolu_01A09q90qw90lq917835lq9"));
     no_mlflow_noise(&span);
+}
+
+/// A provider that answers like OpenAI: streams when asked, 401 for a bad model.
+async fn provider() -> fake_provider::FakeProvider {
+    let plain = fixture("openai_chat/plain.json");
+    let stream = fixture("openai_chat/stream_include_usage.sse");
+    let unauthorized = fixture("openai_chat/error_401.json");
+    fake_provider::FakeProvider::start(move |seen| {
+        let req: Value = serde_json::from_slice(&seen.body).unwrap_or(Value::Null);
+        if req["model"] == "bad-model" {
+            fake_provider::Reply::json(401, unauthorized.clone())
+        } else if req["stream"] == true {
+            fake_provider::Reply::sse(&stream)
+        } else {
+            fake_provider::Reply::json(200, plain.clone())
+        }
+    })
+    .await
+}
+
+/// The OTLP trace id (hex) of llmtap's `x-llmtap-trace-id` (`tr-<hex>`).
+fn otlp_trace_id(got: &tap::Got) -> String {
+    got.trace_id().trim_start_matches("tr-").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_sends_chat_calls_to_phoenix() {
+    let px = phoenix::shared().await;
+    let provider = provider().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", px.uri())];
+    let mut llmtap = bin::Launch::DEFAULT
+        .start(&provider.url(), dir.path(), &env)
+        .await;
+    let url = llmtap.url("/v1/chat/completions");
+
+    let plain = tap::post(&url, CHAT_REQ.as_bytes(), &[]).await;
+    assert_eq!(plain.status, 200);
+    let streamed_req = r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Tell me a fact"}]}"#;
+    let streamed = tap::post(&url, streamed_req.as_bytes(), &[]).await;
+    assert_eq!(streamed.status, 200);
+    let bad = r#"{"model":"bad-model","messages":[{"role":"user","content":"Hi"}]}"#;
+    let refused = tap::post(&url, bad.as_bytes(), &[]).await;
+    assert_eq!(refused.status, 401);
+
+    let span = px.wait_span(PROJECT, &otlp_trace_id(&plain), ARRIVAL).await;
+    assert_eq!(span["name"], "chat gpt-4o-mini");
+    assert_eq!(span["status_code"], "OK");
+    assert_eq!(
+        attr(&span, "llm.input_messages.1.message.content"),
+        "Say hello"
+    );
+    assert_eq!(
+        attr(&span, "llm.output_messages.0.message.content"),
+        "Hello! How can I assist you today?"
+    );
+    assert_eq!(
+        attr(&span, "gen_ai.response.model"),
+        "gpt-4o-mini-2024-07-18"
+    );
+    assert_eq!(attr(&span, "llm.token_count.total"), 28);
+    no_mlflow_noise(&span);
+
+    let span = px
+        .wait_span(PROJECT, &otlp_trace_id(&streamed), ARRIVAL)
+        .await;
+    assert_eq!(span["status_code"], "OK");
+    let text = attr(&span, "llm.output_messages.0.message.content");
+    assert!(text.as_str().is_some_and(|t| t.len() > 10), "{text}");
+    assert!(
+        attr(&span, "llmtap.time_to_first_token_ms").is_number(),
+        "{span}"
+    );
+
+    let span = px
+        .wait_span(PROJECT, &otlp_trace_id(&refused), ARRIVAL)
+        .await;
+    assert_eq!(span["status_code"], "ERROR");
+    assert_eq!(attr(&span, "error.type"), "invalid_api_key");
+
+    // The caller's API key is nowhere in what Phoenix holds.
+    let all = serde_json::to_string(&px.spans(PROJECT).await).unwrap();
+    assert!(
+        !all.contains("sk-test-SECRET"),
+        "an API key reached Phoenix"
+    );
+    let ready = tap::get(&llmtap.admin_url("/readyz")).await;
+    assert_eq!(ready.status, 200, "{:?}", ready.body);
+    llmtap.stop().await;
 }

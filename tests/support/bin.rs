@@ -1,5 +1,5 @@
 //! The llmtap binary as the integration tests run it: a child process with
-//! a clean environment (no LLMTAP_*/MLFLOW_* from the caller), its cwd,
+//! a clean environment (no LLMTAP_*/MLFLOW_*/OTEL_* from the caller), its cwd,
 //! config file, trace and dead-letter dirs (and, when asked, its spool) in
 //! one dir, JSON logs captured from stdout and stderr, the addresses of its
 //! "llmtap listening" line, its memory, descriptors and CPU time read from
@@ -99,7 +99,10 @@ impl Launch {
         std::fs::create_dir_all(dir).unwrap();
         let mut cmd = Command::new(self.bin_path());
         for (k, _) in std::env::vars() {
-            if k.starts_with("LLMTAP_") || k.starts_with("MLFLOW_") || k == "ENABLE_MLFLOW_TRACING"
+            if k.starts_with("LLMTAP_")
+                || k.starts_with("MLFLOW_")
+                || k.starts_with("OTEL_")
+                || k == "ENABLE_MLFLOW_TRACING"
             {
                 cmd.env_remove(k);
             }

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
+use crate::config::layers::load_roots;
 use rustls::pki_types::CertificateDer;
 
 /// The path OTLP/HTTP appends to a base endpoint for traces.
@@ -44,6 +44,16 @@ pub enum Protocol {
     HttpJson,
 }
 
+impl Protocol {
+    /// The setting's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::HttpProtobuf => "http/protobuf",
+            Protocol::HttpJson => "http/json",
+        }
+    }
+}
+
 /// Which attribute vocabulary the spans carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Semconv {
@@ -53,6 +63,17 @@ pub enum Semconv {
     GenaiOpenInference,
     /// The canonical MLflow-shaped spans unchanged (an OTLP collector feeding MLflow).
     Mlflow,
+}
+
+impl Semconv {
+    /// The setting's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Semconv::Genai => "genai",
+            Semconv::GenaiOpenInference => "genai+openinference",
+            Semconv::Mlflow => "mlflow",
+        }
+    }
 }
 
 /// Everything the OTLP sink needs; see the module docs.
@@ -88,6 +109,62 @@ impl std::fmt::Debug for OtlpConfig {
     }
 }
 
+/// One optional setting, whichever way it was given.
+#[derive(Clone, Copy)]
+enum Setting {
+    Protocol,
+    Compression,
+    /// Milliseconds (the env variable; a TOML integer).
+    TimeoutMs,
+    /// `"10s"` (a TOML string).
+    Timeout,
+    /// `k=v,...` (the value itself, from the env).
+    Headers,
+    Certificate,
+    Semconv,
+}
+
+impl OtlpConfig {
+    /// The defaults around a traces URL.
+    fn with_url(url: String) -> OtlpConfig {
+        OtlpConfig {
+            url,
+            protocol: Protocol::HttpProtobuf,
+            gzip: false,
+            timeout: None,
+            headers: Vec::new(),
+            ca_path: None,
+            ca_certs: Vec::new(),
+            semconv: Semconv::Genai,
+        }
+    }
+
+    /// Applies one setting named `name` (for messages) with value `v`.
+    fn apply(&mut self, setting: Setting, name: &str, v: &str, errors: &mut Vec<String>) {
+        match setting {
+            Setting::Protocol => {
+                self.protocol = keep(protocol(name, v), errors).unwrap_or(self.protocol)
+            }
+            Setting::Compression => self.gzip = keep(compression(name, v), errors).unwrap_or(false),
+            Setting::TimeoutMs => self.timeout = keep(millis(name, v), errors),
+            Setting::Timeout => self.timeout = keep(duration(name, v), errors),
+            Setting::Headers => self.headers = keep(headers(name, v), errors).unwrap_or_default(),
+            Setting::Certificate => load_ca(self, name, v, errors),
+            Setting::Semconv => {
+                self.semconv = keep(semconv(name, v), errors).unwrap_or(self.semconv)
+            }
+        }
+    }
+}
+
+fn done(cfg: OtlpConfig, errors: Vec<String>) -> Result<OtlpConfig, Vec<String>> {
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(errors)
+    }
+}
+
 /// The shortcut for the registry: [`from_env`], its errors reported.
 pub fn shortcut(l: &mut crate::config::layers::Layers<'_>) -> Option<OtlpConfig> {
     crate::config::layers::env_shortcut(l, from_env)
@@ -97,14 +174,6 @@ pub fn shortcut(l: &mut crate::config::layers::Layers<'_>) -> Option<OtlpConfig>
 /// neither endpoint variable is set, or `OTEL_TRACES_EXPORTER=none`.
 pub fn from_env(env: &HashMap<String, String>) -> Result<Option<OtlpConfig>, Vec<String>> {
     let get = |k: &str| env.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-    // Signal-specific first, then the generic variable.
-    let pick = |suffix: &str| {
-        let specific = format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}");
-        let generic = format!("OTEL_EXPORTER_OTLP_{suffix}");
-        get(&specific)
-            .map(|v| (specific.clone(), v))
-            .or_else(|| get(&generic).map(|v| (generic.clone(), v)))
-    };
     let mut errors = Vec::new();
     match get("OTEL_TRACES_EXPORTER") {
         Some(v) if v.eq_ignore_ascii_case("none") => return Ok(None),
@@ -121,47 +190,55 @@ pub fn from_env(env: &HashMap<String, String>) -> Result<Option<OtlpConfig>, Vec
         (None, Some(base)) => check_url("OTEL_EXPORTER_OTLP_ENDPOINT", base).map(signal_url),
         (None, None) => return Ok(None),
     };
-    let mut cfg = OtlpConfig {
-        url: keep(url, &mut errors).unwrap_or_default(),
-        protocol: Protocol::HttpProtobuf,
-        gzip: false,
-        timeout: None,
-        headers: Vec::new(),
-        ca_path: None,
-        ca_certs: Vec::new(),
-        semconv: Semconv::Genai,
-    };
-    if let Some((name, v)) = pick("PROTOCOL") {
-        cfg.protocol = keep(protocol(&name, v), &mut errors).unwrap_or(cfg.protocol);
-    }
-    if let Some((name, v)) = pick("COMPRESSION") {
-        cfg.gzip = keep(compression(&name, v), &mut errors).unwrap_or(false);
-    }
-    if let Some((name, v)) = pick("TIMEOUT") {
-        cfg.timeout = keep(millis(&name, v), &mut errors);
-    }
-    if let Some((name, v)) = pick("HEADERS") {
-        cfg.headers = keep(headers(&name, v), &mut errors).unwrap_or_default();
-    }
-    if let Some((name, v)) = pick("CERTIFICATE") {
-        load_ca(&mut cfg, &name, v, &mut errors);
+    let mut cfg = OtlpConfig::with_url(keep(url, &mut errors).unwrap_or_default());
+    for (suffix, setting) in [
+        ("PROTOCOL", Setting::Protocol),
+        ("COMPRESSION", Setting::Compression),
+        ("TIMEOUT", Setting::TimeoutMs),
+        ("HEADERS", Setting::Headers),
+        ("CERTIFICATE", Setting::Certificate),
+    ] {
+        // Signal-specific first, then the generic variable.
+        let specific = format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}");
+        let generic = format!("OTEL_EXPORTER_OTLP_{suffix}");
+        let found = get(&specific)
+            .map(|v| (specific.as_str(), v))
+            .or_else(|| get(&generic).map(|v| (generic.as_str(), v)));
+        if let Some((name, v)) = found {
+            cfg.apply(setting, name, v, &mut errors);
+        }
     }
     for name in ["CLIENT_KEY", "CLIENT_CERTIFICATE"] {
-        if let Some((var, _)) = pick(name) {
-            errors.push(format!(
-                "{var}: client certificates (mTLS) are not supported"
-            ));
+        for var in [
+            format!("OTEL_EXPORTER_OTLP_TRACES_{name}"),
+            format!("OTEL_EXPORTER_OTLP_{name}"),
+        ] {
+            if get(&var).is_some() {
+                errors.push(format!(
+                    "{var}: client certificates (mTLS) are not supported"
+                ));
+            }
         }
     }
     if let Some(v) = get("LLMTAP_OTLP_SEMCONV") {
-        cfg.semconv = keep(semconv("LLMTAP_OTLP_SEMCONV", v), &mut errors).unwrap_or(cfg.semconv);
+        cfg.apply(Setting::Semconv, "LLMTAP_OTLP_SEMCONV", v, &mut errors);
     }
-    if errors.is_empty() {
-        Ok(Some(cfg))
-    } else {
-        Err(errors)
-    }
+    done(cfg, errors).map(Some)
 }
+
+/// The keys of a `[[sinks]]` entry of kind `otlp`.
+const TABLE_KEYS: [&str; 10] = [
+    "name",
+    "kind",
+    "endpoint",
+    "traces_endpoint",
+    "protocol",
+    "compression",
+    "timeout",
+    "certificate",
+    "headers_env",
+    "semconv",
+];
 
 /// One `[[sinks]]` entry of `kind = "otlp"`; `name` is the sink's name (for messages).
 pub fn from_table(
@@ -169,22 +246,10 @@ pub fn from_table(
     t: &toml::Table,
     env: &HashMap<String, String>,
 ) -> Result<OtlpConfig, Vec<String>> {
-    const KEYS: [&str; 10] = [
-        "name",
-        "kind",
-        "endpoint",
-        "traces_endpoint",
-        "protocol",
-        "compression",
-        "timeout",
-        "certificate",
-        "headers_env",
-        "semconv",
-    ];
     let at = |k: &str| format!("sinks.{name}.{k}");
     let mut errors: Vec<String> = t
         .keys()
-        .filter(|k| !KEYS.contains(&k.as_str()))
+        .filter(|k| !TABLE_KEYS.contains(&k.as_str()))
         .map(|k| format!("{}: unknown setting", at(k)))
         .collect();
     let text = |k: &str, errors: &mut Vec<String>| match t.get(k) {
@@ -207,55 +272,41 @@ pub fn from_table(
         (None, Some(b)) => check_url(&at("endpoint"), &b).map(signal_url),
         (None, None) => Err(format!("{}: required (or traces_endpoint)", at("endpoint"))),
     };
-    let mut cfg = OtlpConfig {
-        url: keep(url, &mut errors).unwrap_or_default(),
-        protocol: Protocol::HttpProtobuf,
-        gzip: false,
-        timeout: None,
-        headers: Vec::new(),
-        ca_path: None,
-        ca_certs: Vec::new(),
-        semconv: Semconv::Genai,
-    };
-    if let Some(v) = text("protocol", &mut errors) {
-        cfg.protocol = keep(protocol(&at("protocol"), &v), &mut errors).unwrap_or(cfg.protocol);
-    }
-    if let Some(v) = text("compression", &mut errors) {
-        cfg.gzip = keep(compression(&at("compression"), &v), &mut errors).unwrap_or(false);
-    }
+    let mut cfg = OtlpConfig::with_url(keep(url, &mut errors).unwrap_or_default());
     match t.get("timeout") {
         None => {}
-        Some(toml::Value::Integer(ms)) => {
-            cfg.timeout = keep(millis(&at("timeout"), &ms.to_string()), &mut errors)
-        }
-        Some(toml::Value::String(s)) => {
-            cfg.timeout = keep(duration(&at("timeout"), s), &mut errors)
-        }
+        Some(toml::Value::Integer(ms)) => cfg.apply(
+            Setting::TimeoutMs,
+            &at("timeout"),
+            &ms.to_string(),
+            &mut errors,
+        ),
+        Some(toml::Value::String(v)) => cfg.apply(Setting::Timeout, &at("timeout"), v, &mut errors),
         Some(_) => errors.push(format!(
             "{}: milliseconds, or a string such as \"10s\"",
             at("timeout")
         )),
     }
+    for (key, setting) in [
+        ("protocol", Setting::Protocol),
+        ("compression", Setting::Compression),
+        ("certificate", Setting::Certificate),
+        ("semconv", Setting::Semconv),
+    ] {
+        if let Some(v) = text(key, &mut errors) {
+            cfg.apply(setting, &at(key), &v, &mut errors);
+        }
+    }
     if let Some(var) = text("headers_env", &mut errors) {
         match env.get(&var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
-            Some(v) => cfg.headers = keep(headers(&var, v), &mut errors).unwrap_or_default(),
+            Some(v) => cfg.apply(Setting::Headers, &var, v, &mut errors),
             None => errors.push(format!(
                 "{}: the variable {var} is not set",
                 at("headers_env")
             )),
         }
     }
-    if let Some(path) = text("certificate", &mut errors) {
-        load_ca(&mut cfg, &at("certificate"), &path, &mut errors);
-    }
-    if let Some(v) = text("semconv", &mut errors) {
-        cfg.semconv = keep(semconv(&at("semconv"), &v), &mut errors).unwrap_or(cfg.semconv);
-    }
-    if errors.is_empty() {
-        Ok(cfg)
-    } else {
-        Err(errors)
-    }
+    done(cfg, errors)
 }
 
 fn keep<T>(r: Result<T, String>, errors: &mut Vec<String>) -> Option<T> {
@@ -391,23 +442,16 @@ pub fn headers(setting: &str, v: &str) -> Result<Vec<(String, String)>, String> 
     Ok(out)
 }
 
-/// Reads the extra CAs of a PEM file into `cfg`.
+/// Reads the extra CAs of a PEM file into `cfg` (checked as every CA file
+/// of the configuration is, [`load_roots`]).
 fn load_ca(cfg: &mut OtlpConfig, setting: &str, path: &str, errors: &mut Vec<String>) {
     let path = PathBuf::from(path);
-    let shown = path.display();
-    let certs = CertificateDer::pem_file_iter(&path)
-        .map_err(|e| format!("{setting}: cannot read {shown}: {e}"))
-        .and_then(|it| {
-            it.collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("{setting}: {shown} is not a PEM file: {e}"))
-        });
-    match certs {
-        Ok(c) if c.is_empty() => errors.push(format!("{setting}: no certificate in {shown}")),
+    match load_roots(&path) {
         Ok(c) => {
             cfg.ca_certs = c;
             cfg.ca_path = Some(path);
         }
-        Err(e) => errors.push(e),
+        Err(e) => errors.push(format!("{setting}: {e}")),
     }
 }
 

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 use super::config::{Protocol, Semconv};
@@ -23,22 +24,31 @@ pub fn convert(
     if semconv == Semconv::Mlflow {
         return Cow::Borrowed(batch);
     }
-    let mut out = batch.clone();
-    for scope in out
-        .resource_spans
-        .iter_mut()
-        .flat_map(|r| r.scope_spans.iter_mut())
-    {
-        for span in scope.spans.iter_mut() {
-            let (mut mapped, derived) = genai::to_genai(span);
-            if semconv == Semconv::GenaiOpenInference {
-                let family = derived.family.unwrap_or(super::messages::Family::Chat);
-                openinference::add(&mut mapped, span, family);
-            }
-            *span = mapped;
+    let span = |s: &Span| {
+        let (mut mapped, family) = genai::to_genai(s);
+        if semconv == Semconv::GenaiOpenInference {
+            openinference::add(&mut mapped, s, family);
         }
-    }
-    Cow::Owned(out)
+        mapped
+    };
+    let resource_spans = batch
+        .resource_spans
+        .iter()
+        .map(|r| ResourceSpans {
+            resource: r.resource.clone(),
+            scope_spans: r
+                .scope_spans
+                .iter()
+                .map(|sc| ScopeSpans {
+                    scope: sc.scope.clone(),
+                    spans: sc.spans.iter().map(span).collect(),
+                    schema_url: sc.schema_url.clone(),
+                })
+                .collect(),
+            schema_url: r.schema_url.clone(),
+        })
+        .collect();
+    Cow::Owned(ExportTraceServiceRequest { resource_spans })
 }
 
 /// The request body and its `Content-Type`.

@@ -15,11 +15,14 @@
 //! - the content, as JSON text (the conventions allow a string on spans):
 //!   `gen_ai.input.messages`, `gen_ai.output.messages`,
 //!   `gen_ai.system_instructions`, `gen_ai.tool.definitions` (the request's
-//!   `tools`, in the provider's own format as the conventions say);
-//! - kept as they are: `user.id`, `session.id`, `http.*`, `url.path`, and
-//!   every `llmtap.*` attribute (time to first token, stream, truncation and
-//!   parse notes: they tell a reader the content may be incomplete);
-//! - dropped: every `mlflow.*` attribute.
+//!   `tools` in the schema's flat shape, [`messages::tool_definitions`]);
+//! - kept as they are: every attribute of the canonical span that is not
+//!   `mlflow.*` — the `gen_ai.*` it already has, `user.id`, `session.id`,
+//!   `http.*`, `url.path`, and every `llmtap.*` attribute (time to first
+//!   token, stream, truncation and parse notes: they tell a reader the
+//!   content may be incomplete);
+//! - dropped: every `mlflow.*` attribute (the MLflow-shaped copies of the
+//!   same facts: inputs, outputs, token usage, model, provider, trace tags).
 //!
 //! Status and events (the `exception` event) pass unchanged. Pure.
 
@@ -28,29 +31,6 @@ use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
 use serde_json::Value;
 
 use super::messages::{self, Family};
-
-/// Attributes of the canonical span that pass unchanged.
-const KEPT: [&str; 19] = [
-    "gen_ai.operation.name",
-    "gen_ai.provider.name",
-    "gen_ai.request.model",
-    "gen_ai.request.temperature",
-    "gen_ai.request.top_p",
-    "gen_ai.request.max_tokens",
-    "gen_ai.response.model",
-    "gen_ai.response.id",
-    "gen_ai.response.finish_reasons",
-    "gen_ai.usage.input_tokens",
-    "gen_ai.usage.output_tokens",
-    "gen_ai.conversation.id",
-    "user.id",
-    "session.id",
-    "http.request.method",
-    "http.response.status_code",
-    "url.path",
-    "server.address",
-    "server.port",
-];
 
 /// Read access to a span's attributes by key.
 pub struct Attrs<'a>(pub &'a [KeyValue]);
@@ -132,21 +112,12 @@ impl Out {
     }
 }
 
-/// What [`to_genai`] derived from the bodies, for the OpenInference layer.
-#[derive(Debug, Default)]
-pub struct Derived {
-    pub family: Option<Family>,
-    pub request: Option<Value>,
-    pub response: Option<Value>,
-    pub conversation: messages::Conversation,
-}
-
-/// The GenAI-conventions span of a canonical span, and what was derived.
-pub fn to_genai(s: &Span) -> (Span, Derived) {
+/// The GenAI-conventions span of a canonical span, and its API family.
+pub fn to_genai(s: &Span) -> (Span, Family) {
     let a = Attrs(&s.attributes);
     let mut out = Out::default();
     for kv in &s.attributes {
-        if KEPT.contains(&kv.key.as_str()) || kv.key.starts_with("llmtap.") {
+        if !kv.key.starts_with("mlflow.") {
             out.0.push(kv.clone());
         }
     }
@@ -186,18 +157,24 @@ pub fn to_genai(s: &Span) -> (Span, Derived) {
         None => op.to_string(),
     };
     let span = Span {
+        trace_id: s.trace_id.clone(),
+        span_id: s.span_id.clone(),
+        trace_state: s.trace_state.clone(),
+        parent_span_id: s.parent_span_id.clone(),
+        flags: s.flags,
         name,
         kind: span::SpanKind::Client as i32,
+        start_time_unix_nano: s.start_time_unix_nano,
+        end_time_unix_nano: s.end_time_unix_nano,
         attributes: out.0,
-        ..s.clone()
+        dropped_attributes_count: s.dropped_attributes_count,
+        events: s.events.clone(),
+        dropped_events_count: s.dropped_events_count,
+        links: s.links.clone(),
+        dropped_links_count: s.dropped_links_count,
+        status: s.status.clone(),
     };
-    let derived = Derived {
-        family: Some(family),
-        request,
-        response,
-        conversation,
-    };
-    (span, derived)
+    (span, family)
 }
 
 fn out_str<'a>(out: &'a Out, key: &str) -> Option<&'a str> {
@@ -301,12 +278,8 @@ fn content(out: &mut Out, c: &messages::Conversation, req: Option<&Value>) {
     put(out, "gen_ai.system_instructions", &c.system);
     put(out, "gen_ai.input.messages", &c.input);
     put(out, "gen_ai.output.messages", &c.output);
-    let tools = req.and_then(|r| r.get("tools")).and_then(Value::as_array);
-    if let Some(t) = tools.filter(|t| !t.is_empty()) {
-        out.str(
-            "gen_ai.tool.definitions",
-            Value::Array(t.clone()).to_string(),
-        );
+    if let Some(t) = req.and_then(messages::tool_definitions) {
+        out.str("gen_ai.tool.definitions", t.to_string());
     }
 }
 

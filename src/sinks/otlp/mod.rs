@@ -152,17 +152,14 @@ impl Sink for OtlpSink {
     }
 
     fn describe(&self) -> String {
-        let protocol = match self.cfg.protocol {
-            Protocol::HttpProtobuf => "http/protobuf",
-            Protocol::HttpJson => "http/json",
-        };
         let names: Vec<&str> = self.cfg.headers.iter().map(|(k, _)| k.as_str()).collect();
         format!(
-            "{}: OTLP {protocol}{} to {} (semconv {:?}, headers {:?})",
+            "{}: OTLP {}{} to {} (semconv {}, headers {:?})",
             self.name,
+            self.cfg.protocol.as_str(),
             if self.cfg.gzip { " gzip" } else { "" },
             crate::redact::url(&self.cfg.url),
-            self.cfg.semconv,
+            self.cfg.semconv.as_str(),
             names
         )
     }

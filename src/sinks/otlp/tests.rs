@@ -211,10 +211,10 @@ fn tool_calls_and_tool_results_are_parts() {
         output[0]["parts"][1]["arguments"],
         json!({"location": "Tokyo, JP", "unit": "celsius"})
     );
-    // Tool definitions in the provider's own format, as the conventions say.
+    // Tool definitions in the schema's flat shape.
     assert_eq!(
-        json_attr(&s, "gen_ai.tool.definitions")[0]["function"]["name"],
-        "get_weather"
+        json_attr(&s, "gen_ai.tool.definitions"),
+        json!([{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}])
     );
 }
 
@@ -528,4 +528,35 @@ fn json_body_follows_otlp_json_encoding() {
         .find(|a| a["key"] == "gen_ai.usage.input_tokens")
         .unwrap();
     assert_eq!(tokens["value"]["intValue"], "19", "{tokens}");
+}
+
+#[test]
+fn a_responses_stream_maps_reasoning_and_text() {
+    let req = r#"{"model":"o4-mini","stream":true,"reasoning":{"summary":"auto"},"input":"Which is larger, 9.11 or 9.9?"}"#;
+    let s = genai(&canonical(
+        Api::Responses,
+        "openai",
+        req,
+        200,
+        &fixture("openai_responses/stream_reasoning.sse"),
+    ));
+    let out = json_attr(&s, "gen_ai.output.messages");
+    assert_eq!(out.as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(out[0]["finish_reason"], "stop");
+    let parts = out[0]["parts"].as_array().unwrap();
+    assert_eq!(parts[0]["type"], "reasoning", "{out}");
+    assert!(parts[0]["content"]
+        .as_str()
+        .unwrap()
+        .starts_with("**Comparing fractions**"));
+    assert!(
+        parts
+            .iter()
+            .any(|p| p["type"] == "text" && p["content"].as_str().is_some_and(|t| !t.is_empty())),
+        "{out}"
+    );
+    assert_eq!(
+        json_attr(&s, "gen_ai.input.messages"),
+        json!([{"role": "user", "parts": [{"type": "text", "content": "Which is larger, 9.11 or 9.9?"}]}])
+    );
 }

@@ -11,6 +11,9 @@
 mod anthropic;
 mod openai;
 mod responses;
+mod tools;
+
+pub use tools::definitions as tool_definitions;
 
 use serde_json::{json, Value};
 
