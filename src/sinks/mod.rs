@@ -16,6 +16,7 @@
 //! [`registry`].
 
 pub mod attempt;
+pub mod databricks;
 pub mod file;
 pub mod http;
 pub mod mlflow;
