@@ -141,7 +141,7 @@ fn trace_info_equals_what_the_mlflow_client_computes() {
     let mut input = String::new();
     let mut ours = Vec::new();
     for g in &groups {
-        let doc = span_doc::document(g);
+        let doc = span_doc::document(g, &g.mlflow_id());
         let text = String::from_utf8(span_doc::document_bytes(&doc)).unwrap();
         input.push_str(&format!(
             "{{\"document\": {text}, \"experiment_id\": \"4242\"}}\n"

@@ -22,10 +22,15 @@ use super::pyjson;
 /// `mlflow.traceRequestId`: the MLflow trace id every span carries.
 pub const REQUEST_ID: &str = "mlflow.traceRequestId";
 
-/// The document for one trace, as a value.
-pub fn document(trace: &TraceSpans<'_>) -> Value {
-    let id = trace.mlflow_id();
-    json!({ "spans": trace.spans.iter().map(|s| span_dict(s, &id)).collect::<Vec<_>>() })
+/// The document for one trace, as a value; `mlflow_trace_id` is the trace's
+/// MLflow id (`tr-<hex>`, or `trace:/<location>/<hex>` in Unity Catalog).
+pub fn document(trace: &TraceSpans<'_>, mlflow_trace_id: &str) -> Value {
+    let spans: Vec<Value> = trace
+        .spans
+        .iter()
+        .map(|s| span_dict(s, mlflow_trace_id))
+        .collect();
+    json!({ "spans": spans })
 }
 
 /// The document's bytes, as the client uploads them.

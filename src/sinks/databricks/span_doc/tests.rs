@@ -5,7 +5,8 @@ use crate::sinks::databricks::group::by_trace;
 fn doc_of(span: opentelemetry_proto::tonic::trace::v1::Span) -> Value {
     let req = batch(vec![span]);
     let groups = by_trace(&req);
-    document(&groups[0])
+    let loc = crate::sinks::databricks::trace_info::Location::Experiment("1".into());
+    document(&groups[0], &loc.trace_id(&groups[0].hex_id()))
 }
 
 #[test]

@@ -6,7 +6,7 @@ use crate::sinks::databricks::span_doc::document;
 fn info_of(span: Span, loc: &Location) -> Value {
     let req = batch(vec![span]);
     let groups = by_trace(&req);
-    let doc = document(&groups[0]);
+    let doc = document(&groups[0], &loc.trace_id(&groups[0].hex_id()));
     build(&groups[0], loc, &doc)
 }
 
