@@ -17,6 +17,7 @@
 
 pub mod attempt;
 pub mod databricks;
+pub mod databricks_table;
 pub mod file;
 pub mod http;
 pub mod mlflow;
