@@ -10,9 +10,10 @@
 //! What it does:
 //!
 //! - **Python venv, cached.** `$LLMTAP_TEST_VENV`, else
-//!   `$HOME/.cache/llmtap/venv-mlflow-3.17.2`. If the completion marker is
+//!   `$HOME/.cache/llmtap/venv-mlflow-3.17.2-<tag>`, the tag a hash of the
+//!   package list (a list change means a new venv). If the completion marker is
 //!   missing, a venv is built in a temporary sibling directory with
-//!   `pip install mlflow==3.17.2 openai anthropic`, the marker is written and
+//!   `pip install mlflow==3.17.2 openai anthropic databricks-sdk`, the marker is written and
 //!   the directory is renamed into place atomically (a process that loses that
 //!   race uses the winner's venv). About a minute on a cold machine.
 //! - **One server per test process** ([`shared`]): `mlflow server` on a free
@@ -56,7 +57,9 @@ use serde_json::{json, Value};
 pub const MLFLOW_VERSION: &str = "3.17.2";
 
 /// Packages installed into the venv.
-const PIP_PACKAGES: &[&str] = &["mlflow==3.17.2", "openai", "anthropic"];
+/// Changing this list changes the venv's directory name ([`venv_dir`]), so a
+/// cached venv built from another list is never mistaken for this one.
+const PIP_PACKAGES: &[&str] = &["mlflow==3.17.2", "openai", "anthropic", "databricks-sdk"];
 
 /// File whose presence marks a fully installed venv.
 const VENV_MARKER: &str = ".llmtap-venv-complete";
@@ -789,7 +792,8 @@ impl Drop for Private {
 
 // ----- venv installation ------------------------------------------------------------
 
-/// `$LLMTAP_TEST_VENV`, else `$HOME/.cache/llmtap/venv-mlflow-3.17.2`.
+/// `$LLMTAP_TEST_VENV`, else `$HOME/.cache/llmtap/venv-mlflow-3.17.2-<tag>`,
+/// `<tag>` the FNV-1a hash of [`PIP_PACKAGES`] (8 hex digits).
 pub fn venv_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("LLMTAP_TEST_VENV").filter(|v| !v.is_empty()) {
         return PathBuf::from(dir);
@@ -801,7 +805,16 @@ pub fn venv_dir() -> PathBuf {
         });
     PathBuf::from(home)
         .join(".cache/llmtap")
-        .join(format!("venv-mlflow-{MLFLOW_VERSION}"))
+        .join(format!("venv-mlflow-{MLFLOW_VERSION}-{}", packages_tag()))
+}
+
+/// FNV-1a (32 bit) of the package list, as 8 hex digits.
+fn packages_tag() -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in PIP_PACKAGES.join(" ").bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    format!("{h:08x}")
 }
 
 fn venv_python(venv: &Path) -> PathBuf {
