@@ -51,7 +51,9 @@ impl std::fmt::Debug for DatabricksConfig {
 /// The profile `MLFLOW_TRACKING_URI` names: `Ok(None)` when the URI is not
 /// Databricks at all, `Ok(Some(None))` for `databricks`, `Ok(Some(Some(p)))`
 /// for `databricks://p`.
-pub fn tracking_uri_profile(env: &HashMap<String, String>) -> Result<Option<Option<String>>, String> {
+pub fn tracking_uri_profile(
+    env: &HashMap<String, String>,
+) -> Result<Option<Option<String>>, String> {
     match get(env, "MLFLOW_TRACKING_URI") {
         Some(uri) if uri == "databricks" || uri.starts_with("databricks://") => {
             crate::databricks::profile_from_tracking_uri(uri).map(Some)
@@ -123,7 +125,11 @@ impl DatabricksConfig {
                 max_traces_per_second: DEFAULT_MAX_TRACES_PER_SECOND,
                 max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             })),
-            (e, w) => Err(e.err().into_iter().chain(w.err().into_iter().flatten()).collect()),
+            (e, w) => Err(e
+                .err()
+                .into_iter()
+                .chain(w.err().into_iter().flatten())
+                .collect()),
         }
     }
 
@@ -198,8 +204,10 @@ impl<'a> Settings<'a> {
         match self.t.get(key)? {
             toml::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
             _ => {
-                self.errors
-                    .push(format!("sinks.{}.{key}: expected a non-empty string", self.name));
+                self.errors.push(format!(
+                    "sinks.{}.{key}: expected a non-empty string",
+                    self.name
+                ));
                 None
             }
         }
@@ -230,8 +238,10 @@ impl<'a> Settings<'a> {
             None => default,
             Some(toml::Value::Integer(i)) if (1..=256).contains(i) => *i as usize,
             Some(_) => {
-                self.errors
-                    .push(format!("sinks.{}.{key}: expected an integer from 1 to 256", self.name));
+                self.errors.push(format!(
+                    "sinks.{}.{key}: expected an integer from 1 to 256",
+                    self.name
+                ));
                 default
             }
         }

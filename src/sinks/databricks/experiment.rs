@@ -49,9 +49,10 @@ impl Experiment {
 pub fn failed(e: CallError) -> Attempt {
     match e {
         CallError::Transport(e) => Attempt::transient(e),
-        // A token endpoint that refuses may recover (a rotated secret, an
-        // outage of the identity provider): retried, bounded by the pipeline.
-        CallError::Auth(e) => Attempt::transient(e),
+        // No answer from the identity provider may pass; a refused client
+        // secret will not (until the operator fixes it: dead-lettered).
+        CallError::Auth(e) if e.is_transient() => Attempt::transient(e.to_string()),
+        CallError::Auth(e) => Attempt::permanent(e.to_string()),
     }
 }
 

@@ -13,6 +13,7 @@
 //! replaces its info, and the upload overwrites the same object.
 
 pub mod aggregate;
+pub mod config;
 mod delivered;
 pub mod experiment;
 #[cfg(test)]
@@ -182,7 +183,7 @@ impl Sink for DatabricksSink {
         format!(
             "{} databricks {} ({:?})",
             self.name,
-            crate::redact::url(&self.ws.auth.host()),
+            crate::redact::url(self.ws.creds.host()),
             self.experiment_ref
         )
     }
@@ -190,6 +191,36 @@ impl Sink for DatabricksSink {
     fn probe(&self) -> SinkFuture<'_, Result<(), String>> {
         Box::pin(self.check())
     }
+}
+
+/// Builds the sink: one HTTP client for the workspace calls and the signed
+/// uploads, and the workspace credentials.
+pub fn build(
+    name: &str,
+    cfg: config::DatabricksConfig,
+    ctx: &crate::sinks::Context,
+) -> Result<std::sync::Arc<dyn Sink>, String> {
+    let ws = workspace_for(&cfg.workspace, ctx)?;
+    Ok(std::sync::Arc::new(DatabricksSink::new(
+        name,
+        ws,
+        cfg.experiment,
+        cfg.max_in_flight,
+    )))
+}
+
+/// The workspace API client for a resolved workspace.
+pub fn workspace_for(
+    cfg: &crate::databricks::WorkspaceConfig,
+    ctx: &crate::sinks::Context,
+) -> Result<Workspace, String> {
+    let client = crate::client::client(ctx.connect_timeout, &[]);
+    let creds = crate::databricks::Credentials::new(cfg, client.clone(), ctx.timeout)?;
+    Ok(Workspace {
+        client,
+        creds,
+        timeout: ctx.timeout,
+    })
 }
 
 /// CreateAssessment as the client sends it on Databricks (recorded in

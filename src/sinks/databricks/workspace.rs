@@ -1,45 +1,28 @@
 //! Calls to the Databricks workspace REST API, as the MLflow client makes
 //! them (tests/fixtures/databricks/*.json): `Authorization` from the
-//! workspace credentials, `x-databricks-org-id` when the workspace id is
-//! known, `X-MLflow-Client-Version`; JSON bodies. A 401 means the token went
-//! stale (expired, revoked): the credentials are invalidated and the call is
-//! made once more with a fresh token. Every call has the export time limit.
+//! workspace [`Credentials`], `x-databricks-org-id` when the workspace
+//! announces its id, `X-MLflow-Client-Version`. A 401 means the token went
+//! stale (expired, revoked): that token is dropped and the call is made once
+//! more with a fresh one. Every call has the export time limit.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::Full;
 
+use crate::databricks::{AuthError, Credentials};
 use crate::sinks::http::{call, Answer, HttpClient};
-use crate::sinks::SinkFuture;
 
 /// The MLflow client version whose wire format this sink speaks.
 pub const MLFLOW_CLIENT_VERSION: &str = "3.17.2";
-
-/// What the sink needs from the workspace credentials
-/// ([`crate::databricks::Credentials`] implements it).
-pub trait Authorizer: Send + Sync {
-    /// The workspace URL, `https://...` (or `http://` on loopback), no
-    /// trailing slash.
-    fn host(&self) -> String;
-    /// The `Authorization` value for the next call (a cached token, or a
-    /// fresh one). The error never carries a secret.
-    fn authorization(&self) -> SinkFuture<'_, Result<HeaderValue, String>>;
-    /// Forget the cached token: the workspace refused it.
-    fn invalidate(&self);
-    /// The workspace id (`x-databricks-org-id`), when known.
-    fn workspace_id(&self) -> Option<String> {
-        None
-    }
-}
 
 /// The workspace API, authorized.
 #[derive(Clone)]
 pub struct Workspace {
     pub client: HttpClient,
-    pub auth: Arc<dyn Authorizer>,
+    /// Host, token (cached, refreshed) and workspace id.
+    pub creds: Credentials,
     pub timeout: Duration,
 }
 
@@ -48,9 +31,9 @@ pub struct Workspace {
 pub enum CallError {
     /// No answer within the time limit, connection refused, ...
     Transport(String),
-    /// The credentials could not produce a token (e.g. the OIDC endpoint
-    /// refused the client secret).
-    Auth(String),
+    /// The credentials could not produce a token (the OIDC endpoint refused
+    /// the client secret, or did not answer).
+    Auth(AuthError),
 }
 
 impl std::fmt::Display for CallError {
@@ -63,15 +46,35 @@ impl std::fmt::Display for CallError {
 }
 
 impl Workspace {
-    /// `method path` with a JSON body (or none); retried once after a 401.
+    /// `method path` with a JSON body (or none).
     pub async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Answer, CallError> {
-        let body = body.map(|b| Bytes::from(b.to_string()));
-        let first = self.call_once(&method, path, body.clone()).await?;
+        let ct = body.map(|_| "application/json");
+        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        self.send(method, path, ct, &[], body).await
+    }
+
+    /// One authorized request (any body and headers); after a 401 the token
+    /// it carried is dropped and the request is made once more.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Answer, CallError> {
+        let req = Req {
+            method: &method,
+            path,
+            content_type,
+            headers,
+        };
+        let (first, sent) = self.send_once(&req, body.clone()).await?;
         if first.status != StatusCode::UNAUTHORIZED {
             return Ok(first);
         }
@@ -79,36 +82,47 @@ impl Workspace {
             path,
             "the workspace refused the token (401); fetching a new one"
         );
-        self.auth.invalidate();
-        self.call_once(&method, path, body).await
+        self.creds.invalidate_token(&sent);
+        Ok(self.send_once(&req, body).await?.0)
     }
 
-    async fn call_once(
+    async fn send_once(
         &self,
-        method: &Method,
-        path: &str,
-        body: Option<Bytes>,
-    ) -> Result<Answer, CallError> {
-        let auth = self.auth.authorization().await.map_err(CallError::Auth)?;
+        r: &Req<'_>,
+        body: Bytes,
+    ) -> Result<(Answer, HeaderValue), CallError> {
+        let auth = self.creds.authorization().await.map_err(CallError::Auth)?;
         let mut req = Request::builder()
-            .method(method.clone())
-            .uri(format!("{}{path}", self.auth.host()))
-            .header(header::AUTHORIZATION, auth)
-            .header("X-MLflow-Client-Version", MLFLOW_CLIENT_VERSION)
-            .header(header::USER_AGENT, user_agent());
-        if let Some(id) = self.auth.workspace_id() {
+            .method(r.method.clone())
+            .uri(format!("{}{}", self.creds.host(), r.path))
+            .header(header::AUTHORIZATION, auth.clone())
+            .header(header::USER_AGENT, user_agent())
+            .header("X-MLflow-Client-Version", MLFLOW_CLIENT_VERSION);
+        if let Some(id) = self.creds.org_id().await {
             req = req.header("x-databricks-org-id", id);
         }
-        if body.is_some() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
+        if let Some(ct) = r.content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        for (k, v) in r.headers {
+            req = req.header(*k, *v);
         }
         let req = req
-            .body(Full::new(body.unwrap_or_default()))
+            .body(Full::new(body))
             .map_err(|e| CallError::Transport(format!("building request: {e}")))?;
-        call(&self.client, req, self.timeout)
+        let answer = call(&self.client, req, self.timeout)
             .await
-            .map_err(CallError::Transport)
+            .map_err(CallError::Transport)?;
+        Ok((answer, auth))
     }
+}
+
+/// What a request is, besides its body.
+struct Req<'a> {
+    method: &'a Method,
+    path: &'a str,
+    content_type: Option<&'a str>,
+    headers: &'a [(&'a str, &'a str)],
 }
 
 /// `llmtap/<version>`.

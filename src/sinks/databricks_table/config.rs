@@ -20,8 +20,7 @@ use std::collections::HashMap;
 
 use crate::databricks::WorkspaceConfig;
 use crate::sinks::databricks::config::{
-    tracking_uri_profile, workspace, Settings, DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_MAX_TRACES_PER_SECOND,
+    tracking_uri_profile, workspace, Settings, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_TRACES_PER_SECOND,
 };
 use crate::sinks::databricks::trace_info::{Location, UC_SCHEMA_SPANS_TABLE};
 
@@ -67,7 +66,9 @@ pub fn location(
     }
     if let Some(t) = spans_table {
         if t.split('.').count() != 3 || !t.split('.').all(part_ok) {
-            return Err(format!("{setting}: the spans table must be catalog.schema.table, got {t:?}"));
+            return Err(format!(
+                "{setting}: the spans table must be catalog.schema.table, got {t:?}"
+            ));
         }
     }
     match parts.as_slice() {
@@ -135,7 +136,11 @@ impl DatabricksTableConfig {
                 max_traces_per_second: DEFAULT_MAX_TRACES_PER_SECOND,
                 max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             })),
-            (l, w) => Err(l.err().into_iter().chain(w.err().into_iter().flatten()).collect()),
+            (l, w) => Err(l
+                .err()
+                .into_iter()
+                .chain(w.err().into_iter().flatten())
+                .collect()),
         }
     }
 

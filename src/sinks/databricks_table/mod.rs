@@ -9,22 +9,21 @@
 //! Re-sending is harmless: the OTLP rows are keyed by span id and the trace
 //! info by trace id.
 
+pub mod config;
 pub mod shape;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{header, Method, Request};
-use http_body_util::Full;
+use http::Method;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 use super::databricks::experiment::{answered, failed};
 use super::databricks::group::{self, TraceSpans};
 use super::databricks::outcome;
+use super::databricks::span_doc;
 use super::databricks::trace_info::{self, Location};
-use super::databricks::workspace::{user_agent, Workspace, MLFLOW_CLIENT_VERSION};
-use super::databricks::{span_doc, workspace::CallError};
-use super::http::{call, Answer};
+use super::databricks::workspace::Workspace;
 use super::{Assessment, Attempt, Sink, SinkFuture};
 
 /// The header naming the Delta table the spans land in.
@@ -82,44 +81,22 @@ impl DatabricksTableSink {
         outcome::combine(&results)
     }
 
-    /// The OTLP export, with a fresh token once after a 401.
+    /// The OTLP export (protobuf, not compressed, as the client sends it).
     async fn post_spans(&self, protobuf: Vec<u8>) -> Attempt {
-        let body = Bytes::from(protobuf);
-        let mut answer = self.post_spans_once(body.clone()).await;
-        if matches!(&answer, Ok(a) if a.status == http::StatusCode::UNAUTHORIZED) {
-            self.ws.auth.invalidate();
-            answer = self.post_spans_once(body).await;
-        }
+        let answer = self
+            .ws
+            .send(
+                Method::POST,
+                "/api/2.0/otel/v1/traces",
+                Some("application/x-protobuf"),
+                &[(TABLE_HEADER, self.spans_table.as_str())],
+                Bytes::from(protobuf),
+            )
+            .await;
         match answer {
             Ok(a) => answered(&a, "exporting spans to the Unity Catalog table"),
             Err(e) => failed(e),
         }
-    }
-
-    async fn post_spans_once(&self, body: Bytes) -> Result<Answer, CallError> {
-        let auth = self
-            .ws
-            .auth
-            .authorization()
-            .await
-            .map_err(CallError::Auth)?;
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(format!("{}/api/2.0/otel/v1/traces", self.ws.auth.host()))
-            .header(header::AUTHORIZATION, auth)
-            .header(header::USER_AGENT, user_agent())
-            .header("X-MLflow-Client-Version", MLFLOW_CLIENT_VERSION)
-            .header(header::CONTENT_TYPE, "application/x-protobuf")
-            .header(TABLE_HEADER, self.spans_table.as_str());
-        if let Some(id) = self.ws.auth.workspace_id() {
-            req = req.header("x-databricks-org-id", id);
-        }
-        let req = req
-            .body(Full::new(body))
-            .map_err(|e| CallError::Transport(format!("building request: {e}")))?;
-        call(&self.ws.client, req, self.ws.timeout)
-            .await
-            .map_err(CallError::Transport)
     }
 
     /// CreateTraceInfo (v4) for one trace.
@@ -133,6 +110,23 @@ impl DatabricksTableSink {
             Err(e) => failed(e),
         }
     }
+}
+
+/// Builds the sink (same workspace client and credentials as the
+/// `databricks` sink's).
+pub fn build(
+    name: &str,
+    cfg: config::DatabricksTableConfig,
+    ctx: &crate::sinks::Context,
+) -> Result<std::sync::Arc<dyn Sink>, String> {
+    let ws = super::databricks::workspace_for(&cfg.workspace, ctx)?;
+    Ok(std::sync::Arc::new(DatabricksTableSink::new(
+        name,
+        ws,
+        cfg.location,
+        cfg.spans_table,
+        cfg.max_in_flight,
+    )))
 }
 
 impl Sink for DatabricksTableSink {
@@ -159,7 +153,7 @@ impl Sink for DatabricksTableSink {
         format!(
             "{} databricks_table {} -> {}",
             self.name,
-            crate::redact::url(&self.ws.auth.host()),
+            crate::redact::url(self.ws.creds.host()),
             self.spans_table
         )
     }
