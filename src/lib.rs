@@ -36,6 +36,7 @@ pub mod admin;
 pub mod capture_budget;
 pub mod client;
 pub mod config;
+pub mod databricks;
 pub mod deadline;
 pub mod exchange;
 pub mod forward;

@@ -21,7 +21,8 @@
 //!   after [`Databricks::set_token_lifetime`] (default 3600 s).
 //! - Every `/api/...` call needs `Authorization: Bearer <PAT or unexpired issued
 //!   token>` (else 401 `{"error_code":"UNAUTHENTICATED",...}`); an
-//!   `x-databricks-org-id` header, when sent, must be [`WORKSPACE_ID`] (else 403).
+//!   `x-databricks-org-id` header, when sent, must be [`WORKSPACE_ID`] (else 403);
+//!   a `Content-Encoding` other than identity is refused (400: the client sends none).
 //! - `GET /api/2.0/mlflow/experiments/get?experiment_id=`, `GET .../get-by-name?experiment_name=`,
 //!   `POST .../experiments/create {"name": "/absolute/path"}`.
 //! - `POST /api/3.0/mlflow/traces` (StartTraceV3), body validated by
@@ -42,7 +43,9 @@
 //! path prefix), [`Databricks::set_outage`] (503 everywhere), [`Databricks::stop`] /
 //! [`Databricks::restart`] (port closed, then back on the same port with the
 //! same data), [`Databricks::expire_all_tokens`], [`Databricks::set_token_lifetime`],
-//! [`Databricks::set_upload_url_ttl`].
+//! [`Databricks::set_upload_url_ttl`]. Token expiry and the rate limit follow
+//! `tokio::time` (so `tokio::time::pause` moves them); signed-URL expiry is
+//! wall-clock time (it travels in the URL).
 //!
 //! # Assertions
 //! [`Databricks::requests`] (every request, with `authorized` = Authorization
@@ -60,7 +63,9 @@ pub mod validate;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -198,7 +203,9 @@ pub struct Databricks {
 impl Databricks {
     /// Starts on a free loopback port with one experiment ([`EXPERIMENT_ID`]).
     pub async fn start() -> Databricks {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the Databricks stand-in");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the Databricks stand-in");
         let addr = listener.local_addr().expect("stand-in address");
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
@@ -262,7 +269,10 @@ impl Databricks {
     /// The next `n` requests whose path starts with `path_prefix` get `status`
     /// (a Databricks error body; 429/503 also carry `Retry-After: 1`).
     pub fn fail_next(&self, path_prefix: &str, status: u16, n: usize) {
-        self.shared.lock().faults.push((path_prefix.into(), status, n));
+        self.shared
+            .lock()
+            .faults
+            .push((path_prefix.into(), status, n));
     }
 
     /// While on, every request gets 503 `TEMPORARILY_UNAVAILABLE` (the port stays open).
@@ -272,9 +282,11 @@ impl Databricks {
 
     /// Closes the port and every open connection (a workspace that is gone).
     pub async fn stop(&self) {
-        let tx = self.stop_tx.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = tx.send(true);
-        drop(tx);
+        let _ = self
+            .stop_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(true);
         // Wait until the port refuses connections.
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(self.addr).await.is_err() {
@@ -282,7 +294,10 @@ impl Databricks {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("the Databricks stand-in still accepts connections on {} after stop", self.addr);
+        panic!(
+            "the Databricks stand-in still accepts connections on {} after stop",
+            self.addr
+        );
     }
 
     /// Listens again on the same port, with all stored data and settings kept.
@@ -338,7 +353,10 @@ impl Databricks {
 
     /// Requests whose path starts with `prefix`.
     pub fn requests_to(&self, prefix: &str) -> Vec<Seen> {
-        self.requests().into_iter().filter(|s| s.path.starts_with(prefix)).collect()
+        self.requests()
+            .into_iter()
+            .filter(|s| s.path.starts_with(prefix))
+            .collect()
     }
 
     /// Stored traces, ordered by trace id.
@@ -382,7 +400,11 @@ impl Databricks {
 
 impl Drop for Databricks {
     fn drop(&mut self) {
-        let _ = self.stop_tx.lock().unwrap_or_else(|e| e.into_inner()).send(true);
+        let _ = self
+            .stop_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(true);
     }
 }
 

@@ -2,7 +2,9 @@
 //! auth, dispatch to the endpoint, record the answer.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -37,7 +39,8 @@ impl Resp {
     }
 
     fn into_response(self) -> Response<Full<Bytes>> {
-        let mut b = Response::builder().status(StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+        let mut b = Response::builder()
+            .status(StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
         for (k, v) in self.headers {
             b = b.header(k, v);
         }
@@ -60,9 +63,15 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Ful
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return error(413, "RESOURCE_EXHAUSTED", "request body too large").into_response(),
+        Err(_) => {
+            return error(413, "RESOURCE_EXHAUSTED", "request body too large").into_response()
+        }
     };
-    let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
     let r = Req {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
@@ -97,7 +106,14 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Ful
 
 fn route(g: &mut Inner, r: &Req) -> Resp {
     if g.outage {
-        return with_retry_after(error(503, "TEMPORARILY_UNAVAILABLE", "The service is temporarily unavailable"), 1);
+        return with_retry_after(
+            error(
+                503,
+                "TEMPORARILY_UNAVAILABLE",
+                "The service is temporarily unavailable",
+            ),
+            1,
+        );
     }
     if let Some(resp) = injected_fault(g, &r.path) {
         return resp;
@@ -115,12 +131,19 @@ fn route(g: &mut Inner, r: &Req) -> Resp {
         ("POST", "/oidc/v1/token") => token(g, r),
         (_, p) if p.starts_with("/signed/") => signed_put(g, r),
         (_, p) if p.starts_with("/api/") => api(g, r),
-        _ => error(404, "ENDPOINT_NOT_FOUND", &format!("No API found for '{} {}'", r.method, r.path)),
+        _ => error(
+            404,
+            "ENDPOINT_NOT_FOUND",
+            &format!("No API found for '{} {}'", r.method, r.path),
+        ),
     }
 }
 
 fn injected_fault(g: &mut Inner, path: &str) -> Option<Resp> {
-    let f = g.faults.iter_mut().find(|(p, _, n)| *n > 0 && path.starts_with(p.as_str()))?;
+    let f = g
+        .faults
+        .iter_mut()
+        .find(|(p, _, n)| *n > 0 && path.starts_with(p.as_str()))?;
     f.2 -= 1;
     let status = f.1;
     g.faults.retain(|(_, _, n)| *n > 0);
@@ -133,7 +156,11 @@ fn injected_fault(g: &mut Inner, path: &str) -> Option<Resp> {
         _ => "INJECTED_FAULT",
     };
     let resp = error(status, code, "injected fault");
-    Some(if matches!(status, 429 | 503) { with_retry_after(resp, 1) } else { resp })
+    Some(if matches!(status, 429 | 503) {
+        with_retry_after(resp, 1)
+    } else {
+        resp
+    })
 }
 
 // ---- OAuth ----------------------------------------------------------------
@@ -153,16 +180,32 @@ fn token(g: &mut Inner, r: &Req) -> Resp {
     if basic.as_deref() != Some(&format!("{CLIENT_ID}:{CLIENT_SECRET}")) {
         return oauth_err(401, "invalid_client", "Client authentication failed");
     }
-    let ct = r.headers.get(http::header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let ct = r
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
     if !ct.starts_with("application/x-www-form-urlencoded") {
-        return oauth_err(400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded");
+        return oauth_err(
+            400,
+            "invalid_request",
+            "Content-Type must be application/x-www-form-urlencoded",
+        );
     }
     let form = form_pairs(&r.body);
     let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     if get("grant_type") != Some("client_credentials") {
-        return oauth_err(400, "unsupported_grant_type", "grant_type must be client_credentials");
+        return oauth_err(
+            400,
+            "unsupported_grant_type",
+            "grant_type must be client_credentials",
+        );
     }
-    if !get("scope").unwrap_or("").split(' ').any(|s| s == "all-apis") {
+    if !get("scope")
+        .unwrap_or("")
+        .split(' ')
+        .any(|s| s == "all-apis")
+    {
         return oauth_err(400, "invalid_scope", "scope must include all-apis");
     }
     let lifetime = g.token_lifetime;
@@ -200,34 +243,68 @@ fn api(g: &mut Inner, r: &Req) -> Resp {
     if let Err(resp) = check_bearer(g, &r.headers) {
         return resp;
     }
+    // The MLflow client never compresses request bodies; what Databricks
+    // would do with one is unknown, so the stand-in refuses it.
+    if r.headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| v != "identity")
+    {
+        return error(
+            400,
+            "INVALID_PARAMETER_VALUE",
+            "Content-Encoding is not accepted (the MLflow client sends uncompressed bodies)",
+        );
+    }
     if let Some(org) = r.headers.get("x-databricks-org-id") {
         if org.as_bytes() != WORKSPACE_ID.as_bytes() {
-            return error(403, "PERMISSION_DENIED", "x-databricks-org-id does not name this workspace");
+            return error(
+                403,
+                "PERMISSION_DENIED",
+                "x-databricks-org-id does not name this workspace",
+            );
         }
     }
     if let Some((n, secs)) = g.throttle {
         if n > 0 {
             g.throttle = Some((n - 1, secs));
-            let resp = error(429, "REQUEST_LIMIT_EXCEEDED", "Too many requests. Please wait and retry.");
+            let resp = error(
+                429,
+                "REQUEST_LIMIT_EXCEEDED",
+                "Too many requests. Please wait and retry.",
+            );
             return with_retry_after(resp, secs);
         }
         g.throttle = None;
     }
     let segs: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
     match (r.method.as_str(), segs.as_slice()) {
-        ("GET", ["api", "2.0", "mlflow", "experiments", "get"]) => experiment_get(g, &r.query, "experiment_id"),
+        ("GET", ["api", "2.0", "mlflow", "experiments", "get"]) => {
+            experiment_get(g, &r.query, "experiment_id")
+        }
         ("GET", ["api", "2.0", "mlflow", "experiments", "get-by-name"]) => {
             experiment_get(g, &r.query, "experiment_name")
         }
-        ("POST", ["api", "2.0", "mlflow", "experiments", "create"]) => experiment_create(g, &r.body),
-        ("POST", ["api", "3.0", "mlflow", "traces"]) => rate_limited(g).unwrap_or_else(|| start_trace(g, r)),
-        ("GET", ["api", "2.0", "mlflow", "traces", id, "credentials-for-data-upload"]) => upload_credentials(g, r, id),
-        ("POST", ["api", "3.0", "mlflow", "traces", id, "assessments"]) => create_assessment(g, &r.body, id),
+        ("POST", ["api", "2.0", "mlflow", "experiments", "create"]) => {
+            experiment_create(g, &r.body)
+        }
+        ("POST", ["api", "3.0", "mlflow", "traces"]) => {
+            rate_limited(g).unwrap_or_else(|| start_trace(g, r))
+        }
+        ("GET", ["api", "2.0", "mlflow", "traces", id, "credentials-for-data-upload"]) => {
+            upload_credentials(g, r, id)
+        }
+        ("POST", ["api", "3.0", "mlflow", "traces", id, "assessments"]) => {
+            create_assessment(g, &r.body, id)
+        }
         ("POST", ["api", "2.0", "otel", "v1", "traces"]) => otlp(g, r),
         ("POST", ["api", "4.0", "mlflow", "traces", loc, hex, "info"]) => {
             rate_limited(g).unwrap_or_else(|| v4_info(g, &r.body, loc, hex))
         }
-        _ => error(404, "ENDPOINT_NOT_FOUND", &format!("No API found for '{} {}'", r.method, r.path)),
+        _ => error(
+            404,
+            "ENDPOINT_NOT_FOUND",
+            &format!("No API found for '{} {}'", r.method, r.path),
+        ),
     }
 }
 
@@ -253,9 +330,14 @@ fn check_bearer(g: &Inner, headers: &HeaderMap) -> Result<(), Resp> {
 fn rate_limited(g: &mut Inner) -> Option<Resp> {
     let qps = g.rate_qps?;
     let now = Instant::now();
-    g.recent_creations.retain(|t| now.duration_since(*t) < Duration::from_secs(1));
+    g.recent_creations
+        .retain(|t| now.duration_since(*t) < Duration::from_secs(1));
     if g.recent_creations.len() >= qps as usize {
-        let resp = error(429, "REQUEST_LIMIT_EXCEEDED", "Trace creation rate limit exceeded.");
+        let resp = error(
+            429,
+            "REQUEST_LIMIT_EXCEEDED",
+            "Trace creation rate limit exceeded.",
+        );
         return Some(with_retry_after(resp, 1));
     }
     g.recent_creations.push(now);
@@ -263,7 +345,10 @@ fn rate_limited(g: &mut Inner) -> Option<Resp> {
 }
 
 fn query_param(query: &str, key: &str) -> Option<String> {
-    form_pairs(query.as_bytes()).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    form_pairs(query.as_bytes())
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
 }
 
 fn experiment_json(e: &super::Experiment) -> Value {
@@ -278,12 +363,26 @@ fn experiment_json(e: &super::Experiment) -> Value {
 
 fn experiment_get(g: &Inner, query: &str, key: &str) -> Resp {
     let Some(want) = query_param(query, key) else {
-        return error(400, "INVALID_PARAMETER_VALUE", &format!("Missing value for required parameter '{key}'"));
+        return error(
+            400,
+            "INVALID_PARAMETER_VALUE",
+            &format!("Missing value for required parameter '{key}'"),
+        );
     };
-    let found = g.experiments.iter().find(|e| if key == "experiment_id" { e.id == want } else { e.name == want });
+    let found = g.experiments.iter().find(|e| {
+        if key == "experiment_id" {
+            e.id == want
+        } else {
+            e.name == want
+        }
+    });
     match found {
         Some(e) => json_ok(&json!({"experiment": experiment_json(e)})),
-        None => error(404, "RESOURCE_DOES_NOT_EXIST", &format!("Node '{want}' does not exist.")),
+        None => error(
+            404,
+            "RESOURCE_DOES_NOT_EXIST",
+            &format!("Node '{want}' does not exist."),
+        ),
     }
 }
 
@@ -292,7 +391,11 @@ fn experiment_create(g: &mut Inner, body: &[u8]) -> Resp {
         .ok()
         .and_then(|v| v.get("name").and_then(Value::as_str).map(String::from));
     let Some(name) = name else {
-        return error(400, "INVALID_PARAMETER_VALUE", "Missing value for required parameter 'name'");
+        return error(
+            400,
+            "INVALID_PARAMETER_VALUE",
+            "Missing value for required parameter 'name'",
+        );
     };
     if !name.starts_with('/') {
         let msg = format!(
@@ -301,11 +404,18 @@ fn experiment_create(g: &mut Inner, body: &[u8]) -> Resp {
         return error(400, "INVALID_PARAMETER_VALUE", &msg);
     }
     if g.experiments.iter().any(|e| e.name == name) {
-        return error(400, "RESOURCE_ALREADY_EXISTS", &format!("Node named '{name}' already exists"));
+        return error(
+            400,
+            "RESOURCE_ALREADY_EXISTS",
+            &format!("Node named '{name}' already exists"),
+        );
     }
     let id = format!("{}", 4_000_000_000u64 + g.next_id);
     g.next_id += 1;
-    g.experiments.push(super::Experiment { id: id.clone(), name });
+    g.experiments.push(super::Experiment {
+        id: id.clone(),
+        name,
+    });
     json_ok(&json!({"experiment_id": id}))
 }
 
@@ -319,7 +429,10 @@ fn start_trace(g: &mut Inner, r: &Req) -> Resp {
         Err(e) => return reject(e),
     };
     let id = info["trace_id"].as_str().unwrap_or_default().to_string();
-    let exp = info["trace_location"]["mlflow_experiment"]["experiment_id"].as_str().unwrap_or_default().to_string();
+    let exp = info["trace_location"]["mlflow_experiment"]["experiment_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let t = g.traces.entry(id.clone()).or_insert_with(|| StoredTrace {
         trace_id: id.clone(),
         info: Value::Null,
@@ -346,12 +459,19 @@ fn signature(g: &Inner, trace_id: &str, expires: u64) -> String {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn upload_credentials(g: &Inner, r: &Req, id: &str) -> Resp {
     if !g.traces.contains_key(id) {
-        return error(404, "RESOURCE_DOES_NOT_EXIST", &format!("Trace with ID {id} not found."));
+        return error(
+            404,
+            "RESOURCE_DOES_NOT_EXIST",
+            &format!("Trace with ID {id} not found."),
+        );
     }
     let expires = unix_now() + g.upload_ttl.as_secs();
     let sig = signature(g, id, expires);
@@ -377,7 +497,11 @@ fn signed_put(g: &mut Inner, r: &Req) -> Resp {
         return s3_error(404, "NoSuchKey", "The specified key does not exist.");
     };
     if r.method != "PUT" {
-        return s3_error(405, "MethodNotAllowed", "The specified method is not allowed against this resource.");
+        return s3_error(
+            405,
+            "MethodNotAllowed",
+            "The specified method is not allowed against this resource.",
+        );
     }
     if r.headers.contains_key(http::header::AUTHORIZATION) {
         return s3_error(400, "InvalidArgument", "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified");
@@ -385,10 +509,18 @@ fn signed_put(g: &mut Inner, r: &Req) -> Resp {
     let expires = query_param(&r.query, "X-Amz-Expires").and_then(|e| e.parse::<u64>().ok());
     let sig = query_param(&r.query, "X-Amz-Signature");
     let (Some(expires), Some(sig)) = (expires, sig) else {
-        return s3_error(403, "AccessDenied", "Query-string authentication requires the Signature and Expires parameters");
+        return s3_error(
+            403,
+            "AccessDenied",
+            "Query-string authentication requires the Signature and Expires parameters",
+        );
     };
     if sig != signature(g, id, expires) {
-        return s3_error(403, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided.");
+        return s3_error(
+            403,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.",
+        );
     }
     if unix_now() >= expires {
         return s3_error(403, "AccessDenied", "Request has expired");
@@ -412,7 +544,11 @@ fn signed_put(g: &mut Inner, r: &Req) -> Resp {
 
 fn create_assessment(g: &mut Inner, body: &[u8], id: &str) -> Resp {
     if !g.traces.contains_key(id) {
-        return error(404, "RESOURCE_DOES_NOT_EXIST", &format!("Trace with ID {id} not found."));
+        return error(
+            404,
+            "RESOURCE_DOES_NOT_EXIST",
+            &format!("Trace with ID {id} not found."),
+        );
     }
     let mut a = match validate::assessment(body, id) {
         Ok(a) => a,
@@ -424,27 +560,59 @@ fn create_assessment(g: &mut Inner, body: &[u8], id: &str) -> Resp {
 }
 
 fn otlp(g: &mut Inner, r: &Req) -> Resp {
-    let Some(table) = r.headers.get("x-databricks-uc-table-name").and_then(|h| h.to_str().ok()) else {
-        return error(400, "INVALID_PARAMETER_VALUE", "Missing required header X-Databricks-UC-Table-Name");
+    let Some(table) = r
+        .headers
+        .get("x-databricks-uc-table-name")
+        .and_then(|h| h.to_str().ok())
+    else {
+        return error(
+            400,
+            "INVALID_PARAMETER_VALUE",
+            "Missing required header X-Databricks-UC-Table-Name",
+        );
     };
     if !validate::is_uc_table_name(table) {
-        return error(400, "INVALID_PARAMETER_VALUE", "X-Databricks-UC-Table-Name must be catalog.schema.table");
+        return error(
+            400,
+            "INVALID_PARAMETER_VALUE",
+            "X-Databricks-UC-Table-Name must be catalog.schema.table",
+        );
     }
-    let ct = r.headers.get(http::header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let ct = r
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
     if ct != "application/x-protobuf" {
-        return error(415, "INVALID_PARAMETER_VALUE", "Content-Type must be application/x-protobuf");
+        return error(
+            415,
+            "INVALID_PARAMETER_VALUE",
+            "Content-Type must be application/x-protobuf",
+        );
     }
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     let Ok(req) = ExportTraceServiceRequest::decode(r.body.as_ref()) else {
-        return error(400, "INVALID_PARAMETER_VALUE", "body is not an OTLP ExportTraceServiceRequest");
+        return error(
+            400,
+            "INVALID_PARAMETER_VALUE",
+            "body is not an OTLP ExportTraceServiceRequest",
+        );
     };
     for rs in req.resource_spans {
         for ss in rs.scope_spans {
             for span in ss.spans {
                 if span.trace_id.len() != 16 || span.span_id.len() != 8 {
-                    return error(400, "INVALID_PARAMETER_VALUE", "span ids must be 16 and 8 bytes");
+                    return error(
+                        400,
+                        "INVALID_PARAMETER_VALUE",
+                        "span ids must be 16 and 8 bytes",
+                    );
                 }
-                g.otlp.push(OtlpRow { table: table.to_string(), span, resource: rs.resource.clone() });
+                g.otlp.push(OtlpRow {
+                    table: table.to_string(),
+                    span,
+                    resource: rs.resource.clone(),
+                });
             }
         }
     }

@@ -59,7 +59,8 @@ const TRACE_INFO_FIELDS: &[&str] = &[
 /// Checks a StartTraceV3 body `{"trace":{"trace_info":{...}}}` and returns
 /// the trace info. `experiment_exists` says whether an experiment id is known.
 pub fn start_trace(body: &[u8], experiment_exists: impl Fn(&str) -> bool) -> Result<Value, Reject> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("malformed JSON body: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("malformed JSON body: {e}")))?;
     let info = v
         .get("trace")
         .and_then(|t| t.get("trace_info"))
@@ -72,7 +73,9 @@ pub fn start_trace(body: &[u8], experiment_exists: impl Fn(&str) -> bool) -> Res
     }
     let id = req_str(info, "trace_id")?;
     if !is_v3_trace_id(id) {
-        return Err(bad(format!("trace_id must be 'tr-' + 32 lowercase hex digits, got {id:?}")));
+        return Err(bad(format!(
+            "trace_id must be 'tr-' + 32 lowercase hex digits, got {id:?}"
+        )));
     }
     let exp = experiment_location(info)?;
     if !experiment_exists(exp) {
@@ -80,8 +83,14 @@ pub fn start_trace(body: &[u8], experiment_exists: impl Fn(&str) -> bool) -> Res
     }
     common_info(info)?;
     let md = info.get("trace_metadata").and_then(Value::as_object);
-    if md.and_then(|m| m.get("mlflow.trace_schema.version")).and_then(Value::as_str) != Some("3") {
-        return Err(bad("trace_metadata['mlflow.trace_schema.version'] must be \"3\""));
+    if md
+        .and_then(|m| m.get("mlflow.trace_schema.version"))
+        .and_then(Value::as_str)
+        != Some("3")
+    {
+        return Err(bad(
+            "trace_metadata['mlflow.trace_schema.version'] must be \"3\"",
+        ));
     }
     Ok(Value::Object(info.clone()))
 }
@@ -91,27 +100,40 @@ pub fn start_trace(body: &[u8], experiment_exists: impl Fn(&str) -> bool) -> Res
 fn common_info(info: &Map<String, Value>) -> Result<(), Reject> {
     let t = req_str(info, "request_time")?;
     if !is_rfc3339(t) {
-        return Err(bad(format!("request_time must be an RFC 3339 timestamp, got {t:?}")));
+        return Err(bad(format!(
+            "request_time must be an RFC 3339 timestamp, got {t:?}"
+        )));
     }
     let d = req_str(info, "execution_duration")?;
     if !is_proto_duration(d) {
-        return Err(bad(format!("execution_duration must be a duration like \"0.25s\", got {d:?}")));
+        return Err(bad(format!(
+            "execution_duration must be a duration like \"0.25s\", got {d:?}"
+        )));
     }
     let state = req_str(info, "state")?;
     if !["OK", "ERROR", "IN_PROGRESS"].contains(&state) {
-        return Err(bad(format!("state must be OK, ERROR or IN_PROGRESS, got {state:?}")));
+        return Err(bad(format!(
+            "state must be OK, ERROR or IN_PROGRESS, got {state:?}"
+        )));
     }
     for key in ["request_preview", "response_preview"] {
         match info.get(key) {
             None => {}
             Some(Value::String(s)) if s.chars().count() <= PREVIEW_MAX_CHARS => {}
             Some(Value::String(_)) => {
-                return Err(bad(format!("{key} is longer than {PREVIEW_MAX_CHARS} characters")))
+                return Err(bad(format!(
+                    "{key} is longer than {PREVIEW_MAX_CHARS} characters"
+                )))
             }
             Some(_) => return Err(bad(format!("{key} must be a string"))),
         }
     }
-    string_map(info, "trace_metadata", METADATA_MAX_CHARS, METADATA_MAX_CHARS)?;
+    string_map(
+        info,
+        "trace_metadata",
+        METADATA_MAX_CHARS,
+        METADATA_MAX_CHARS,
+    )?;
     string_map(info, "tags", TAG_KEY_MAX_CHARS, TAG_VALUE_MAX_CHARS)?;
     Ok(())
 }
@@ -128,7 +150,9 @@ fn experiment_location(info: &Map<String, Value>) -> Result<&str, Reject> {
         .and_then(|e| e.get("experiment_id"))
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| bad("missing required field: trace_location.mlflow_experiment.experiment_id"))
+        .ok_or_else(|| {
+            bad("missing required field: trace_location.mlflow_experiment.experiment_id")
+        })
 }
 
 fn req_str<'a>(o: &'a Map<String, Value>, key: &str) -> Result<&'a str, Reject> {
@@ -141,14 +165,20 @@ fn req_str<'a>(o: &'a Map<String, Value>, key: &str) -> Result<&'a str, Reject> 
 
 fn string_map(o: &Map<String, Value>, key: &str, kmax: usize, vmax: usize) -> Result<(), Reject> {
     let Some(v) = o.get(key) else { return Ok(()) };
-    let m = v.as_object().ok_or_else(|| bad(format!("{key} must be a map of strings")))?;
+    let m = v
+        .as_object()
+        .ok_or_else(|| bad(format!("{key} must be a map of strings")))?;
     for (k, v) in m {
-        let s = v.as_str().ok_or_else(|| bad(format!("{key}[{k:?}] must be a string")))?;
+        let s = v
+            .as_str()
+            .ok_or_else(|| bad(format!("{key}[{k:?}] must be a string")))?;
         if k.chars().count() > kmax {
             return Err(bad(format!("{key} key longer than {kmax} characters")));
         }
         if s.chars().count() > vmax {
-            return Err(bad(format!("{key}[{k:?}] is longer than {vmax} characters")));
+            return Err(bad(format!(
+                "{key}[{k:?}] is longer than {vmax} characters"
+            )));
         }
     }
     Ok(())
@@ -160,17 +190,34 @@ pub fn is_v3_trace_id(id: &str) -> bool {
 }
 
 pub fn is_hex32(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`.
 pub fn is_rfc3339(s: &str) -> bool {
     let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b.get(r.clone()).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
-    if b.len() < 20 || !digits(0..4) || b[4] != b'-' || !digits(5..7) || b[7] != b'-' || !digits(8..10) {
+    let digits = |r: std::ops::Range<usize>| {
+        b.get(r.clone())
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+    };
+    if b.len() < 20
+        || !digits(0..4)
+        || b[4] != b'-'
+        || !digits(5..7)
+        || b[7] != b'-'
+        || !digits(8..10)
+    {
         return false;
     }
-    if !matches!(b[10], b'T' | b't') || !digits(11..13) || b[13] != b':' || !digits(14..16) || b[16] != b':' || !digits(17..19) {
+    if !matches!(b[10], b'T' | b't')
+        || !digits(11..13)
+        || b[13] != b':'
+        || !digits(14..16)
+        || b[16] != b':'
+        || !digits(17..19)
+    {
         return false;
     }
     let mut i = 19;
@@ -193,7 +240,9 @@ pub fn is_rfc3339(s: &str) -> bool {
 
 /// A protobuf JSON duration: seconds with up to 9 fraction digits, then `s`.
 pub fn is_proto_duration(s: &str) -> bool {
-    let Some(n) = s.strip_suffix('s') else { return false };
+    let Some(n) = s.strip_suffix('s') else {
+        return false;
+    };
     let (int, frac) = n.split_once('.').unwrap_or((n, ""));
     !int.is_empty()
         && int.bytes().all(|b| b.is_ascii_digit())
@@ -207,7 +256,8 @@ pub fn is_proto_duration(s: &str) -> bool {
 /// integer nanosecond times, status code names, attributes a map of
 /// JSON-encoded strings carrying `mlflow.traceRequestId`).
 pub fn span_document(body: &[u8], trace_id: &str) -> Result<Value, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("span document is not JSON: {e}"))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("span document is not JSON: {e}"))?;
     let spans = v
         .get("spans")
         .and_then(Value::as_array)
@@ -221,7 +271,9 @@ pub fn span_document(body: &[u8], trace_id: &str) -> Result<Value, String> {
         roots += span(s, hex, trace_id).map_err(|e| format!("spans[{i}]: {e}"))?;
     }
     if roots != 1 {
-        return Err(format!("span document must have exactly one root span, has {roots}"));
+        return Err(format!(
+            "span document must have exactly one root span, has {roots}"
+        ));
     }
     Ok(v)
 }
@@ -241,24 +293,44 @@ fn span(s: &Value, hex: &str, trace_id: &str) -> Result<usize, String> {
             0
         }
     };
-    o.get("name").and_then(Value::as_str).ok_or("name must be a string")?;
-    let start = o.get("start_time_unix_nano").and_then(Value::as_u64).ok_or("start_time_unix_nano must be an integer")?;
-    let end = o.get("end_time_unix_nano").and_then(Value::as_u64).ok_or("end_time_unix_nano must be an integer")?;
+    o.get("name")
+        .and_then(Value::as_str)
+        .ok_or("name must be a string")?;
+    let start = o
+        .get("start_time_unix_nano")
+        .and_then(Value::as_u64)
+        .ok_or("start_time_unix_nano must be an integer")?;
+    let end = o
+        .get("end_time_unix_nano")
+        .and_then(Value::as_u64)
+        .ok_or("end_time_unix_nano must be an integer")?;
     if end < start {
         return Err("end_time_unix_nano is before start_time_unix_nano".into());
     }
-    let code = o.get("status").and_then(|st| st.get("code")).and_then(Value::as_str).ok_or("status.code missing")?;
+    let code = o
+        .get("status")
+        .and_then(|st| st.get("code"))
+        .and_then(Value::as_str)
+        .ok_or("status.code missing")?;
     if !["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"].contains(&code) {
         return Err(format!("status.code {code:?} is not a STATUS_CODE_* name"));
     }
-    let attrs = o.get("attributes").and_then(Value::as_object).ok_or("attributes must be a map")?;
+    let attrs = o
+        .get("attributes")
+        .and_then(Value::as_object)
+        .ok_or("attributes must be a map")?;
     for (k, v) in attrs {
-        let text = v.as_str().ok_or_else(|| format!("attribute {k} must be a JSON-encoded string"))?;
-        serde_json::from_str::<Value>(text).map_err(|_| format!("attribute {k} is not JSON-encoded"))?;
+        let text = v
+            .as_str()
+            .ok_or_else(|| format!("attribute {k} must be a JSON-encoded string"))?;
+        serde_json::from_str::<Value>(text)
+            .map_err(|_| format!("attribute {k} is not JSON-encoded"))?;
     }
     let rid = attrs.get("mlflow.traceRequestId").and_then(Value::as_str);
     if rid != Some(Value::String(trace_id.into()).to_string().as_str()) {
-        return Err(format!("attribute mlflow.traceRequestId must be the JSON string \"{trace_id}\""));
+        return Err(format!(
+            "attribute mlflow.traceRequestId must be the JSON string \"{trace_id}\""
+        ));
     }
     if !o.get("events").is_none_or(Value::is_array) {
         return Err("events must be an array".into());
@@ -267,7 +339,10 @@ fn span(s: &Value, hex: &str, trace_id: &str) -> Result<usize, String> {
 }
 
 fn b64_field(o: &Map<String, Value>, key: &str, len: usize) -> Result<Vec<u8>, String> {
-    let s = o.get(key).and_then(Value::as_str).ok_or_else(|| format!("{key} must be a base64 string"))?;
+    let s = o
+        .get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{key} must be a base64 string"))?;
     let b = base64::engine::general_purpose::STANDARD
         .decode(s)
         .map_err(|_| format!("{key} is not base64"))?;
@@ -285,7 +360,8 @@ pub fn hex_of(b: &[u8]) -> String {
 /// naming the same trace, with a name, a source and a feedback or an
 /// expectation. Returns the assessment.
 pub fn assessment(body: &[u8], trace_id: &str) -> Result<Value, Reject> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("malformed JSON body: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("malformed JSON body: {e}")))?;
     let a = v
         .get("assessment")
         .and_then(Value::as_object)
@@ -297,12 +373,19 @@ pub fn assessment(body: &[u8], trace_id: &str) -> Result<Value, Reject> {
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .ok_or_else(|| bad("missing required field: assessment.assessment_name"))?;
-    let st = a.get("source").and_then(|s| s.get("source_type")).and_then(Value::as_str);
+    let st = a
+        .get("source")
+        .and_then(|s| s.get("source_type"))
+        .and_then(Value::as_str);
     if !matches!(st, Some("HUMAN" | "LLM_JUDGE" | "CODE")) {
-        return Err(bad("assessment.source.source_type must be HUMAN, LLM_JUDGE or CODE"));
+        return Err(bad(
+            "assessment.source.source_type must be HUMAN, LLM_JUDGE or CODE",
+        ));
     }
     if a.contains_key("feedback") == a.contains_key("expectation") {
-        return Err(bad("assessment must have exactly one of feedback or expectation"));
+        return Err(bad(
+            "assessment must have exactly one of feedback or expectation",
+        ));
     }
     Ok(Value::Object(a.clone()))
 }
@@ -310,10 +393,15 @@ pub fn assessment(body: &[u8], trace_id: &str) -> Result<Value, Reject> {
 /// Checks the v4 (Unity Catalog) `POST /api/4.0/mlflow/traces/{location}/{hex}/info`
 /// body: the trace id is the bare hex, the location a UC schema matching the path.
 pub fn v4_info(body: &[u8], location: &str, hex: &str) -> Result<Value, Reject> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("malformed JSON body: {e}")))?;
-    let info = v.as_object().ok_or_else(|| bad("body must be a trace info object"))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("malformed JSON body: {e}")))?;
+    let info = v
+        .as_object()
+        .ok_or_else(|| bad("body must be a trace info object"))?;
     if req_str(info, "trace_id")? != hex || !is_hex32(hex) {
-        return Err(bad("trace_id must be the 32-hex OpenTelemetry trace id of the path"));
+        return Err(bad(
+            "trace_id must be the 32-hex OpenTelemetry trace id of the path",
+        ));
     }
     let uc = info
         .get("trace_location")
@@ -322,7 +410,9 @@ pub fn v4_info(body: &[u8], location: &str, hex: &str) -> Result<Value, Reject> 
         .ok_or_else(|| bad("trace_location must be of type UC_SCHEMA with uc_schema"))?;
     let name = |k| uc.get(k).and_then(Value::as_str).unwrap_or("");
     if format!("{}.{}", name("catalog_name"), name("schema_name")) != location {
-        return Err(bad("trace_location.uc_schema does not match the location in the path"));
+        return Err(bad(
+            "trace_location.uc_schema does not match the location in the path",
+        ));
     }
     common_info(info)?;
     Ok(v)
