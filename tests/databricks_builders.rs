@@ -157,6 +157,33 @@ fn trace_info_equals_what_the_mlflow_client_computes() {
     }
 }
 
+#[test]
+fn uc_trace_info_equals_what_the_mlflow_client_computes() {
+    let spans: Vec<_> = records().iter().map(to_span).collect();
+    let batch = request("llmtap", spans);
+    let groups = group::by_trace(&batch);
+    let loc = trace_info::Location::UcSchema {
+        catalog: "main".into(),
+        schema: "llmtap".into(),
+    };
+    let mut input = String::new();
+    let mut ours = Vec::new();
+    for g in &groups {
+        // Sizes count the spans as the client holds them, with v4 ids.
+        let doc = span_doc::document(g, &loc.trace_id(&g.hex_id()));
+        let text = String::from_utf8(span_doc::document_bytes(&doc)).unwrap();
+        input.push_str(&format!(
+            "{{\"document\": {text}, \"uc_schema\": \"main.llmtap\"}}\n"
+        ));
+        ours.push(trace_info::build(g, &loc, &doc));
+    }
+    let theirs = run_client(&input);
+    assert_eq!(theirs.len(), ours.len(), "one body per trace");
+    for (ours, theirs) in ours.iter().zip(&theirs) {
+        assert_eq!(ours, theirs, "\nours:   {ours}\ntheirs: {theirs}");
+    }
+}
+
 fn run_client(input: &str) -> Vec<Value> {
     let python = mlflow::ensure_venv();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
