@@ -23,6 +23,7 @@ pub mod outcome;
 pub mod preview;
 pub mod protojson;
 pub mod pyjson;
+pub mod signed;
 pub mod span_doc;
 pub mod trace_info;
 pub mod upload;

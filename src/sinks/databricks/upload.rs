@@ -1,24 +1,22 @@
 //! The span document to the trace's storage: `GET
 //! /api/2.0/mlflow/traces/{id}/credentials-for-data-upload` hands out a
-//! signed URL and the headers that must go with it; the document is `PUT`
-//! there with exactly those headers and **no** `Authorization` (the
-//! workspace token must never reach the storage provider). A signed URL
-//! that expired or was refused (403) is fetched again once.
-//!
-//! AWS presigned and GCP signed URLs take one `PUT`, which is what the
-//! client does for them. Azure (`AZURE_SAS_URI`, `AZURE_ADLS_GEN2_SAS_URI`)
-//! needs the block / ADLS protocol and is not implemented yet: such a trace
-//! is refused for good (dead-lettered, so it can be replayed).
+//! signed URL and the headers that must go with it; the document is stored
+//! there ([`super::signed`]: one `PUT` on AWS and GCP, the block / ADLS
+//! protocol on Azure) with exactly those headers and **no**
+//! `Authorization` (the workspace token must never reach the storage
+//! provider). A signed URL that expired or was refused (401/403) is fetched
+//! again once, as the client does.
 
 use bytes::Bytes;
-use http::{header, HeaderName, HeaderValue, Method, Request, StatusCode};
-use http_body_util::Full;
+use http::{Method, StatusCode};
 use serde::Deserialize;
 
 use super::experiment::{answered, failed};
 use super::workspace::Workspace;
 use crate::sinks::http::{call, percent_encode};
 use crate::sinks::{classify, Attempt};
+#[cfg(test)]
+use http::header;
 
 /// `credential_info` of GetCredentialsForTraceDataUpload.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -56,21 +54,30 @@ pub async fn upload(ws: &Workspace, id: &str, doc: Bytes) -> Attempt {
             Ok(c) => c,
             Err(a) => return a,
         };
-        if !matches!(cred.kind.as_str(), "AWS_PRESIGNED_URL" | "GCP_SIGNED_URL") {
-            return Attempt::permanent(format!(
-                "uploading the span document: signed URL type {} is not supported yet",
-                cred.kind
-            ));
-        }
-        let answer = match put(ws, &cred, doc.clone()).await {
-            Ok(a) => a,
-            Err(e) => return Attempt::transient(format!("uploading the span document: {e}")),
+        let plan = match super::signed::plan(&cred, &doc) {
+            Ok(p) => p,
+            Err(e) => return Attempt::permanent(format!("uploading the span document: {e}")),
         };
-        if answer.status.is_success() {
-            return Attempt::ok();
+        let mut refused = None;
+        for req in plan {
+            let answer = match call(&ws.client, req, ws.timeout).await {
+                Ok(a) => a,
+                Err(e) => return Attempt::transient(format!("uploading the span document: {e}")),
+            };
+            if !answer.status.is_success() {
+                refused = Some(answer);
+                break;
+            }
         }
-        if answer.status == StatusCode::FORBIDDEN && attempt == 0 {
-            tracing::info!(trace_id = %id, "signed upload URL refused (403); fetching a new one");
+        let Some(answer) = refused else {
+            return Attempt::ok();
+        };
+        let expired = matches!(
+            answer.status,
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED
+        );
+        if expired && attempt == 0 {
+            tracing::info!(trace_id = %id, "signed upload URL refused; fetching a new one");
             continue;
         }
         let status = answer.status.as_u16();
@@ -92,37 +99,6 @@ async fn credentials(ws: &Workspace, id: &str) -> Result<CredentialInfo, Attempt
     parse_credentials(&a.body).map_err(Attempt::transient)
 }
 
-/// The `PUT` itself: the returned headers, nothing of ours but the length.
-async fn put(
-    ws: &Workspace,
-    cred: &CredentialInfo,
-    doc: Bytes,
-) -> Result<crate::sinks::http::Answer, String> {
-    let req = signed_put(cred, doc)?;
-    call(&ws.client, req, ws.timeout).await
-}
-
-/// Builds the signed `PUT` (pure, for tests): exactly the credential's
-/// headers; an `Authorization` among them is refused, never sent.
-pub fn signed_put(cred: &CredentialInfo, doc: Bytes) -> Result<Request<Full<Bytes>>, String> {
-    let mut req = Request::builder()
-        .method(Method::PUT)
-        .uri(cred.signed_uri.as_str());
-    for h in &cred.headers {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| format!("the upload URL came with a bad header name {:?}", h.name))?;
-        if name == header::AUTHORIZATION {
-            return Err("the upload URL came with an Authorization header; not sent".into());
-        }
-        let value = HeaderValue::from_str(&h.value)
-            .map_err(|_| format!("the upload URL came with a bad value for {name}"))?;
-        req = req.header(name, value);
-    }
-    req.header(header::CONTENT_LENGTH, doc.len())
-        .body(Full::new(doc))
-        .map_err(|_| "the upload URL is not a valid URL".to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,26 +111,15 @@ mod tests {
     }
 
     #[test]
-    fn the_put_carries_exactly_the_returned_headers() {
-        let req = signed_put(&cred(), Bytes::from_static(b"{\"spans\": []}")).unwrap();
-        assert_eq!(req.method(), Method::PUT);
+    fn the_reply_parses_into_the_signed_put() {
+        let p =
+            crate::sinks::databricks::signed::plan(&cred(), &Bytes::from_static(b"{}")).unwrap();
         assert_eq!(
-            req.uri().to_string(),
+            p[0].uri().to_string(),
             "https://bucket.s3.amazonaws.com/t/traces.json?X-Amz-Signature=abc"
         );
-        let names: Vec<_> = req.headers().keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["x-amz-server-side-encryption", "content-length"]);
-        assert!(req.headers().get(header::AUTHORIZATION).is_none());
-    }
-
-    #[test]
-    fn an_authorization_header_from_the_server_is_never_sent() {
-        let mut c = cred();
-        c.headers.push(HttpHeader {
-            name: "Authorization".into(),
-            value: "Bearer x".into(),
-        });
-        assert!(signed_put(&c, Bytes::new()).is_err());
+        assert_eq!(p[0].headers()["x-amz-server-side-encryption"], "AES256");
+        assert!(p[0].headers().get(header::AUTHORIZATION).is_none());
     }
 
     #[test]
