@@ -21,9 +21,38 @@ use base64::Engine;
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method, Request};
 use http_body_util::Full;
+use serde::Deserialize;
 
-use super::upload::CredentialInfo;
 use crate::sinks::http::percent_encode;
+
+/// `credential_info` of GetCredentialsForTraceDataUpload.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct CredentialInfo {
+    pub signed_uri: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub headers: Vec<HttpHeader>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct HttpHeader {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Deserialize)]
+struct CredentialsReply {
+    credential_info: CredentialInfo,
+}
+
+/// Parses the credentials reply.
+pub fn parse_credentials(body: &[u8]) -> Result<CredentialInfo, String> {
+    serde_json::from_slice::<CredentialsReply>(body)
+        .map(|r| r.credential_info)
+        .map_err(|e| format!("credentials-for-data-upload: unexpected answer: {e}"))
+}
 
 /// `MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE`'s default.
 pub const CHUNK: usize = 10 * 1024 * 1024;

@@ -9,43 +9,14 @@
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use serde::Deserialize;
 
 use super::experiment::{answered, failed};
+use super::signed::{parse_credentials, CredentialInfo};
 use super::workspace::Workspace;
 use crate::sinks::http::{call, percent_encode};
 use crate::sinks::{classify, Attempt};
 #[cfg(test)]
 use http::header;
-
-/// `credential_info` of GetCredentialsForTraceDataUpload.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct CredentialInfo {
-    pub signed_uri: String,
-    #[serde(rename = "type", default)]
-    pub kind: String,
-    #[serde(default)]
-    pub headers: Vec<HttpHeader>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct HttpHeader {
-    pub name: String,
-    #[serde(default)]
-    pub value: String,
-}
-
-#[derive(Deserialize)]
-struct CredentialsReply {
-    credential_info: CredentialInfo,
-}
-
-/// Parses the credentials reply.
-pub fn parse_credentials(body: &[u8]) -> Result<CredentialInfo, String> {
-    serde_json::from_slice::<CredentialsReply>(body)
-        .map(|r| r.credential_info)
-        .map_err(|e| format!("credentials-for-data-upload: unexpected answer: {e}"))
-}
 
 /// Uploads `doc` (the span document's bytes) for trace `id`.
 pub async fn upload(ws: &Workspace, id: &str, doc: Bytes) -> Attempt {

@@ -1,5 +1,4 @@
 use super::*;
-use crate::sinks::databricks::upload::HttpHeader;
 
 fn cred(kind: &str, headers: &[(&str, &str)]) -> CredentialInfo {
     CredentialInfo {
