@@ -323,6 +323,29 @@ async fn a_failed_upload_keeps_the_batch_and_the_resend_completes_it() {
 }
 
 #[tokio::test]
+async fn a_workspace_in_trouble_costs_one_call_not_one_per_trace() {
+    let dbx = Databricks::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let (batch, _) = llmtap_batch().await;
+    let mut cfg = DatabricksConfig::from_env(&env(&dbx, home.path(), &[]))
+        .unwrap()
+        .unwrap();
+    cfg.max_in_flight = 1;
+    let sink = llmtap::sinks::databricks::build("databricks", cfg, &ctx()).unwrap();
+
+    dbx.fail_next("/api/3.0/mlflow/traces", 503, 1);
+    let a = sink.send(&batch).await;
+    assert!(matches!(a.verdict, Verdict::Retry { .. }), "{a:?}");
+    assert_eq!(
+        dbx.requests_to("/api/3.0/mlflow/traces").len(),
+        1,
+        "no further trace is started after the workspace failed one"
+    );
+    assert_eq!(sink.send(&batch).await.verdict, Verdict::Success);
+    assert_eq!(dbx.traces().len(), 5);
+}
+
+#[tokio::test]
 async fn an_experiment_named_by_path_is_looked_up_or_created() {
     let dbx = Databricks::start().await;
     let home = tempfile::tempdir().unwrap();

@@ -6,8 +6,9 @@
 //!
 //! One batch holds many traces and each takes three calls, so a batch is
 //! sent as its traces, several at a time ([`DatabricksSink::max_in_flight`]),
-//! each call within the export time limit. The batch succeeds when every
-//! trace did; otherwise the pipeline sends it again (at-least-once), and the
+//! each call within the export time limit, no new one after a transient
+//! failure ([`outcome::run`]). The batch succeeds when every trace did;
+//! otherwise the pipeline sends it again (at-least-once), and the
 //! traces already delivered are skipped (remembered in a bounded set) or, if
 //! forgotten, sent again harmlessly: StartTraceV3 for an existing trace id
 //! replaces its info, and the upload overwrites the same object.
@@ -30,7 +31,6 @@ pub mod upload;
 pub mod workspace;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http::Method;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
@@ -86,11 +86,7 @@ impl DatabricksSink {
             .iter()
             .map(|t| Box::pin(self.send_trace(t, &loc)) as SinkFuture<'_, Attempt>)
             .collect();
-        let results: Vec<Attempt> = futures_util::stream::iter(sends)
-            .buffer_unordered(self.max_in_flight)
-            .collect()
-            .await;
-        outcome::combine(&results)
+        outcome::run(sends, self.max_in_flight).await
     }
 
     /// One trace: its info, then its span document.

@@ -13,7 +13,6 @@ pub mod config;
 pub mod shape;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http::Method;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
@@ -74,11 +73,7 @@ impl DatabricksTableSink {
             .iter()
             .map(|t| Box::pin(self.send_info(t)) as SinkFuture<'_, Attempt>)
             .collect();
-        let results: Vec<Attempt> = futures_util::stream::iter(sends)
-            .buffer_unordered(self.max_in_flight)
-            .collect()
-            .await;
-        outcome::combine(&results)
+        outcome::run(sends, self.max_in_flight).await
     }
 
     /// The OTLP export (protobuf, not compressed, as the client sends it).
