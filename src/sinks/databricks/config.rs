@@ -109,13 +109,23 @@ pub fn workspace(
 
 impl DatabricksConfig {
     /// The env shortcut; `Ok(None)` when `MLFLOW_TRACKING_URI` is not
-    /// Databricks.
+    /// Databricks, or when no experiment is named and
+    /// `MLFLOW_TRACING_DESTINATION` names a Unity Catalog schema (UC only).
     pub fn from_env(env: &HashMap<String, String>) -> Result<Option<Self>, Vec<String>> {
         let profile = match tracking_uri_profile(env) {
             Ok(Some(p)) => p,
             Ok(None) => return Ok(None),
             Err(e) => return Err(vec![format!("MLFLOW_TRACKING_URI: {e}")]),
         };
+        let no_experiment = get(env, "MLFLOW_EXPERIMENT_ID").is_none()
+            && get(env, "MLFLOW_EXPERIMENT_NAME").is_none();
+        let uc_destination =
+            get(env, "MLFLOW_TRACING_DESTINATION").is_some_and(|d| d.contains('.'));
+        if no_experiment && uc_destination {
+            // Traces go to Unity Catalog only, as in the client: the
+            // `databricks_table` sink's business.
+            return Ok(None);
+        }
         let experiment = experiment_from_env(env);
         let workspace = workspace(env, profile.as_deref(), None);
         match (experiment, workspace) {

@@ -120,3 +120,17 @@ fn profiles_come_from_the_tracking_uri() {
     let e = env(&[("MLFLOW_TRACKING_URI", "databricks")]);
     assert_eq!(tracking_uri_profile(&e), Ok(Some(None)));
 }
+
+#[test]
+fn a_uc_destination_without_an_experiment_is_uc_only() {
+    let e = env(&[
+        ("MLFLOW_TRACKING_URI", "databricks"),
+        ("MLFLOW_TRACING_DESTINATION", "main.llmtap"),
+        ("DATABRICKS_HOST", "https://h.cloud.databricks.com"),
+        ("DATABRICKS_TOKEN", "dapi-x"),
+    ]);
+    assert_eq!(DatabricksConfig::from_env(&e).unwrap(), None);
+    let mut both = e.clone();
+    both.insert("MLFLOW_EXPERIMENT_ID".into(), "1".into());
+    assert!(DatabricksConfig::from_env(&both).unwrap().is_some());
+}
