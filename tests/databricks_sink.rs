@@ -346,6 +346,33 @@ async fn a_workspace_in_trouble_costs_one_call_not_one_per_trace() {
 }
 
 #[tokio::test]
+async fn a_profile_named_by_the_tracking_uri_is_enough() {
+    let dbx = Databricks::start().await;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join(".databrickscfg"),
+        format!(
+            "[DEFAULT]\nhost = https://wrong.example.com\n\n[prod]\nhost = {}\ntoken = {PAT}\n",
+            dbx.host()
+        ),
+    )
+    .unwrap();
+    let (batch, ids) = llmtap_batch().await;
+    let env = env(
+        &dbx,
+        home.path(),
+        &[
+            ("MLFLOW_TRACKING_URI", "databricks://prod"),
+            ("DATABRICKS_HOST", ""),
+            ("DATABRICKS_TOKEN", ""),
+        ],
+    );
+    let sink = sink(&env);
+    assert_eq!(sink.send(&batch).await.verdict, Verdict::Success);
+    assert!(dbx.trace(&ids["plain"]).unwrap().spans.is_some());
+}
+
+#[tokio::test]
 async fn an_experiment_named_by_path_is_looked_up_or_created() {
     let dbx = Databricks::start().await;
     let home = tempfile::tempdir().unwrap();
