@@ -373,6 +373,32 @@ async fn a_profile_named_by_the_tracking_uri_is_enough() {
 }
 
 #[tokio::test]
+async fn an_unreachable_workspace_is_transient_and_nothing_is_lost() {
+    let dbx = Databricks::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let (batch, _) = llmtap_batch().await;
+    let sink = sink(&env(&dbx, home.path(), &[]));
+    dbx.stop().await;
+    let a = sink.send(&batch).await;
+    assert!(matches!(a.verdict, Verdict::Retry { .. }), "{a:?}");
+    assert_eq!(a.class, "connect", "{a:?}");
+    dbx.set_outage(true);
+    dbx.restart().await;
+    let a = sink.send(&batch).await;
+    assert_eq!(
+        a.verdict,
+        Verdict::Retry {
+            after: Some(Duration::from_secs(1))
+        },
+        "{a:?}"
+    );
+    dbx.set_outage(false);
+    assert_eq!(sink.send(&batch).await.verdict, Verdict::Success);
+    assert_eq!(dbx.traces().len(), 5);
+    assert!(dbx.traces().iter().all(|t| t.spans.is_some()));
+}
+
+#[tokio::test]
 async fn an_experiment_named_by_path_is_looked_up_or_created() {
     let dbx = Databricks::start().await;
     let home = tempfile::tempdir().unwrap();
