@@ -710,3 +710,48 @@ async fn org_id_must_name_this_workspace_and_assessments_need_a_trace() {
     assert_eq!(r.status, 404, "{}", r.body);
     assert!(dbx.assessments().is_empty());
 }
+
+#[tokio::test]
+async fn an_expired_upload_url_is_refused_and_new_credentials_work() {
+    let dbx = Databricks::start().await;
+    let start = fixture_request("pat.json", "/api/3.0/mlflow/traces");
+    let body = start["body"].as_str().unwrap();
+    let trace_id = serde_json::from_str::<Value>(body).unwrap()["trace"]["trace_info"]["trace_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pat = format!("Bearer {}", databricks::PAT);
+    let auth = [("authorization", pat.as_str())];
+    let r = call(
+        "POST",
+        &format!("{}/api/3.0/mlflow/traces", dbx.host()),
+        &auth,
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let creds_url = format!(
+        "{}/api/2.0/mlflow/traces/{trace_id}/credentials-for-data-upload",
+        dbx.host()
+    );
+    let signed_uri = |body: &str| {
+        serde_json::from_str::<Value>(body).unwrap()["credential_info"]["signed_uri"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let doc = fixture_request("pat.json", "/signed/")["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    dbx.set_upload_url_ttl(Duration::ZERO);
+    let stale = signed_uri(&call("GET", &creds_url, &auth, b"").await.body);
+    let r = call("PUT", &stale, &[databricks::UPLOAD_HEADER], doc.as_bytes()).await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("expired"), "{}", r.body);
+    dbx.set_upload_url_ttl(Duration::from_secs(900));
+    let fresh = signed_uri(&call("GET", &creds_url, &auth, b"").await.body);
+    let r = call("PUT", &fresh, &[databricks::UPLOAD_HEADER], doc.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(dbx.trace(&trace_id).unwrap().uploads, 1);
+}

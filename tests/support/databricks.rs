@@ -185,6 +185,8 @@ pub(crate) struct Inner {
 /// Shared by the server and the handle.
 pub(crate) struct Shared {
     pub inner: Mutex<Inner>,
+    /// Where the stand-in listens (for URLs when a request names no host).
+    pub addr: SocketAddr,
 }
 
 impl Shared {
@@ -208,6 +210,7 @@ impl Databricks {
             .expect("bind the Databricks stand-in");
         let addr = listener.local_addr().expect("stand-in address");
         let shared = Arc::new(Shared {
+            addr,
             inner: Mutex::new(Inner {
                 seen: Vec::new(),
                 traces: BTreeMap::new(),

@@ -67,11 +67,19 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Ful
             return error(413, "RESOURCE_EXHAUSTED", "request body too large").into_response()
         }
     };
+    // HTTP/1.1 names the host in `Host`, HTTP/2 in the URI's authority.
     let host = parts
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
+        .uri
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| shared.addr.to_string());
     let r = Req {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
