@@ -16,6 +16,8 @@
 //! [`registry`].
 
 pub mod attempt;
+pub mod databricks;
+pub mod databricks_table;
 pub mod file;
 pub mod http;
 pub mod mlflow;
