@@ -256,3 +256,54 @@ async fn a_workspace_outage_loses_and_duplicates_nothing() {
     );
     tap.running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recipe_plus_a_uc_schema_also_fills_the_delta_table() {
+    let dbx = Databricks::start().await;
+    let home = home();
+    let provider = provider().await;
+    let host = dbx.host();
+    let mut env = recipe(
+        &host,
+        home.path().to_str().unwrap(),
+        &[("DATABRICKS_TOKEN", databricks::PAT)],
+    );
+    env.push(("MLFLOW_TRACING_DESTINATION", "main.llmtap"));
+    let tap = Tap::start(&provider.url(), &env).await;
+    let ids = calls(&tap, 0, 4).await;
+    wait_stored(&dbx, &ids, Duration::from_secs(20)).await;
+    assert_delivered_as_the_client_does(&dbx, &ids);
+    let start = Instant::now();
+    loop {
+        let rows = dbx.otlp_rows();
+        let in_table: HashSet<String> = rows
+            .iter()
+            .map(|r| {
+                let hex: String = r.span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+                format!("tr-{hex}")
+            })
+            .collect();
+        if ids.iter().all(|id| in_table.contains(id)) {
+            assert!(
+                rows.iter()
+                    .all(|r| r.table == "main.llmtap.mlflow_experiment_trace_otel_spans"),
+                "rows went to {:?}",
+                rows.iter().map(|r| &r.table).collect::<HashSet<_>>()
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{} of {} traces in the UC table; rejections: {:?}",
+            ids.iter().filter(|id| in_table.contains(*id)).count(),
+            ids.len(),
+            dbx.rejections()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        dbx.v4_infos().len() >= ids.len(),
+        "one v4 trace info per trace"
+    );
+    tap.running.shutdown().await;
+}

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use super::{file, mlflow, otlp, Context, Sink};
+use super::{databricks, databricks_table, file, mlflow, otlp, Context, Sink};
 use crate::config::layers::{Env, Layers};
 use crate::config::limits::rate_max;
 
@@ -65,6 +65,8 @@ macro_rules! kinds {
 
 kinds! {
     Mlflow => mlflow::MlflowConfig,
+    Databricks => databricks::DatabricksConfig,
+    DatabricksTable => databricks_table::DatabricksTableConfig,
     Otlp => otlp::OtlpConfig,
     File => file::FileSinkConfig,
 }

@@ -15,8 +15,8 @@
 
 use std::collections::HashMap;
 
-use crate::config::ExperimentRef;
 use crate::databricks::WorkspaceConfig;
+use crate::sinks::mlflow::config::ExperimentRef;
 
 /// Trace creations per second a workspace allows by default: the low end
 /// of the published 50–200 QPS (older docs: 60). The quota is per
@@ -280,3 +280,17 @@ impl<'a> Settings<'a> {
 
 #[cfg(test)]
 mod tests;
+
+/// The shortcut for the registry: [`DatabricksConfig::from_env`], its errors reported.
+pub fn shortcut(l: &mut crate::config::layers::Layers<'_>) -> Option<DatabricksConfig> {
+    crate::config::layers::env_shortcut(l, DatabricksConfig::from_env)
+}
+
+/// A `[[sinks]]` entry of this kind ([`DatabricksConfig::from_table`]).
+pub fn from_table(
+    name: &str,
+    t: &toml::Table,
+    env: &HashMap<String, String>,
+) -> Result<DatabricksConfig, Vec<String>> {
+    DatabricksConfig::from_table(name, t, env)
+}

@@ -7,8 +7,8 @@ use http::{Method, StatusCode};
 use tokio::sync::Mutex;
 
 use super::workspace::{CallError, Workspace};
-use crate::config::ExperimentRef;
 use crate::sinks::http::{json_str, percent_encode, Answer};
+use crate::sinks::mlflow::config::ExperimentRef;
 use crate::sinks::{classify, Attempt};
 
 /// The experiment id, or the name to resolve it from.

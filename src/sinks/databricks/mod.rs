@@ -13,6 +13,9 @@
 //! forgotten, sent again harmlessly: StartTraceV3 for an existing trace id
 //! replaces its info, and the upload overwrites the same object.
 
+/// `kind = "databricks"`.
+pub const KIND: &str = "databricks";
+
 pub mod aggregate;
 pub mod config;
 mod delivered;
@@ -39,8 +42,8 @@ use self::group::TraceSpans;
 use self::trace_info::Location;
 use self::workspace::Workspace;
 use super::{Assessment, Attempt, Sink, SinkFuture};
-use crate::config::ExperimentRef;
 use crate::sinks::http::{json_str, percent_encode};
+use crate::sinks::mlflow::config::ExperimentRef;
 
 /// Trace-info tag that says where the spans live; `TRACKING_STORE` means
 /// the workspace keeps them itself and nothing is uploaded (the client's
@@ -56,6 +59,8 @@ pub struct DatabricksSink {
     /// Traces sent at once within one batch.
     max_in_flight: usize,
     delivered: delivered::Delivered,
+    /// The workspace quota this sink may use ([`Sink::default_rate`]).
+    rate: f64,
 }
 
 impl DatabricksSink {
@@ -67,7 +72,14 @@ impl DatabricksSink {
             experiment_ref: experiment,
             max_in_flight: max_in_flight.max(1),
             delivered: delivered::Delivered::new(8192),
+            rate: config::DEFAULT_MAX_TRACES_PER_SECOND,
         }
+    }
+
+    /// The same sink with another traces-per-second quota.
+    pub fn with_rate(mut self, rate: f64) -> Self {
+        self.rate = rate;
+        self
     }
 
     async fn send_batch(&self, batch: &ExportTraceServiceRequest) -> Attempt {
@@ -188,6 +200,10 @@ impl Sink for DatabricksSink {
     fn probe(&self) -> SinkFuture<'_, Result<(), String>> {
         Box::pin(self.check())
     }
+
+    fn default_rate(&self) -> Option<f64> {
+        Some(self.rate)
+    }
 }
 
 /// Builds the sink: one HTTP client for the workspace calls and the signed
@@ -198,12 +214,10 @@ pub fn build(
     ctx: &crate::sinks::Context,
 ) -> Result<std::sync::Arc<dyn Sink>, String> {
     let ws = workspace_for(&cfg.workspace, ctx)?;
-    Ok(std::sync::Arc::new(DatabricksSink::new(
-        name,
-        ws,
-        cfg.experiment,
-        cfg.max_in_flight,
-    )))
+    let sink = DatabricksSink::new(name, ws, cfg.experiment, cfg.max_in_flight);
+    Ok(std::sync::Arc::new(
+        sink.with_rate(cfg.max_traces_per_second),
+    ))
 }
 
 /// The workspace API client for a resolved workspace.

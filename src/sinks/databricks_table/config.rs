@@ -189,3 +189,17 @@ impl DatabricksTableConfig {
 
 #[cfg(test)]
 mod tests;
+
+/// The shortcut for the registry: [`DatabricksTableConfig::from_env`], its errors reported.
+pub fn shortcut(l: &mut crate::config::layers::Layers<'_>) -> Option<DatabricksTableConfig> {
+    crate::config::layers::env_shortcut(l, DatabricksTableConfig::from_env)
+}
+
+/// A `[[sinks]]` entry of this kind ([`DatabricksTableConfig::from_table`]).
+pub fn from_table(
+    name: &str,
+    t: &toml::Table,
+    env: &HashMap<String, String>,
+) -> Result<DatabricksTableConfig, Vec<String>> {
+    DatabricksTableConfig::from_table(name, t, env)
+}

@@ -9,6 +9,9 @@
 //! Re-sending is harmless: the OTLP rows are keyed by span id and the trace
 //! info by trace id.
 
+/// `kind = "databricks_table"`.
+pub const KIND: &str = "databricks_table";
+
 pub mod config;
 pub mod shape;
 
@@ -36,6 +39,8 @@ pub struct DatabricksTableSink {
     /// `catalog.schema.table` of the spans table.
     spans_table: String,
     max_in_flight: usize,
+    /// The workspace quota this sink may use ([`Sink::default_rate`]).
+    rate: f64,
 }
 
 impl DatabricksTableSink {
@@ -52,7 +57,14 @@ impl DatabricksTableSink {
             location,
             spans_table,
             max_in_flight: max_in_flight.max(1),
+            rate: super::databricks::config::DEFAULT_MAX_TRACES_PER_SECOND,
         }
+    }
+
+    /// The same sink with another traces-per-second quota.
+    pub fn with_rate(mut self, rate: f64) -> Self {
+        self.rate = rate;
+        self
     }
 
     fn loc_id(&self) -> String {
@@ -115,13 +127,10 @@ pub fn build(
     ctx: &crate::sinks::Context,
 ) -> Result<std::sync::Arc<dyn Sink>, String> {
     let ws = super::databricks::workspace_for(&cfg.workspace, ctx)?;
-    Ok(std::sync::Arc::new(DatabricksTableSink::new(
-        name,
-        ws,
-        cfg.location,
-        cfg.spans_table,
-        cfg.max_in_flight,
-    )))
+    let sink = DatabricksTableSink::new(name, ws, cfg.location, cfg.spans_table, cfg.max_in_flight);
+    Ok(std::sync::Arc::new(
+        sink.with_rate(cfg.max_traces_per_second),
+    ))
 }
 
 impl Sink for DatabricksTableSink {
@@ -142,6 +151,10 @@ impl Sink for DatabricksTableSink {
     /// feedback through the `databricks` sink of the linked experiment.
     fn assess<'a>(&'a self, _assessment: &'a Assessment) -> SinkFuture<'a, Attempt> {
         Box::pin(async { Attempt::unsupported("feedback", "databricks_table") })
+    }
+
+    fn default_rate(&self) -> Option<f64> {
+        Some(self.rate)
     }
 
     fn describe(&self) -> String {
