@@ -159,3 +159,40 @@ fn a_token_in_the_table_is_refused_and_never_echoed() {
     assert!(e.contains("sinks.mlflow.token: unknown key"), "{e}");
     assert!(!e.contains("s3cr3t-value"), "{e}");
 }
+
+#[test]
+fn the_example_files_sinks_entries_are_valid() {
+    let text = include_str!("../../config/llmtap.example.toml");
+    let start = text.find("# [[sinks]]").expect("[[sinks]] examples");
+    let end = text[start..].find("\n[export]").expect("then [export]") + start;
+    let entries: String = text[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+        // The example CA file does not exist here.
+        .filter(|l| !l.starts_with("tracking_server_cert_path"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("databrickscfg");
+    std::fs::write(&cfg, "[prod]\nhost = https://adb-1.azuredatabricks.net\ntoken = dapi-x\n")
+        .unwrap();
+    let e = [
+        ("TEAM_MLFLOW_TOKEN", "t"),
+        ("PHOENIX_OTLP_HEADERS", "authorization=Bearer%20x"),
+        ("DATABRICKS_CONFIG_FILE", cfg.to_str().unwrap()),
+        ("DATABRICKS_HOST", "https://adb-1.azuredatabricks.net"),
+        ("DATABRICKS_TOKEN", "dapi-x"),
+    ];
+    let got = resolve(&Flags::default(), &env(&e), Some(&entries));
+    let s = got.unwrap_or_else(|err| panic!("{err}\n{entries}")).sinks;
+    assert_eq!(
+        names(&s),
+        [
+            ("team", "mlflow"),
+            ("phoenix", "otlp"),
+            ("dbx", "databricks"),
+            ("uc", "databricks_table"),
+            ("archive", "file"),
+        ]
+    );
+}
