@@ -5,6 +5,9 @@
 //! its own spool. Spool on (the default) against a real `mlflow server`, and
 //! spool off (memory) against a dead port.
 
+// mlflow.rs and phoenix.rs each bring their own copy of support/venv.rs.
+#![allow(clippy::duplicate_mod)]
+
 #[path = "support/fake_provider.rs"]
 mod fake_provider;
 #[path = "support/mlflow.rs"]
