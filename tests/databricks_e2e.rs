@@ -133,19 +133,20 @@ fn assert_delivered_as_the_client_does(dbx: &Databricks, ids: &[String]) {
     );
 }
 
-fn home() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
+/// The stand-in, an empty home directory (no machine's ~/.databrickscfg
+/// leaks in) and the fake provider.
+async fn setup() -> (Databricks, tempfile::TempDir, FakeProvider) {
+    let home = tempfile::tempdir().unwrap();
+    (Databricks::start().await, home, provider().await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_recipe_with_a_pat_delivers_traces_as_the_mlflow_client_does() {
-    let dbx = Databricks::start().await;
-    let home = home();
-    let provider = provider().await;
+    let (dbx, _home, provider) = setup().await;
     let host = dbx.host();
     let env = recipe(
         &host,
-        home.path().to_str().unwrap(),
+        _home.path().to_str().unwrap(),
         &[("DATABRICKS_TOKEN", databricks::PAT)],
     );
     let tap = Tap::start(&provider.url(), &env).await;
@@ -164,13 +165,11 @@ async fn the_recipe_with_a_pat_delivers_traces_as_the_mlflow_client_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oauth_token_expiring_mid_load_costs_one_refresh_and_loses_nothing() {
-    let dbx = Databricks::start().await;
-    let home = home();
-    let provider = provider().await;
+    let (dbx, _home, provider) = setup().await;
     let host = dbx.host();
     let env = recipe(
         &host,
-        home.path().to_str().unwrap(),
+        _home.path().to_str().unwrap(),
         &[
             ("DATABRICKS_CLIENT_ID", databricks::CLIENT_ID),
             ("DATABRICKS_CLIENT_SECRET", databricks::CLIENT_SECRET),
@@ -207,13 +206,11 @@ async fn a_workspace_outage_loses_and_duplicates_nothing() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(600),
     );
-    let dbx = Databricks::start().await;
-    let home = home();
-    let provider = provider().await;
+    let (dbx, _home, provider) = setup().await;
     let host = dbx.host();
     let env = recipe(
         &host,
-        home.path().to_str().unwrap(),
+        _home.path().to_str().unwrap(),
         &[("DATABRICKS_TOKEN", databricks::PAT)],
     );
     let tap = Tap::start(&provider.url(), &env).await;
@@ -259,13 +256,11 @@ async fn a_workspace_outage_loses_and_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_recipe_plus_a_uc_schema_also_fills_the_delta_table() {
-    let dbx = Databricks::start().await;
-    let home = home();
-    let provider = provider().await;
+    let (dbx, _home, provider) = setup().await;
     let host = dbx.host();
     let mut env = recipe(
         &host,
-        home.path().to_str().unwrap(),
+        _home.path().to_str().unwrap(),
         &[("DATABRICKS_TOKEN", databricks::PAT)],
     );
     env.push(("MLFLOW_TRACING_DESTINATION", "main.llmtap"));

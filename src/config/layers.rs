@@ -40,7 +40,19 @@ pub struct Layers<'a> {
     pub errors: Vec<String>,
 }
 
-impl Layers<'_> {
+impl<'a> Layers<'a> {
+    /// The settings of one `[[sinks]]` entry: its table alone, read under
+    /// `at` (`sinks.<name>`), with no environment (`empty`).
+    pub fn entry(at: &str, t: &toml::Table, empty: &'a Env) -> Layers<'a> {
+        let mut file = toml::Table::new();
+        file.insert(at.to_string(), toml::Value::Table(t.clone()));
+        Layers {
+            env: empty,
+            file,
+            errors: vec![],
+        }
+    }
+
     pub fn file_value(&self, table: &str, key: &str) -> Option<&toml::Value> {
         self.file.get(table)?.as_table()?.get(key)
     }

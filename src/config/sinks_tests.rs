@@ -174,8 +174,11 @@ fn the_example_files_sinks_entries_are_valid() {
         .join("\n");
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("databrickscfg");
-    std::fs::write(&cfg, "[prod]\nhost = https://adb-1.azuredatabricks.net\ntoken = dapi-x\n")
-        .unwrap();
+    std::fs::write(
+        &cfg,
+        "[prod]\nhost = https://adb-1.azuredatabricks.net\ntoken = dapi-x\n",
+    )
+    .unwrap();
     let e = [
         ("TEAM_MLFLOW_TOKEN", "t"),
         ("PHOENIX_OTLP_HEADERS", "authorization=Bearer%20x"),

@@ -107,6 +107,49 @@ pub fn workspace(
     crate::databricks::resolve(&env, profile).map_err(|e| vec![e])
 }
 
+/// What every Databricks entry has besides its destination: the workspace
+/// (`profile`, `host`, else the environment) and the delivery limits.
+pub struct Common {
+    pub workspace: Result<WorkspaceConfig, Vec<String>>,
+    pub rate: f64,
+    pub in_flight: usize,
+}
+
+impl Settings<'_> {
+    /// Reads `profile`, `host`, `max_traces_per_second`, `max_in_flight`.
+    pub fn common(&mut self, env: &HashMap<String, String>) -> Common {
+        let profile = self.string("profile");
+        let host = self.string("host");
+        let name = self.name;
+        let workspace = workspace(env, profile.as_deref(), host.as_deref()).map_err(|es| {
+            es.into_iter()
+                .map(|e| format!("sinks.{name}: {e}"))
+                .collect::<Vec<_>>()
+        });
+        Common {
+            workspace,
+            rate: self.rate("max_traces_per_second", DEFAULT_MAX_TRACES_PER_SECOND),
+            in_flight: self.count("max_in_flight", DEFAULT_MAX_IN_FLIGHT),
+        }
+    }
+}
+
+/// A destination and a workspace, or every error of both (after `errors`).
+pub fn joined<D>(
+    dest: Result<D, String>,
+    workspace: Result<WorkspaceConfig, Vec<String>>,
+    mut errors: Vec<String>,
+) -> Result<(D, WorkspaceConfig), Vec<String>> {
+    match (dest, workspace, errors.is_empty()) {
+        (Ok(d), Ok(w), true) => Ok((d, w)),
+        (d, w, _) => {
+            errors.extend(d.err());
+            errors.extend(w.err().into_iter().flatten());
+            Err(errors)
+        }
+    }
+}
+
 impl DatabricksConfig {
     /// The env shortcut; `Ok(None)` when `MLFLOW_TRACKING_URI` is not
     /// Databricks, or when no experiment is named and
@@ -126,21 +169,14 @@ impl DatabricksConfig {
             // `databricks_table` sink's business.
             return Ok(None);
         }
-        let experiment = experiment_from_env(env);
-        let workspace = workspace(env, profile.as_deref(), None);
-        match (experiment, workspace) {
-            (Ok(experiment), Ok(workspace)) => Ok(Some(DatabricksConfig {
-                workspace,
-                experiment,
-                max_traces_per_second: DEFAULT_MAX_TRACES_PER_SECOND,
-                max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            })),
-            (e, w) => Err(e
-                .err()
-                .into_iter()
-                .chain(w.err().into_iter().flatten())
-                .collect()),
-        }
+        let ws = workspace(env, profile.as_deref(), None);
+        let (experiment, workspace) = joined(experiment_from_env(env), ws, vec![])?;
+        Ok(Some(DatabricksConfig {
+            workspace,
+            experiment,
+            max_traces_per_second: DEFAULT_MAX_TRACES_PER_SECOND,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }))
     }
 
     /// One `[[sinks]]` entry of `kind = "databricks"`.
@@ -153,10 +189,7 @@ impl DatabricksConfig {
         let mut s = Settings::new(name, t, &mut errors);
         let id = s.string("experiment_id");
         let exp_name = s.string("experiment_name");
-        let profile = s.string("profile");
-        let host = s.string("host");
-        let rate = s.rate("max_traces_per_second", DEFAULT_MAX_TRACES_PER_SECOND);
-        let in_flight = s.count("max_in_flight", DEFAULT_MAX_IN_FLIGHT);
+        let common = s.common(env);
         s.finish(&["kind", "name"]);
         let experiment = match (id, exp_name) {
             (Some(_), Some(_)) => Err(format!(
@@ -166,24 +199,13 @@ impl DatabricksConfig {
             (None, Some(n)) => experiment_name(&n, &format!("sinks.{name}.experiment_name")),
             (None, None) => experiment_from_env(env).map_err(|e| format!("sinks.{name}: {e}")),
         };
-        let workspace = workspace(env, profile.as_deref(), host.as_deref()).map_err(|es| {
-            es.into_iter()
-                .map(|e| format!("sinks.{name}: {e}"))
-                .collect::<Vec<_>>()
-        });
-        match (experiment, workspace, errors.is_empty()) {
-            (Ok(experiment), Ok(workspace), true) => Ok(DatabricksConfig {
-                workspace,
-                experiment,
-                max_traces_per_second: rate,
-                max_in_flight: in_flight,
-            }),
-            (e, w, _) => {
-                errors.extend(e.err());
-                errors.extend(w.err().into_iter().flatten());
-                Err(errors)
-            }
-        }
+        let (experiment, workspace) = joined(experiment, common.workspace, errors)?;
+        Ok(DatabricksConfig {
+            workspace,
+            experiment,
+            max_traces_per_second: common.rate,
+            max_in_flight: common.in_flight,
+        })
     }
 }
 

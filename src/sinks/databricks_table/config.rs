@@ -20,7 +20,8 @@ use std::collections::HashMap;
 
 use crate::databricks::WorkspaceConfig;
 use crate::sinks::databricks::config::{
-    tracking_uri_profile, workspace, Settings, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_TRACES_PER_SECOND,
+    joined, tracking_uri_profile, workspace, Settings, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_TRACES_PER_SECOND,
 };
 use crate::sinks::databricks::trace_info::{Location, UC_SCHEMA_SPANS_TABLE};
 
@@ -128,20 +129,14 @@ impl DatabricksTableConfig {
         let ws = tracking_uri_profile(env)
             .map_err(|e| vec![format!("MLFLOW_TRACKING_URI: {e}")])
             .and_then(|p| workspace(env, p.flatten().as_deref(), None));
-        match (loc, ws) {
-            (Ok((location, spans_table)), Ok(workspace)) => Ok(Some(DatabricksTableConfig {
-                workspace,
-                location,
-                spans_table,
-                max_traces_per_second: DEFAULT_MAX_TRACES_PER_SECOND,
-                max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            })),
-            (l, w) => Err(l
-                .err()
-                .into_iter()
-                .chain(w.err().into_iter().flatten())
-                .collect()),
-        }
+        let ((location, spans_table), workspace) = joined(loc, ws, vec![])?;
+        Ok(Some(DatabricksTableConfig {
+            workspace,
+            location,
+            spans_table,
+            max_traces_per_second: DEFAULT_MAX_TRACES_PER_SECOND,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }))
     }
 
     /// One `[[sinks]]` entry of `kind = "databricks_table"`.
@@ -154,10 +149,7 @@ impl DatabricksTableConfig {
         let mut s = Settings::new(name, t, &mut errors);
         let dest = s.string("destination");
         let spans = s.string("spans_table");
-        let profile = s.string("profile");
-        let host = s.string("host");
-        let rate = s.rate("max_traces_per_second", DEFAULT_MAX_TRACES_PER_SECOND);
-        let in_flight = s.count("max_in_flight", DEFAULT_MAX_IN_FLIGHT);
+        let common = s.common(env);
         s.finish(&["kind", "name"]);
         let loc = match dest {
             Some(d) => location(&d, spans.as_deref(), &format!("sinks.{name}.destination")),
@@ -165,25 +157,14 @@ impl DatabricksTableConfig {
                 "sinks.{name}.destination: required (catalog.schema or catalog.schema.table_prefix)"
             )),
         };
-        let ws = workspace(env, profile.as_deref(), host.as_deref()).map_err(|es| {
-            es.into_iter()
-                .map(|e| format!("sinks.{name}: {e}"))
-                .collect::<Vec<_>>()
-        });
-        match (loc, ws, errors.is_empty()) {
-            (Ok((location, spans_table)), Ok(workspace), true) => Ok(DatabricksTableConfig {
-                workspace,
-                location,
-                spans_table,
-                max_traces_per_second: rate,
-                max_in_flight: in_flight,
-            }),
-            (l, w, _) => {
-                errors.extend(l.err());
-                errors.extend(w.err().into_iter().flatten());
-                Err(errors)
-            }
-        }
+        let ((location, spans_table), workspace) = joined(loc, common.workspace, errors)?;
+        Ok(DatabricksTableConfig {
+            workspace,
+            location,
+            spans_table,
+            max_traces_per_second: common.rate,
+            max_in_flight: common.in_flight,
+        })
     }
 }
 

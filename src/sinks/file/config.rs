@@ -33,13 +33,7 @@ pub fn from_table(name: &str, t: &toml::Table, _env: &Env) -> Result<FileSinkCon
         return Err(unknown);
     }
     let empty = Env::new();
-    let mut file = toml::Table::new();
-    file.insert(at.clone(), toml::Value::Table(t.clone()));
-    let mut l = Layers {
-        env: &empty,
-        file,
-        errors: vec![],
-    };
+    let mut l = Layers::entry(&at, t, &empty);
     if !t.contains_key("dir") {
         return Err(vec![format!("{at}.dir: required for kind = \"file\"")]);
     }

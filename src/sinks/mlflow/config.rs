@@ -91,13 +91,7 @@ pub fn from_table(name: &str, t: &toml::Table, env: &Env) -> Result<MlflowConfig
         return Err(unknown);
     }
     let empty = Env::new();
-    let mut file = toml::Table::new();
-    file.insert(at.clone(), toml::Value::Table(t.clone()));
-    let mut l = Layers {
-        env: &empty,
-        file,
-        errors: vec![],
-    };
+    let mut l = Layers::entry(&at, t, &empty);
     let secret = |l: &mut Layers<'_>, key: &str, default: &str| {
         let var = l.string(None, &[], (&at, key)).unwrap_or(default.into());
         env.get(&var).filter(|v| !v.is_empty()).cloned()
