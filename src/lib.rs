@@ -1,5 +1,6 @@
 //! llmtap: a sidecar proxy that forwards LLM API calls untouched and traces
-//! each one into MLflow.
+//! each one into MLflow (self-hosted or on Databricks), any OpenTelemetry
+//! backend, or files — several at once.
 //!
 //! The data path, left to right:
 //!
@@ -8,11 +9,12 @@
 //!                 | at the end of the response body (off the request path)
 //!                 v
 //!   exchange -> journal (disk; spool on) -> trace::build (parse::*) -> otlp
-//!     -> spool (disk) -> batch -> sink
+//!     -> one spool (disk) and delivery lane per sink -> batch -> Sink
 //! ```
 //!
 //! Modules:
-//! - [`config`]: flags, env, TOML, defaults -> a validated [`config::Config`].
+//! - [`config`]: flags, env, TOML, defaults -> a validated [`config::Config`];
+//!   [`config::layers`] is the leaf every setting is read through.
 //! - [`server`], [`admin`]: listeners (HTTP/1.1 + h2c; connection limits and
 //!   client timeouts), health, readiness, metrics.
 //! - [`forward`]: the request path and its phases; [`headers`], [`route`];
@@ -22,12 +24,20 @@
 //! - [`capture_budget`]: the global cap on captured bytes held in memory;
 //!   [`memory_bound`]: the worst-case RSS a configuration allows.
 //! - [`inject`]: pure request rewrite / stream filter for usage on every stream.
-//! - [`upstream`]: upstream targets, failures and llmtap's own 502/504 answers.
+//! - [`upstream`]: upstream targets, failures and llmtap's own 502/504 answers;
+//!   [`credentials`]: the provider key llmtap adds itself (env, file, Databricks).
 //! - [`client`]: the pooled outbound client (rustls, h2/http1.1).
 //! - [`parse`]: pure parsers (SSE, decompression, provider formats).
 //! - [`exchange`], [`trace`], [`record`], [`otlp`]: captured facts -> span -> OTLP.
-//! - [`export`]: the exchange journal, parse workers, the spool (and its
-//!   directory lock), batching, retry, sinks (MLflow, files), replay.
+//! - [`pipeline`]: intake -> exchange journal -> parse workers -> per-sink
+//!   spools (and the directory lock) -> delivery (batch, rate, retry, dead
+//!   letter), replay.
+//! - [`sinks`]: the `Sink` trait and one folder per destination (`mlflow`,
+//!   `databricks`, `databricks_table`, `otlp`, `file`); [`sinks::registry`]
+//!   is the one list of kinds.
+//! - [`databricks`]: workspace resolution and credentials as the Databricks
+//!   SDKs do them (PAT, OAuth M2M, `~/.databrickscfg`).
+//! - [`private`]: files created 0600 in 0700 directories.
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`redact`]: URLs for display, without userinfo or query.
 #![forbid(unsafe_code)]
