@@ -785,7 +785,7 @@ async fn mlflow_outage_during_steady_load() {
 /// complete has exactly one trace in MLflow — including calls that completed
 /// a fraction of a millisecond before the kill. That holds because with
 /// `fsync = "always"` a response's last bytes wait until its exchange is
-/// fsynced in the exchange journal (`src/export/journal`); the restarted
+/// fsynced in the exchange journal (`src/pipeline/journal`); the restarted
 /// process parses what the journal holds and sends it. The load keeps running
 /// right up to the kill, so the kill really lands mid-load, and the kill is
 /// sent the moment one more (streamed) call has completed: tens of
@@ -1028,7 +1028,7 @@ struct SpoolRecord {
     len: usize,
 }
 
-/// The records of a segment file (layout in src/export/spool/record.rs:
+/// The records of a segment file (layout in src/pipeline/spool/record.rs:
 /// a 16-byte header, then `len u32 LE | crc32 u32 LE | body[len]`).
 fn segment_records(bytes: &[u8]) -> Vec<SpoolRecord> {
     assert!(

@@ -322,3 +322,67 @@ async fn replaying_trace_files_twice_gives_each_trace_once() {
     let trace = mlflow.wait_trace(&ids[0], WAIT).await;
     assert_eq!(usage(&trace)["total_tokens"], 28);
 }
+
+/// The MLflow sink's `assess` (the `Sink` trait's feedback path) attaches an
+/// assessment to a trace llmtap delivered, as MLflow's own
+/// `mlflow.log_feedback` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_through_the_sink_lands_on_the_trace() {
+    use llmtap::sinks::{mlflow as mlflow_sink, Assessment, Context, Verdict};
+    let mlflow = mlflow::shared().await;
+    let (_, experiment) = mlflow.unique_experiment("e2e-feedback").await;
+    let provider = provider().await;
+    let tap = Tap::start(
+        &provider.url(),
+        &[
+            ("MLFLOW_TRACKING_URI", mlflow.uri()),
+            ("MLFLOW_EXPERIMENT_ID", &experiment),
+        ],
+    )
+    .await;
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let id = post(
+        &tap.url("/v1/chat/completions"),
+        body.to_string().as_bytes(),
+        &[],
+    )
+    .await
+    .trace_id();
+    mlflow.wait_trace(&id, WAIT).await;
+    let mut env = llmtap::config::Env::new();
+    env.insert("MLFLOW_TRACKING_URI".into(), mlflow.uri().into());
+    env.insert("MLFLOW_EXPERIMENT_ID".into(), experiment.clone());
+    let mut l = llmtap::config::Layers {
+        env: &env,
+        file: toml::Table::new(),
+        errors: vec![],
+    };
+    let cfg = mlflow_sink::config::shortcut(&mut l).expect("an MLflow sink");
+    let ctx = Context {
+        connect_timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(30),
+        service_name: "llmtap".into(),
+    };
+    let sink = mlflow_sink::build("mlflow", cfg, &ctx).unwrap();
+    let a = Assessment {
+        trace_id: id.clone(),
+        name: "user_feedback".into(),
+        source_type: "HUMAN".into(),
+        source_id: "alice".into(),
+        value: json!(true),
+        rationale: Some("right answer".into()),
+        metadata: Default::default(),
+    };
+    let sent = sink.assess(&a).await;
+    assert_eq!(sent.verdict, Verdict::Success, "{}", sent.reason);
+    let trace = mlflow.get_trace(&id).await.expect("the trace");
+    let assessments = trace["trace_info"]["assessments"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no assessments on {trace}"));
+    let got = &assessments[0];
+    assert_eq!(got["assessment_name"], "user_feedback");
+    assert_eq!(got["source"]["source_id"], "alice");
+    assert_eq!(got["feedback"]["value"], true);
+    assert_eq!(got["rationale"], "right answer");
+    tap.running.shutdown().await;
+}

@@ -2,7 +2,7 @@
 //! llmtap binary on a persistent spool directory.
 //!
 //! The crash is made deterministic with the debug-build test hook
-//! `LLMTAP_DEBUG_ABORT_ON_PARSE=<marker>` (src/export/journal/test_hooks.rs): a
+//! `LLMTAP_DEBUG_ABORT_ON_PARSE=<marker>` (src/pipeline/journal/test_hooks.rs): a
 //! parse worker aborts the process when a captured request body contains
 //! the marker — the same death, as far as the journal can tell, as an OOM
 //! kill or `kill -9` during the parse (no unwinding, nothing flushed).

@@ -14,10 +14,12 @@
 //! `fsync = "always"`); from then on it survives a tracking-server outage, a
 //! restart or `kill -9`: the spool is replayed on the next start. The
 //! request path is untouched by any of this. Memory stays bounded: the span
-//! queue is bounded and the delivery task holds one batch.
+//! queue is bounded and the delivery task holds one batch. The group-commit
+//! helpers this shares with the exchange journal are the spool's
+//! ([`super::spool::group`]).
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -25,136 +27,15 @@ use prost::Message;
 use tokio::sync::{mpsc, Notify};
 
 use super::batch::Limits;
-use super::spool::{Fsync, RealFs, RecordId, Spool, SpoolConfig, SpoolError};
+use super::spool::group::{append_group, next_group, publish, with_spool, Idle, Lost, Slot};
+pub use super::spool::group::{open, open_at, Shared};
+use super::spool::RecordId;
 use super::{Deliverer, Parsed};
 use crate::config::SpoolSettings;
 use crate::metrics::{Metrics, SinkCounters};
 
-/// The spool shared by the writer and the delivery task.
-pub type Shared = Arc<Mutex<Spool<RealFs>>>;
-
 /// Spans written per group commit at most.
 const GROUP: usize = 512;
-
-/// Opens the spool a configuration names. With `fsync = "always"` the spool
-/// itself syncs lazily and the writer flushes once per group (group commit).
-pub fn open(s: &SpoolSettings) -> Result<Spool<RealFs>, SpoolError> {
-    open_at(s, s.dir.clone())
-}
-
-/// Opens a spool in `dir` with the settings' cap, segment size and sync
-/// policy (the writer's group commit syncs with `fsync = "always"`; the
-/// spool itself only on the interval, or hourly as a backstop).
-pub fn open_at(s: &SpoolSettings, dir: std::path::PathBuf) -> Result<Spool<RealFs>, SpoolError> {
-    Spool::open(
-        SpoolConfig {
-            dir,
-            fsync: Fsync::Interval(s.fsync_interval.unwrap_or(Duration::from_secs(3600))),
-            max_bytes: s.max_bytes,
-            segment_bytes: s.segment_bytes,
-        },
-        RealFs::new(),
-    )
-}
-
-/// Which statistics a spool's figures are published as.
-#[derive(Debug, Clone)]
-pub enum Slot {
-    /// A sink's span spool (`llmtap_sink_spool_*{sink}`, and summed in
-    /// `llmtap_spool_*`).
-    Sink(Arc<SinkCounters>),
-    /// The exchange journal (`llmtap_journal_*`).
-    Journal,
-}
-
-/// Publishes a spool's statistics to its metrics slot.
-pub fn publish(spool: &Spool<RealFs>, metrics: &Metrics, slot: &Slot) {
-    let slot = match slot {
-        Slot::Sink(c) => &c.spool,
-        Slot::Journal => &metrics.journal,
-    };
-    if let Ok(mut slot) = slot.lock() {
-        *slot = Some((spool.stats(), spool.config().max_bytes));
-    }
-}
-
-/// Runs `f` on a spool off the async threads, then publishes its statistics.
-pub async fn with_spool<T: Send + 'static>(
-    spool: &Shared,
-    metrics: &Arc<Metrics>,
-    slot: Slot,
-    f: impl FnOnce(&mut Spool<RealFs>) -> T + Send + 'static,
-) -> Option<T> {
-    let (spool, metrics) = (spool.clone(), metrics.clone());
-    tokio::task::spawn_blocking(move || {
-        let mut guard = spool.lock().ok()?;
-        let out = f(&mut guard);
-        publish(&guard, &metrics, &slot);
-        Some(out)
-    })
-    .await
-    .ok()
-    .flatten()
-}
-
-/// What a writer does while its queue is idle: flush its spools every `tick`.
-pub struct Idle {
-    spools: Vec<(Shared, Slot)>,
-    metrics: Arc<Metrics>,
-    tick: Duration,
-}
-
-impl Idle {
-    /// Flushes on the fsync interval (every second with `fsync = "always"`,
-    /// where each group is synced anyway).
-    pub fn new(
-        spools: Vec<(Shared, Slot)>,
-        metrics: &Arc<Metrics>,
-        settings: &SpoolSettings,
-    ) -> Self {
-        Idle {
-            spools,
-            metrics: metrics.clone(),
-            tick: settings.fsync_interval.unwrap_or(Duration::from_secs(1)),
-        }
-    }
-
-    async fn flush(&self) {
-        for (spool, slot) in &self.spools {
-            with_spool(spool, &self.metrics, slot.clone(), |s| s.flush()).await;
-        }
-    }
-}
-
-/// The next group commit's items: the first to arrive, then whatever is
-/// already queued, up to `max` items and `max_weight` (by `weight`). The
-/// spool is flushed on every idle tick. `None` once the queue is closed.
-pub async fn next_group<T>(
-    rx: &mut mpsc::Receiver<T>,
-    idle: &Idle,
-    max: usize,
-    max_weight: usize,
-    weight: impl Fn(&T) -> usize,
-) -> Option<Vec<T>> {
-    let first = loop {
-        tokio::select! {
-            item = rx.recv() => break item?,
-            _ = tokio::time::sleep(idle.tick) => idle.flush().await,
-        }
-    };
-    let mut total = weight(&first);
-    let mut group = vec![first];
-    while group.len() < max && total < max_weight {
-        match rx.try_recv() {
-            Ok(item) => {
-                total += weight(&item);
-                group.push(item);
-            }
-            Err(_) => break,
-        }
-    }
-    Some(group)
-}
 
 /// One sink's share of the spool: its own spool (directory), the wake-up
 /// its delivery task waits on, and its counters. A dead sink's lane fills
@@ -255,73 +136,6 @@ fn append_to_lanes(
     out
 }
 
-/// What appending a group lost: how many records, and the first error.
-#[derive(Clone)]
-pub struct Lost {
-    pub count: u64,
-    pub error: Option<String>,
-}
-
-impl Lost {
-    /// Counts the loss (`llmtap_traces_dropped_total{reason="spool_full"}`,
-    /// the cap or the disk) and logs it when the total passes a power of
-    /// two, so a full disk at high traffic does not flood the log.
-    pub fn report(&self, metrics: &Metrics, sink: &SinkCounters, what: &str) {
-        if self.count == 0 {
-            return;
-        }
-        sink.dropped("spool_full", self.count);
-        self.report_total(metrics, what);
-    }
-
-    /// Counts and logs the loss in the totals only (the journal's).
-    pub fn report_total(&self, metrics: &Metrics, what: &str) {
-        if self.count == 0 {
-            return;
-        }
-        metrics.dropped("spool_full", self.count);
-        let total = metrics.dropped_count("spool_full");
-        let before = total - self.count;
-        if before == 0 || before.ilog2() != total.ilog2() {
-            tracing::warn!(
-                dropped_total = total,
-                error = self.error.as_deref().unwrap_or("full"),
-                "{what} full or failing: traces dropped (the calls themselves were proxied)"
-            );
-        }
-    }
-}
-
-/// Appends one group commit's records (fsyncing once at the end with
-/// `always`); what could not be stored is returned, not logged one by one.
-pub fn append_group(
-    s: &mut Spool<RealFs>,
-    payloads: impl IntoIterator<Item = Vec<u8>>,
-    always: bool,
-) -> Lost {
-    let mut lost = Lost {
-        count: 0,
-        error: None,
-    };
-    for p in payloads {
-        if let Err(e) = s.append(&p) {
-            lost.count += 1;
-            if lost.error.is_none() && !matches!(e, SpoolError::Full { .. }) {
-                lost.error = Some(e.to_string());
-            }
-        }
-    }
-    if always {
-        if let Err(e) = s.flush() {
-            let failures = s.stats().sync_errors;
-            if failures.is_power_of_two() {
-                tracing::error!(error = %e, failures, "fsync failed; the last records may not survive a power loss");
-            }
-        }
-    }
-    lost
-}
-
 /// Sends what the spool holds, batch by batch, acking what the sink took.
 /// Ends once the writer is done and the spool has nothing left to hand out.
 pub async fn deliver(
@@ -376,21 +190,7 @@ pub async fn deliver(
         }
         partial_since = None;
         // Records that are not spans are acked with the batch: they never will be.
-        let mut ids = Vec::with_capacity(batch.len());
-        let mut span_ids = Vec::with_capacity(batch.len());
-        let mut spans = Vec::with_capacity(batch.len());
-        for (id, payload) in batch {
-            match Span::decode(payload.as_slice()) {
-                Ok(s) => {
-                    spans.push(s);
-                    span_ids.push(id);
-                }
-                Err(e) => {
-                    ids.push(id);
-                    tracing::error!(error = %e, "spool: a record is not a span; skipped")
-                }
-            }
-        }
+        let (mut ids, span_ids, spans) = decode(batch);
         let outcome = match spans.is_empty() {
             true => None,
             false => Some(deliverer.deliver(spans).await),
@@ -416,6 +216,27 @@ pub async fn deliver(
         })
         .await;
     }
+}
+
+/// A spool batch as spans and their record ids, and the ids of records that
+/// are not spans (logged; acked with the batch, they never will be spans).
+fn decode(batch: Vec<(RecordId, Vec<u8>)>) -> (Vec<RecordId>, Vec<RecordId>, Vec<Span>) {
+    let mut bad = Vec::new();
+    let mut span_ids = Vec::with_capacity(batch.len());
+    let mut spans = Vec::with_capacity(batch.len());
+    for (id, payload) in batch {
+        match Span::decode(payload.as_slice()) {
+            Ok(s) => {
+                spans.push(s);
+                span_ids.push(id);
+            }
+            Err(e) => {
+                bad.push(id);
+                tracing::error!(error = %e, "spool: a record is not a span; skipped")
+            }
+        }
+    }
+    (bad, span_ids, spans)
 }
 
 /// Acknowledges exchange-journal records whose spans are spooled (or lost

@@ -34,8 +34,8 @@ use super::gate::Gate;
 use super::marks::{self, Mark, State, QUARANTINE_AT, SLOT};
 use super::{codec, quarantine, Shared};
 use crate::metrics::Metrics;
+use crate::pipeline::spool::group::{publish, Slot};
 use crate::pipeline::spool::RecordId;
-use crate::pipeline::spooled::{publish, Slot};
 
 /// The marks file's name in the journal directory.
 pub const FILE: &str = "parsing.marks";

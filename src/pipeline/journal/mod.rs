@@ -62,15 +62,15 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::spool::group::{append_group, next_group, publish, with_spool, Idle, Lost, Slot};
 use super::spool::{RealFs, RecordId, Spool, SpoolError, MAX_PAYLOAD};
 pub use super::spooled::ack_journal as ack;
-use super::spooled::{append_group, next_group, publish, with_spool, Idle, Lost, Slot};
 use crate::config::SpoolSettings;
 use crate::exchange::Exchange;
 use crate::metrics::Metrics;
 
 /// The journal shared by its writer, the parse workers and the span writer.
-pub use super::spooled::Shared;
+pub use super::spool::group::Shared;
 
 /// The journal's directory inside the spool directory.
 pub const DIR: &str = "exchanges";
@@ -100,7 +100,7 @@ pub struct Entry {
 /// size cap and segment size as the span spool. Syncing is the writer's job
 /// (group commit), as for the span spool.
 pub fn open(s: &SpoolSettings) -> Result<Spool<RealFs>, SpoolError> {
-    super::spooled::open_at(s, s.dir.join(DIR))
+    super::spool::group::open_at(s, s.dir.join(DIR))
 }
 
 /// Wakes parse workers when the writer appended, and tells them when it is

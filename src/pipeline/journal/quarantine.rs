@@ -11,7 +11,7 @@
 //!  "quarantined_unix_ms":...,"trace_id":"tr-...","journal_segment":...,
 //!  "journal_offset":...,"strikes":2,"payload_bytes":...,"payload_truncated":false}\n
 //! <payload_bytes bytes: the journal record, a protobuf `ExchangeRecord`
-//!  (src/export/journal/codec.rs)>
+//!  (src/pipeline/journal/codec.rs)>
 //! ```
 //!
 //! `head -1 FILE` shows the header; `tail -n +2 FILE | protoc --decode_raw`

@@ -85,6 +85,7 @@
 
 mod ack;
 mod fs;
+pub mod group;
 mod open;
 mod read;
 mod record;

@@ -188,3 +188,6 @@ pub fn assessment_body(a: &Assessment) -> serde_json::Value {
     }
     serde_json::json!({ "assessment": assessment })
 }
+
+#[cfg(test)]
+mod tests;

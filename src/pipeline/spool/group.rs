@@ -1,0 +1,207 @@
+//! Group commit, the writer side shared by the exchange journal and the
+//! sinks' span spools: a spool opened with the configuration's settings,
+//! shared between a writer and a reader; the next group of queued items
+//! (the first to arrive, then whatever is already queued); one append per
+//! record and one fsync per group (`fsync = "always"`); what a group lost,
+//! counted; and the spool's statistics published to the metrics after every
+//! operation, all off the async threads.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{Fsync, RealFs, Spool, SpoolConfig, SpoolError};
+use crate::config::SpoolSettings;
+use crate::metrics::{Metrics, SinkCounters};
+
+/// The spool shared by the writer and the delivery task.
+pub type Shared = Arc<Mutex<Spool<RealFs>>>;
+
+/// Opens the spool a configuration names. With `fsync = "always"` the spool
+/// itself syncs lazily and the writer flushes once per group (group commit).
+pub fn open(s: &SpoolSettings) -> Result<Spool<RealFs>, SpoolError> {
+    open_at(s, s.dir.clone())
+}
+
+/// Opens a spool in `dir` with the settings' cap, segment size and sync
+/// policy (the writer's group commit syncs with `fsync = "always"`; the
+/// spool itself only on the interval, or hourly as a backstop).
+pub fn open_at(s: &SpoolSettings, dir: std::path::PathBuf) -> Result<Spool<RealFs>, SpoolError> {
+    Spool::open(
+        SpoolConfig {
+            dir,
+            fsync: Fsync::Interval(s.fsync_interval.unwrap_or(Duration::from_secs(3600))),
+            max_bytes: s.max_bytes,
+            segment_bytes: s.segment_bytes,
+        },
+        RealFs::new(),
+    )
+}
+
+/// Which statistics a spool's figures are published as.
+#[derive(Debug, Clone)]
+pub enum Slot {
+    /// A sink's span spool (`llmtap_sink_spool_*{sink}`, and summed in
+    /// `llmtap_spool_*`).
+    Sink(Arc<SinkCounters>),
+    /// The exchange journal (`llmtap_journal_*`).
+    Journal,
+}
+
+/// Publishes a spool's statistics to its metrics slot.
+pub fn publish(spool: &Spool<RealFs>, metrics: &Metrics, slot: &Slot) {
+    let slot = match slot {
+        Slot::Sink(c) => &c.spool,
+        Slot::Journal => &metrics.journal,
+    };
+    if let Ok(mut slot) = slot.lock() {
+        *slot = Some((spool.stats(), spool.config().max_bytes));
+    }
+}
+
+/// Runs `f` on a spool off the async threads, then publishes its statistics.
+pub async fn with_spool<T: Send + 'static>(
+    spool: &Shared,
+    metrics: &Arc<Metrics>,
+    slot: Slot,
+    f: impl FnOnce(&mut Spool<RealFs>) -> T + Send + 'static,
+) -> Option<T> {
+    let (spool, metrics) = (spool.clone(), metrics.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut guard = spool.lock().ok()?;
+        let out = f(&mut guard);
+        publish(&guard, &metrics, &slot);
+        Some(out)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// What a writer does while its queue is idle: flush its spools every `tick`.
+pub struct Idle {
+    spools: Vec<(Shared, Slot)>,
+    metrics: Arc<Metrics>,
+    tick: Duration,
+}
+
+impl Idle {
+    /// Flushes on the fsync interval (every second with `fsync = "always"`,
+    /// where each group is synced anyway).
+    pub fn new(
+        spools: Vec<(Shared, Slot)>,
+        metrics: &Arc<Metrics>,
+        settings: &SpoolSettings,
+    ) -> Self {
+        Idle {
+            spools,
+            metrics: metrics.clone(),
+            tick: settings.fsync_interval.unwrap_or(Duration::from_secs(1)),
+        }
+    }
+
+    /// Flushes every spool (the writer does at its end too).
+    pub async fn flush(&self) {
+        for (spool, slot) in &self.spools {
+            with_spool(spool, &self.metrics, slot.clone(), |s| s.flush()).await;
+        }
+    }
+}
+
+/// The next group commit's items: the first to arrive, then whatever is
+/// already queued, up to `max` items and `max_weight` (by `weight`). The
+/// spool is flushed on every idle tick. `None` once the queue is closed.
+pub async fn next_group<T>(
+    rx: &mut mpsc::Receiver<T>,
+    idle: &Idle,
+    max: usize,
+    max_weight: usize,
+    weight: impl Fn(&T) -> usize,
+) -> Option<Vec<T>> {
+    let first = loop {
+        tokio::select! {
+            item = rx.recv() => break item?,
+            _ = tokio::time::sleep(idle.tick) => idle.flush().await,
+        }
+    };
+    let mut total = weight(&first);
+    let mut group = vec![first];
+    while group.len() < max && total < max_weight {
+        match rx.try_recv() {
+            Ok(item) => {
+                total += weight(&item);
+                group.push(item);
+            }
+            Err(_) => break,
+        }
+    }
+    Some(group)
+}
+
+/// What appending a group lost: how many records, and the first error.
+#[derive(Clone)]
+pub struct Lost {
+    pub count: u64,
+    pub error: Option<String>,
+}
+
+impl Lost {
+    /// Counts the loss (`llmtap_traces_dropped_total{reason="spool_full"}`,
+    /// the cap or the disk) and logs it when the total passes a power of
+    /// two, so a full disk at high traffic does not flood the log.
+    pub fn report(&self, metrics: &Metrics, sink: &SinkCounters, what: &str) {
+        if self.count == 0 {
+            return;
+        }
+        sink.dropped("spool_full", self.count);
+        self.report_total(metrics, what);
+    }
+
+    /// Counts and logs the loss in the totals only (the journal's).
+    pub fn report_total(&self, metrics: &Metrics, what: &str) {
+        if self.count == 0 {
+            return;
+        }
+        metrics.dropped("spool_full", self.count);
+        let total = metrics.dropped_count("spool_full");
+        let before = total - self.count;
+        if before == 0 || before.ilog2() != total.ilog2() {
+            tracing::warn!(
+                dropped_total = total,
+                error = self.error.as_deref().unwrap_or("full"),
+                "{what} full or failing: traces dropped (the calls themselves were proxied)"
+            );
+        }
+    }
+}
+
+/// Appends one group commit's records (fsyncing once at the end with
+/// `always`); what could not be stored is returned, not logged one by one.
+pub fn append_group(
+    s: &mut Spool<RealFs>,
+    payloads: impl IntoIterator<Item = Vec<u8>>,
+    always: bool,
+) -> Lost {
+    let mut lost = Lost {
+        count: 0,
+        error: None,
+    };
+    for p in payloads {
+        if let Err(e) = s.append(&p) {
+            lost.count += 1;
+            if lost.error.is_none() && !matches!(e, SpoolError::Full { .. }) {
+                lost.error = Some(e.to_string());
+            }
+        }
+    }
+    if always {
+        if let Err(e) = s.flush() {
+            let failures = s.stats().sync_errors;
+            if failures.is_power_of_two() {
+                tracing::error!(error = %e, failures, "fsync failed; the last records may not survive a power loss");
+            }
+        }
+    }
+    lost
+}
