@@ -479,8 +479,16 @@ async fn fan_out(
         // The span leaves this queue as one copy per sink that took it
         // (the queue depth counts copies waiting for a sink's batcher).
         metrics.queue_depth.fetch_sub(1, Relaxed);
-        for (tx, counters) in &lanes {
-            match tx.try_send(span.clone()) {
+        let last = lanes.len().saturating_sub(1);
+        let mut span = Some(span);
+        for (i, (tx, counters)) in lanes.iter().enumerate() {
+            // The last sink takes the span itself; the others a copy.
+            let copy = match i == last {
+                true => span.take(),
+                false => span.clone(),
+            };
+            let Some(copy) = copy else { break };
+            match tx.try_send(copy) {
                 Ok(()) => {
                     metrics.queue_depth.fetch_add(1, Relaxed);
                 }

@@ -18,6 +18,7 @@
 pub mod attempt;
 pub mod databricks;
 pub mod databricks_table;
+pub mod experiment;
 pub mod file;
 pub mod http;
 pub mod mlflow;

@@ -4,46 +4,10 @@
 //! the way `mlflow.set_experiment(name)` does on Databricks.
 
 use http::{Method, StatusCode};
-use tokio::sync::Mutex;
 
 use super::workspace::{CallError, Workspace};
 use crate::sinks::http::{json_str, percent_encode, Answer};
-use crate::sinks::mlflow::config::ExperimentRef;
 use crate::sinks::{classify, Attempt};
-
-/// The experiment id, or the name to resolve it from.
-pub struct Experiment {
-    name: Option<String>,
-    /// Held while a lookup runs, so concurrent sends resolve it once.
-    id: Mutex<Option<String>>,
-}
-
-impl Experiment {
-    pub fn new(r: &ExperimentRef) -> Self {
-        match r {
-            ExperimentRef::Id(id) => Experiment {
-                name: None,
-                id: Mutex::new(Some(id.clone())),
-            },
-            ExperimentRef::Name(n) => Experiment {
-                name: Some(n.clone()),
-                id: Mutex::new(None),
-            },
-        }
-    }
-
-    /// The id, known or looked up (or created) on first use.
-    pub async fn id(&self, ws: &Workspace) -> Result<String, Attempt> {
-        let mut id = self.id.lock().await;
-        if let Some(id) = id.as_ref() {
-            return Ok(id.clone());
-        }
-        let name = self.name.as_deref().unwrap_or_default();
-        let found = resolve(ws, name).await?;
-        *id = Some(found.clone());
-        Ok(found)
-    }
-}
 
 /// An attempt from a call error or an unexpected answer.
 pub fn failed(e: CallError) -> Attempt {
@@ -70,7 +34,7 @@ pub fn has_code(a: &Answer, code: &str) -> bool {
     json_str(&a.body, &["error_code"]).as_deref() == Some(code)
 }
 
-async fn resolve(ws: &Workspace, name: &str) -> Result<String, Attempt> {
+pub async fn resolve(ws: &Workspace, name: &str) -> Result<String, Attempt> {
     for _ in 0..2 {
         if let Some(id) = lookup(ws, name).await? {
             tracing::info!(experiment = %name, experiment_id = %id, "using Databricks experiment");

@@ -37,10 +37,11 @@ use bytes::Bytes;
 use http::Method;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use self::experiment::{answered, failed, has_code, Experiment};
+use self::experiment::{answered, failed, has_code};
 use self::group::TraceSpans;
 use self::trace_info::Location;
 use self::workspace::Workspace;
+use super::experiment::Experiment;
 use super::{Assessment, Attempt, Sink, SinkFuture};
 use crate::sinks::http::{json_str, percent_encode};
 use crate::sinks::mlflow::config::ExperimentRef;
@@ -87,7 +88,11 @@ impl DatabricksSink {
         if traces.is_empty() {
             return Attempt::ok();
         }
-        let experiment = match self.experiment.id(&self.ws).await {
+        let experiment = match self
+            .experiment
+            .id(|n| async move { experiment::resolve(&self.ws, &n).await })
+            .await
+        {
             Ok(id) => id,
             Err(a) => return a,
         };
@@ -150,7 +155,11 @@ impl DatabricksSink {
 
     /// Readiness: the workspace answers an authenticated experiment lookup.
     async fn check(&self) -> Result<(), String> {
-        let id = self.experiment.id(&self.ws).await.map_err(|a| a.reason)?;
+        let id = self
+            .experiment
+            .id(|n| async move { experiment::resolve(&self.ws, &n).await })
+            .await
+            .map_err(|a| a.reason)?;
         let path = format!(
             "/api/2.0/mlflow/experiments/get?experiment_id={}",
             percent_encode(&id)

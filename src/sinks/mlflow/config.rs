@@ -77,9 +77,12 @@ pub fn shortcut(l: &mut Layers<'_>) -> Option<MlflowConfig> {
     )
 }
 
-/// Whether a tracking URI names Databricks (`databricks`, `databricks://PROFILE`).
+/// Whether a tracking URI names Databricks (`databricks`,
+/// `databricks://PROFILE`): exactly what the Databricks sink takes
+/// (`sinks::databricks::config::tracking_uri_profile`); anything else is
+/// read, and refused if it is not a URL, here.
 pub fn is_databricks(uri: &str) -> bool {
-    uri == "databricks" || uri.starts_with("databricks://") || uri.starts_with("databricks-uc")
+    uri == "databricks" || uri.starts_with("databricks://")
 }
 
 /// A `[[sinks]]` entry of `kind = "mlflow"`, read from its table alone (the

@@ -38,7 +38,7 @@ pub struct MlflowSink {
     client: HttpClient,
     cfg: MlflowConfig,
     /// The experiment id, once known (given, or looked up by name).
-    experiment: resolve::Experiment,
+    experiment: super::experiment::Experiment,
     timeout: Duration,
 }
 
@@ -47,7 +47,7 @@ impl MlflowSink {
         MlflowSink {
             name: "mlflow".into(),
             client: crate::client::client(connect_timeout, &cfg.server_ca.certs),
-            experiment: resolve::Experiment::new(&cfg.experiment),
+            experiment: super::experiment::Experiment::new(&cfg.experiment),
             cfg,
             timeout,
         }
@@ -92,7 +92,11 @@ impl MlflowSink {
 
     /// Sends one encoded `ExportTraceServiceRequest`.
     async fn send_protobuf(&self, protobuf: &[u8]) -> Attempt {
-        let experiment = match self.experiment.id(self).await {
+        let experiment = match self
+            .experiment
+            .id(|n| async move { resolve::resolve(self, &n).await })
+            .await
+        {
             Ok(id) => id,
             Err(a) => return a,
         };

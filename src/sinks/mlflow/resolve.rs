@@ -1,50 +1,14 @@
-//! The MLflow experiment a sink writes to: given by id, or looked up by name
-//! (and created when missing) once, then remembered. mlflow-wire.md §2.
+//! How the MLflow sink finds its experiment by name: looked up, and created
+//! when missing (mlflow-wire.md §2); [`crate::sinks::experiment`] remembers it.
 
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
-use tokio::sync::Mutex;
 
-use super::config::ExperimentRef;
 use super::MlflowSink;
 use crate::sinks::http::{json_str, percent_encode};
 use crate::sinks::Attempt;
 
-/// The experiment id, or the name to resolve it from.
-pub struct Experiment {
-    name: Option<String>,
-    /// Held while a lookup runs, so concurrent sends resolve it once.
-    id: Mutex<Option<String>>,
-}
-
-impl Experiment {
-    pub fn new(r: &ExperimentRef) -> Self {
-        match r {
-            ExperimentRef::Id(id) => Experiment {
-                name: None,
-                id: Mutex::new(Some(id.clone())),
-            },
-            ExperimentRef::Name(n) => Experiment {
-                name: Some(n.clone()),
-                id: Mutex::new(None),
-            },
-        }
-    }
-
-    /// The id, looked up (or created) on first use.
-    pub async fn id(&self, sink: &MlflowSink) -> Result<String, Attempt> {
-        let mut id = self.id.lock().await;
-        if let Some(id) = id.as_ref() {
-            return Ok(id.clone());
-        }
-        let name = self.name.as_deref().unwrap_or_default();
-        let found = resolve(sink, name).await?;
-        *id = Some(found.clone());
-        Ok(found)
-    }
-}
-
-async fn resolve(sink: &MlflowSink, name: &str) -> Result<String, Attempt> {
+pub async fn resolve(sink: &MlflowSink, name: &str) -> Result<String, Attempt> {
     for _ in 0..2 {
         if let Some(id) = lookup(sink, name).await? {
             tracing::info!(sink = %sink.name, experiment = %name, experiment_id = %id, "using MLflow experiment");
