@@ -25,6 +25,14 @@ use crate::record::{AttrValue, SpanEvent, SpanRecord, SpanStatus};
 use crate::route::Api;
 use crate::tee::BodyEnd;
 
+mod pyjson;
+mod sdk_error;
+
+/// `mlflow.spanLogLevel` of a span that ended well (Python's `logging.INFO`),
+/// and of one that failed (`logging.ERROR`), as MLflow's autologging sets it.
+const LOG_LEVEL_INFO: i64 = 20;
+const LOG_LEVEL_ERROR: i64 = 40;
+
 /// Why a body's parse was refused (`llmtap.<body>.unparsed`).
 const OVER_BUDGET: &str = "parse_budget";
 
@@ -177,8 +185,8 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     let mut outcome = Outcome::default();
     let mut stream = false;
     let mut response_partial = false;
-    if let Some(body) = &ex.response {
-        let dec = decode(body, cap);
+    let response = ex.response.as_ref().map(|b| (b, decode(b, cap)));
+    if let Some((body, dec)) = &response {
         stream = is_event_stream(body);
         let fits = body_cost(&dec.text, stream) <= budget;
         if fits {
@@ -199,7 +207,7 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
             ),
             _ => {}
         }
-        body_facts(&mut span, "response", &dec);
+        body_facts(&mut span, "response", dec);
         // Token offsets index the decoded text; frame times index wire bytes.
         let identity = body.content_encoding.as_deref().is_none_or(|e| {
             e.split(',')
@@ -284,7 +292,14 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
         span.set("llmtap.usage_hiding.failed", reason.as_str());
     }
 
-    if let Some((kind, message)) = failure(ex, api, &outcome, stream, response_partial) {
+    let response_text = response.as_ref().map_or(&[][..], |(_, d)| &d.text[..]);
+    let failed = failure(ex, api, &outcome, stream, response_partial, response_text);
+    let level = match failed {
+        Some(_) => LOG_LEVEL_ERROR,
+        None => LOG_LEVEL_INFO,
+    };
+    span.set("mlflow.spanLogLevel", level);
+    if let Some((kind, message)) = failed {
         span.set("llmtap.error.type", kind);
         span.events.push(SpanEvent {
             name: "exception".into(),
@@ -294,7 +309,9 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
                 ("exception.message".into(), message.clone().into()),
             ],
         });
-        span.status = SpanStatus::Error(message);
+        // Anthropic's autologging writes "<class>: <message>"; OpenAI's writes
+        // none, which llmtap does not copy (other backends show this one).
+        span.status = SpanStatus::Error(format!("{kind}: {message}"));
     }
     (span, built)
 }
@@ -310,13 +327,17 @@ fn parse_response(api: Api, body: &[u8], stream: bool) -> Outcome {
     }
 }
 
-/// Decides whether the call failed, and how to say so: (exception type, message).
+/// Decides whether the call failed, and how to say so: (exception type,
+/// message), worded as the provider's SDK words it where the SDK would have
+/// seen the failure (an error status, an error event in the stream);
+/// `body` is the decoded response text.
 fn failure(
     ex: &Exchange,
     api: Api,
     outcome: &Outcome,
     stream: bool,
     truncated: bool,
+    body: &[u8],
 ) -> Option<(&'static str, String)> {
     if let Some(e) = &ex.proxy_error {
         return Some(("UpstreamError", e.clone()));
@@ -324,8 +345,10 @@ fn failure(
     let status = ex.response_head.as_ref().map(|h| h.status).unwrap_or(0);
     let provider_msg = outcome.error.as_ref().map(|e| e.message.clone());
     if status >= 400 {
-        let msg = provider_msg.unwrap_or_else(|| "no error message in the response".into());
-        return Some(("ProviderError", format!("HTTP {status}: {msg}")));
+        return Some((
+            sdk_error::class(api, status),
+            sdk_error::message(api, status, body),
+        ));
     }
     match ex.response.as_ref().map(|b| &b.end) {
         Some(BodyEnd::Error(e)) => {
@@ -340,7 +363,10 @@ fn failure(
         _ => {}
     }
     if let Some(msg) = provider_msg {
-        return Some(("ProviderError", msg));
+        // An error event in a 200 stream: openai raises `APIError(message)`,
+        // anthropic `APIStatusError` (its text is the event's repr, of which
+        // llmtap keeps only the message).
+        return Some((sdk_error::stream_class(api), msg));
     }
     let saw_end = outcome.stream.as_ref().is_some_and(|s| s.saw_end);
     if stream && !saw_end && !truncated {

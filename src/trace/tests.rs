@@ -202,11 +202,17 @@ fn text(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap()
 }
 
-/// Asserts an error status mirrored by exactly one `exception` event; returns the message.
+/// Asserts an error status ("<kind>: <message>", as Anthropic's autologging
+/// words it) mirrored by exactly one `exception` event, at log level ERROR;
+/// returns the message.
 fn error(span: &SpanRecord, kind: &str) -> String {
-    let SpanStatus::Error(msg) = &span.status else {
+    let SpanStatus::Error(status) = &span.status else {
         panic!("expected an error status: {span:?}");
     };
+    let msg = status
+        .strip_prefix(&format!("{kind}: "))
+        .unwrap_or_else(|| panic!("status {status:?} does not start with {kind:?}"))
+        .to_string();
     let [ev] = &span.events[..] else {
         panic!("expected one event: {:?}", span.events);
     };
@@ -222,14 +228,15 @@ fn error(span: &SpanRecord, kind: &str) -> String {
         ),
     ];
     assert_eq!(ev.attributes, exception);
-    has!(span; "llmtap.error.type" => kind);
-    msg.clone()
+    has!(span; "llmtap.error.type" => kind, "mlflow.spanLogLevel" => n(40));
+    msg
 }
 
 fn assert_ok(span: &SpanRecord) {
     assert_eq!(span.status, SpanStatus::Ok);
     assert!(span.events.is_empty(), "{:?}", span.events);
     lacks!(span; "llmtap.error.type");
+    has!(span; "mlflow.spanLogLevel" => n(20));
 }
 
 #[tokio::test]
@@ -355,14 +362,15 @@ async fn stream_without_usage_reports_no_token_counts() {
 }
 
 #[tokio::test]
-async fn provider_429_is_an_error_with_the_providers_message() {
+async fn provider_429_is_an_error_worded_as_the_sdk_words_it() {
     let resp = fixture("error_429.json");
     let mut ex = exchange(REQ.as_bytes()).await;
     respond(&mut ex, 429, whole(&resp, JSON, None).await);
     let (span, _) = run(&ex);
-    let msg = error(&span, "ProviderError");
+    // openai's RateLimitError, str() as tests/fixtures/autolog/ recorded it.
+    let msg = error(&span, "RateLimitError");
     assert!(
-        msg.starts_with("HTTP 429: Rate limit reached for gpt-4o-mini"),
+        msg.starts_with("Error code: 429 - Rate limit reached for gpt-4o-mini"),
         "{msg}"
     );
     has!(span;
@@ -377,9 +385,31 @@ async fn provider_429_is_an_error_with_the_providers_message() {
     let mut ex = exchange(REQ.as_bytes()).await;
     respond(&mut ex, 503, whole(b"overloaded", "text/plain", None).await);
     let (span, _) = run(&ex);
-    let msg = error(&span, "ProviderError");
-    assert_eq!(msg, "HTTP 503: no error message in the response");
+    let msg = error(&span, "InternalServerError");
+    assert_eq!(msg, "Error code: 503");
     has!(span; "mlflow.spanOutputs" => "overloaded");
+}
+
+#[tokio::test]
+async fn anthropic_span_and_error_are_named_as_its_autologging_names_them() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/anthropic/");
+    let resp = std::fs::read(format!("{dir}error_invalid_request.json")).unwrap();
+    let req = br#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[]}"#;
+    let mut ex = exchange(req).await;
+    (ex.api, ex.provider, ex.path) = (Api::Messages, "anthropic", "/v1/messages".into());
+    respond(&mut ex, 400, whole(&resp, JSON, None).await);
+    let (span, _) = build(&ex, CAP); // not run(): that one expects OpenAI chat
+    assert_eq!(span.name, "Messages.create");
+    has!(span; "mlflow.traceTag.mlflow.traceName" => "Messages.create");
+    // anthropic's BadRequestError: "Error code: 400 - " + repr(body), and the
+    // span status "<class>: <message>" (tests/fixtures/autolog/).
+    let msg = error(&span, "BadRequestError");
+    assert_eq!(
+        msg,
+        "Error code: 400 - {'type': 'error', 'error': {'type': 'invalid_request_error', \
+         'message': 'prompt is too long: 208310 tokens > 200000 maximum'}, \
+         'request_id': 'req_011CUJ5Kq9tLwYvB3mNcX8dE'}"
+    );
 }
 
 #[tokio::test]
