@@ -25,6 +25,7 @@ use crate::record::{AttrValue, SpanEvent, SpanRecord, SpanStatus};
 use crate::route::Api;
 use crate::tee::BodyEnd;
 
+mod params;
 mod pyjson;
 mod sdk_error;
 
@@ -151,10 +152,16 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     if let Some(req) = &request {
         let inputs = match (api, &request_json) {
             // Token-array inputs can run to megabytes: summarised.
-            (Api::Embeddings, Some(v)) => openai_embeddings::request_summary(v).to_string(),
-            _ => String::from_utf8_lossy(&req.text).into_owned(),
+            (Api::Embeddings, Some(v)) => python_style(
+                openai_embeddings::request_summary(v).to_string().as_bytes(),
+                true,
+            ),
+            _ => python_style(&req.text, request_fits),
         };
         span.set("mlflow.spanInputs", inputs);
+        if request_fits && params::recorded(api) {
+            span.attributes.extend(params::attributes(&req.text));
+        }
         body_facts(&mut span, "request", req);
         if !request_fits {
             span.set("llmtap.request.unparsed", OVER_BUDGET);
@@ -198,13 +205,13 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
         response_partial = dec.truncated.is_some() || !fits;
         match &outcome.response {
             // Streams are reconstructed; embeddings lose their vectors.
-            Some(v) if stream || api == Api::Embeddings => {
-                span.set("mlflow.spanOutputs", v.to_string())
-            }
-            _ if !dec.text.is_empty() => span.set(
+            Some(v) if stream || api == Api::Embeddings => span.set(
                 "mlflow.spanOutputs",
-                String::from_utf8_lossy(&dec.text).into_owned(),
+                python_style(v.to_string().as_bytes(), true),
             ),
+            _ if !dec.text.is_empty() => {
+                span.set("mlflow.spanOutputs", python_style(&dec.text, fits))
+            }
             _ => {}
         }
         body_facts(&mut span, "response", dec);
@@ -314,6 +321,19 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
         span.status = SpanStatus::Error(format!("{kind}: {message}"));
     }
     (span, built)
+}
+
+/// A body as text for `mlflow.spanInputs` / `mlflow.spanOutputs`: JSON in
+/// `json.dumps` style (`", "`, `": "`, the body's own key order), as the
+/// MLflow client serialises autologged values, so the server's previews
+/// read the same; anything else, or a body past the parse budget
+/// (`restyle` false), as it came.
+fn python_style(text: &[u8], restyle: bool) -> String {
+    let raw = String::from_utf8_lossy(text);
+    match restyle {
+        true => pyjson::dumps(&raw).unwrap_or_else(|| raw.into_owned()),
+        false => raw.into_owned(),
+    }
 }
 
 /// The response parser of each API.

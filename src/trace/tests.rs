@@ -198,10 +198,6 @@ fn content(span: &SpanRecord) -> Value {
     json_attr(span, "mlflow.spanOutputs")["choices"][0]["message"]["content"].clone()
 }
 
-fn text(bytes: &[u8]) -> &str {
-    std::str::from_utf8(bytes).unwrap()
-}
-
 /// Asserts an error status ("<kind>: <message>", as Anthropic's autologging
 /// words it) mirrored by exactly one `exception` event, at log level ERROR;
 /// returns the message.
@@ -232,6 +228,11 @@ fn error(span: &SpanRecord, kind: &str) -> String {
     msg
 }
 
+/// A JSON body as `json.dumps` writes it (`trace::pyjson` has the literal cases).
+fn dumped(body: &[u8]) -> String {
+    super::pyjson::dumps(std::str::from_utf8(body).unwrap()).unwrap()
+}
+
 fn assert_ok(span: &SpanRecord) {
     assert_eq!(span.status, SpanStatus::Ok);
     assert!(span.events.is_empty(), "{:?}", span.events);
@@ -250,8 +251,14 @@ async fn plain_chat_call_looks_like_mlflow_autolog() {
         "cache_read_input_tokens": 0});
     assert_eq!(json_attr(&span, "mlflow.chat.tokenUsage"), usage);
     has!(span;
-        "mlflow.spanInputs" => REQ,
-        "mlflow.spanOutputs" => text(&resp),
+        // json.dumps style, as the MLflow client writes autologged inputs.
+        "mlflow.spanInputs" => r#"{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0.2, "max_tokens": 100}"#,
+        // The request's parameters as plain attributes (OpenAI autologging).
+        "model" => "gpt-4o-mini",
+        "temperature" => AttrValue::Double(0.2),
+        "max_tokens" => n(100),
+        "mlflow.spanLogLevel" => n(20),
+        "mlflow.spanOutputs" => dumped(&resp),
         "mlflow.llm.model" => "gpt-4o-mini-2024-07-18",
         "gen_ai.request.model" => "gpt-4o-mini",
         "gen_ai.response.model" => "gpt-4o-mini-2024-07-18",
@@ -331,7 +338,7 @@ async fn streamed_call_is_reconstructed_with_usage_and_ttft() {
         "cache_read_input_tokens": 1280});
     assert_eq!(json_attr(&span, "mlflow.chat.tokenUsage"), usage);
     has!(span;
-        "mlflow.spanInputs" => STREAM_REQ,
+        "mlflow.spanInputs" => dumped(STREAM_REQ.as_bytes()),
         "mlflow.llm.model" => "gpt-4o-mini-2024-07-18",
         "gen_ai.response.finish_reasons" => strs(&["stop"]),
         "gen_ai.usage.input_tokens" => n(1342),
@@ -375,7 +382,7 @@ async fn provider_429_is_an_error_worded_as_the_sdk_words_it() {
     );
     has!(span;
         "http.response.status_code" => n(429),
-        "mlflow.spanOutputs" => text(&resp),
+        "mlflow.spanOutputs" => dumped(&resp),
         // No model in the response: fall back to the requested one.
         "mlflow.llm.model" => "gpt-4o-mini",
     );
@@ -483,7 +490,7 @@ async fn proxy_error_without_any_response() {
     assert_eq!(msg, "upstream unreachable: connection refused");
     has!(span;
         "http.response.status_code" => n(502),
-        "mlflow.spanInputs" => REQ,
+        "mlflow.spanInputs" => dumped(REQ.as_bytes()),
         "gen_ai.request.model" => "gpt-4o-mini",
         "mlflow.llm.model" => "gpt-4o-mini",
     );
@@ -504,7 +511,7 @@ async fn gzip_response_is_decoded() {
         28
     );
     has!(span;
-        "mlflow.spanOutputs" => text(&plain),
+        "mlflow.spanOutputs" => dumped(&plain),
         "mlflow.llm.model" => "gpt-4o-mini-2024-07-18",
         // Bytes on the wire, not decoded bytes.
         "llmtap.response.bytes" => n(gz.len()),
@@ -548,7 +555,7 @@ async fn non_json_and_invalid_utf8_requests_do_not_panic() {
     let ex = exchange(b"{\"model\":\"gpt\xff\xfe\"}").await;
     let (span, _) = run(&ex);
     assert_ok(&span);
-    has!(span; "mlflow.spanInputs" => "{\"model\":\"gpt\u{fffd}\u{fffd}\"}");
+    has!(span; "mlflow.spanInputs" => "{\"model\": \"gpt\u{fffd}\u{fffd}\"}");
     lacks!(span; "mlflow.llm.model", "gen_ai.request.model");
 
     // JSON that is not an object, and no request body at all.
