@@ -241,11 +241,13 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
             span.set("llmtap.usage.reasoning_tokens", r);
         }
     }
-    let model = outcome
-        .model
-        .as_deref()
-        .or(request_model)
-        .or(ex.deployment.as_deref());
+    // OpenAI's autologging names the model the response names; Anthropic's
+    // the one the request asked for (gen_ai.response.model keeps the other).
+    let (first, second) = match api {
+        Api::Messages => (request_model, outcome.model.as_deref()),
+        _ => (outcome.model.as_deref(), request_model),
+    };
+    let model = first.or(second).or(ex.deployment.as_deref());
     if let Some(m) = model {
         span.set("mlflow.llm.model", m);
     }

@@ -417,6 +417,21 @@ async fn anthropic_span_and_error_are_named_as_its_autologging_names_them() {
          'message': 'prompt is too long: 208310 tokens > 200000 maximum'}, \
          'request_id': 'req_011CUJ5Kq9tLwYvB3mNcX8dE'}"
     );
+
+    // A success: the model is the one asked for, as Anthropic's autologging
+    // records it (the response's dated id stays in gen_ai.response.model).
+    let resp = std::fs::read(format!("{dir}plain.json")).unwrap();
+    let mut ex = exchange(req).await;
+    (ex.api, ex.provider, ex.path) = (Api::Messages, "anthropic", "/v1/messages".into());
+    respond(&mut ex, 200, whole(&resp, JSON, None).await);
+    let (span, _) = build(&ex, CAP);
+    has!(span;
+        "mlflow.llm.model" => "claude-sonnet-4-5",
+        "gen_ai.response.model" => "claude-sonnet-4-5-20250929",
+        "mlflow.spanLogLevel" => n(20),
+    );
+    // Anthropic's autologging records no request parameters as attributes.
+    lacks!(span; "model", "max_tokens");
 }
 
 #[tokio::test]
