@@ -25,6 +25,7 @@ use crate::record::{AttrValue, SpanEvent, SpanRecord, SpanStatus};
 use crate::route::Api;
 use crate::tee::BodyEnd;
 
+pub mod chunks;
 mod params;
 mod pyjson;
 mod sdk_error;
