@@ -61,7 +61,7 @@ impl Api {
         match self {
             Api::ChatCompletions | Api::Completions | Api::Invocations => "Completions",
             Api::Responses => "Responses",
-            Api::Messages => "Messages",
+            Api::Messages => "Messages.create",
             Api::Embeddings => "Embeddings",
         }
     }

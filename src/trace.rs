@@ -25,6 +25,16 @@ use crate::record::{AttrValue, SpanEvent, SpanRecord, SpanStatus};
 use crate::route::Api;
 use crate::tee::BodyEnd;
 
+pub mod chunks;
+mod params;
+mod pyjson;
+mod sdk_error;
+
+/// `mlflow.spanLogLevel` of a span that ended well (Python's `logging.INFO`),
+/// and of one that failed (`logging.ERROR`), as MLflow's autologging sets it.
+const LOG_LEVEL_INFO: i64 = 20;
+const LOG_LEVEL_ERROR: i64 = 40;
+
 /// Why a body's parse was refused (`llmtap.<body>.unparsed`).
 const OVER_BUDGET: &str = "parse_budget";
 
@@ -143,10 +153,16 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     if let Some(req) = &request {
         let inputs = match (api, &request_json) {
             // Token-array inputs can run to megabytes: summarised.
-            (Api::Embeddings, Some(v)) => openai_embeddings::request_summary(v).to_string(),
-            _ => String::from_utf8_lossy(&req.text).into_owned(),
+            (Api::Embeddings, Some(v)) => python_style(
+                openai_embeddings::request_summary(v).to_string().as_bytes(),
+                true,
+            ),
+            _ => python_style(&req.text, request_fits),
         };
         span.set("mlflow.spanInputs", inputs);
+        if request_fits && params::recorded(api) {
+            span.attributes.extend(params::attributes(&req.text));
+        }
         body_facts(&mut span, "request", req);
         if !request_fits {
             span.set("llmtap.request.unparsed", OVER_BUDGET);
@@ -177,8 +193,8 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     let mut outcome = Outcome::default();
     let mut stream = false;
     let mut response_partial = false;
-    if let Some(body) = &ex.response {
-        let dec = decode(body, cap);
+    let response = ex.response.as_ref().map(|b| (b, decode(b, cap)));
+    if let Some((body, dec)) = &response {
         stream = is_event_stream(body);
         let fits = body_cost(&dec.text, stream) <= budget;
         if fits {
@@ -190,16 +206,16 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
         response_partial = dec.truncated.is_some() || !fits;
         match &outcome.response {
             // Streams are reconstructed; embeddings lose their vectors.
-            Some(v) if stream || api == Api::Embeddings => {
-                span.set("mlflow.spanOutputs", v.to_string())
-            }
-            _ if !dec.text.is_empty() => span.set(
+            Some(v) if stream || api == Api::Embeddings => span.set(
                 "mlflow.spanOutputs",
-                String::from_utf8_lossy(&dec.text).into_owned(),
+                python_style(v.to_string().as_bytes(), true),
             ),
+            _ if !dec.text.is_empty() => {
+                span.set("mlflow.spanOutputs", python_style(&dec.text, fits))
+            }
             _ => {}
         }
-        body_facts(&mut span, "response", &dec);
+        body_facts(&mut span, "response", dec);
         // Token offsets index the decoded text; frame times index wire bytes.
         let identity = body.content_encoding.as_deref().is_none_or(|e| {
             e.split(',')
@@ -226,11 +242,13 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
             span.set("llmtap.usage.reasoning_tokens", r);
         }
     }
-    let model = outcome
-        .model
-        .as_deref()
-        .or(request_model)
-        .or(ex.deployment.as_deref());
+    // OpenAI's autologging names the model the response names; Anthropic's
+    // the one the request asked for (gen_ai.response.model keeps the other).
+    let (first, second) = match api {
+        Api::Messages => (request_model, outcome.model.as_deref()),
+        _ => (outcome.model.as_deref(), request_model),
+    };
+    let model = first.or(second).or(ex.deployment.as_deref());
     if let Some(m) = model {
         span.set("mlflow.llm.model", m);
     }
@@ -284,7 +302,14 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
         span.set("llmtap.usage_hiding.failed", reason.as_str());
     }
 
-    if let Some((kind, message)) = failure(ex, api, &outcome, stream, response_partial) {
+    let response_text = response.as_ref().map_or(&[][..], |(_, d)| &d.text[..]);
+    let failed = failure(ex, api, &outcome, stream, response_partial, response_text);
+    let level = match failed {
+        Some(_) => LOG_LEVEL_ERROR,
+        None => LOG_LEVEL_INFO,
+    };
+    span.set("mlflow.spanLogLevel", level);
+    if let Some((kind, message)) = failed {
         span.set("llmtap.error.type", kind);
         span.events.push(SpanEvent {
             name: "exception".into(),
@@ -294,9 +319,24 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
                 ("exception.message".into(), message.clone().into()),
             ],
         });
-        span.status = SpanStatus::Error(message);
+        // Anthropic's autologging writes "<class>: <message>"; OpenAI's writes
+        // none, which llmtap does not copy (other backends show this one).
+        span.status = SpanStatus::Error(format!("{kind}: {message}"));
     }
     (span, built)
+}
+
+/// A body as text for `mlflow.spanInputs` / `mlflow.spanOutputs`: JSON in
+/// `json.dumps` style (`", "`, `": "`, the body's own key order), as the
+/// MLflow client serialises autologged values, so the server's previews
+/// read the same; anything else, or a body past the parse budget
+/// (`restyle` false), as it came.
+fn python_style(text: &[u8], restyle: bool) -> String {
+    let raw = String::from_utf8_lossy(text);
+    match restyle {
+        true => pyjson::dumps(&raw).unwrap_or_else(|| raw.into_owned()),
+        false => raw.into_owned(),
+    }
 }
 
 /// The response parser of each API.
@@ -310,13 +350,17 @@ fn parse_response(api: Api, body: &[u8], stream: bool) -> Outcome {
     }
 }
 
-/// Decides whether the call failed, and how to say so: (exception type, message).
+/// Decides whether the call failed, and how to say so: (exception type,
+/// message), worded as the provider's SDK words it where the SDK would have
+/// seen the failure (an error status, an error event in the stream);
+/// `body` is the decoded response text.
 fn failure(
     ex: &Exchange,
     api: Api,
     outcome: &Outcome,
     stream: bool,
     truncated: bool,
+    body: &[u8],
 ) -> Option<(&'static str, String)> {
     if let Some(e) = &ex.proxy_error {
         return Some(("UpstreamError", e.clone()));
@@ -324,8 +368,10 @@ fn failure(
     let status = ex.response_head.as_ref().map(|h| h.status).unwrap_or(0);
     let provider_msg = outcome.error.as_ref().map(|e| e.message.clone());
     if status >= 400 {
-        let msg = provider_msg.unwrap_or_else(|| "no error message in the response".into());
-        return Some(("ProviderError", format!("HTTP {status}: {msg}")));
+        return Some((
+            sdk_error::class(api, status),
+            sdk_error::message(api, status, body),
+        ));
     }
     match ex.response.as_ref().map(|b| &b.end) {
         Some(BodyEnd::Error(e)) => {
@@ -340,7 +386,10 @@ fn failure(
         _ => {}
     }
     if let Some(msg) = provider_msg {
-        return Some(("ProviderError", msg));
+        // An error event in a 200 stream: openai raises `APIError(message)`,
+        // anthropic `APIStatusError` (its text is the event's repr, of which
+        // llmtap keeps only the message).
+        return Some((sdk_error::stream_class(api), msg));
     }
     let saw_end = outcome.stream.as_ref().is_some_and(|s| s.saw_end);
     if stream && !saw_end && !truncated {

@@ -263,7 +263,7 @@ async fn chat_calls_reach_phoenix_with_genai_attributes() {
         span["status_message"]
             .as_str()
             .unwrap_or_default()
-            .contains("HTTP 429"),
+            .contains("RateLimitError: Error code: 429"),
         "{span}"
     );
     assert_eq!(attr(&span, "error.type"), "rate_limit_exceeded");

@@ -183,7 +183,8 @@ async fn provider_errors_pass_through_and_trace_as_errors() {
     let span = tap.span(&got.trace_id()).await;
     assert_eq!(span.status_code(), 2);
     assert!(
-        span.status_message().contains("HTTP 429"),
+        span.status_message()
+            .contains("RateLimitError: Error code: 429 - "),
         "{}",
         span.status_message()
     );

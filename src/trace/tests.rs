@@ -198,15 +198,17 @@ fn content(span: &SpanRecord) -> Value {
     json_attr(span, "mlflow.spanOutputs")["choices"][0]["message"]["content"].clone()
 }
 
-fn text(bytes: &[u8]) -> &str {
-    std::str::from_utf8(bytes).unwrap()
-}
-
-/// Asserts an error status mirrored by exactly one `exception` event; returns the message.
+/// Asserts an error status ("<kind>: <message>", as Anthropic's autologging
+/// words it) mirrored by exactly one `exception` event, at log level ERROR;
+/// returns the message.
 fn error(span: &SpanRecord, kind: &str) -> String {
-    let SpanStatus::Error(msg) = &span.status else {
+    let SpanStatus::Error(status) = &span.status else {
         panic!("expected an error status: {span:?}");
     };
+    let msg = status
+        .strip_prefix(&format!("{kind}: "))
+        .unwrap_or_else(|| panic!("status {status:?} does not start with {kind:?}"))
+        .to_string();
     let [ev] = &span.events[..] else {
         panic!("expected one event: {:?}", span.events);
     };
@@ -222,14 +224,20 @@ fn error(span: &SpanRecord, kind: &str) -> String {
         ),
     ];
     assert_eq!(ev.attributes, exception);
-    has!(span; "llmtap.error.type" => kind);
-    msg.clone()
+    has!(span; "llmtap.error.type" => kind, "mlflow.spanLogLevel" => n(40));
+    msg
+}
+
+/// A JSON body as `json.dumps` writes it (`trace::pyjson` has the literal cases).
+fn dumped(body: &[u8]) -> String {
+    super::pyjson::dumps(std::str::from_utf8(body).unwrap()).unwrap()
 }
 
 fn assert_ok(span: &SpanRecord) {
     assert_eq!(span.status, SpanStatus::Ok);
     assert!(span.events.is_empty(), "{:?}", span.events);
     lacks!(span; "llmtap.error.type");
+    has!(span; "mlflow.spanLogLevel" => n(20));
 }
 
 #[tokio::test]
@@ -243,8 +251,14 @@ async fn plain_chat_call_looks_like_mlflow_autolog() {
         "cache_read_input_tokens": 0});
     assert_eq!(json_attr(&span, "mlflow.chat.tokenUsage"), usage);
     has!(span;
-        "mlflow.spanInputs" => REQ,
-        "mlflow.spanOutputs" => text(&resp),
+        // json.dumps style, as the MLflow client writes autologged inputs.
+        "mlflow.spanInputs" => r#"{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0.2, "max_tokens": 100}"#,
+        // The request's parameters as plain attributes (OpenAI autologging).
+        "model" => "gpt-4o-mini",
+        "temperature" => AttrValue::Double(0.2),
+        "max_tokens" => n(100),
+        "mlflow.spanLogLevel" => n(20),
+        "mlflow.spanOutputs" => dumped(&resp),
         "mlflow.llm.model" => "gpt-4o-mini-2024-07-18",
         "gen_ai.request.model" => "gpt-4o-mini",
         "gen_ai.response.model" => "gpt-4o-mini-2024-07-18",
@@ -324,7 +338,7 @@ async fn streamed_call_is_reconstructed_with_usage_and_ttft() {
         "cache_read_input_tokens": 1280});
     assert_eq!(json_attr(&span, "mlflow.chat.tokenUsage"), usage);
     has!(span;
-        "mlflow.spanInputs" => STREAM_REQ,
+        "mlflow.spanInputs" => dumped(STREAM_REQ.as_bytes()),
         "mlflow.llm.model" => "gpt-4o-mini-2024-07-18",
         "gen_ai.response.finish_reasons" => strs(&["stop"]),
         "gen_ai.usage.input_tokens" => n(1342),
@@ -355,19 +369,20 @@ async fn stream_without_usage_reports_no_token_counts() {
 }
 
 #[tokio::test]
-async fn provider_429_is_an_error_with_the_providers_message() {
+async fn provider_429_is_an_error_worded_as_the_sdk_words_it() {
     let resp = fixture("error_429.json");
     let mut ex = exchange(REQ.as_bytes()).await;
     respond(&mut ex, 429, whole(&resp, JSON, None).await);
     let (span, _) = run(&ex);
-    let msg = error(&span, "ProviderError");
+    // openai's RateLimitError, str() as tests/fixtures/autolog/ recorded it.
+    let msg = error(&span, "RateLimitError");
     assert!(
-        msg.starts_with("HTTP 429: Rate limit reached for gpt-4o-mini"),
+        msg.starts_with("Error code: 429 - Rate limit reached for gpt-4o-mini"),
         "{msg}"
     );
     has!(span;
         "http.response.status_code" => n(429),
-        "mlflow.spanOutputs" => text(&resp),
+        "mlflow.spanOutputs" => dumped(&resp),
         // No model in the response: fall back to the requested one.
         "mlflow.llm.model" => "gpt-4o-mini",
     );
@@ -377,9 +392,46 @@ async fn provider_429_is_an_error_with_the_providers_message() {
     let mut ex = exchange(REQ.as_bytes()).await;
     respond(&mut ex, 503, whole(b"overloaded", "text/plain", None).await);
     let (span, _) = run(&ex);
-    let msg = error(&span, "ProviderError");
-    assert_eq!(msg, "HTTP 503: no error message in the response");
+    let msg = error(&span, "InternalServerError");
+    assert_eq!(msg, "Error code: 503");
     has!(span; "mlflow.spanOutputs" => "overloaded");
+}
+
+#[tokio::test]
+async fn anthropic_span_and_error_are_named_as_its_autologging_names_them() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/anthropic/");
+    let resp = std::fs::read(format!("{dir}error_invalid_request.json")).unwrap();
+    let req = br#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[]}"#;
+    let mut ex = exchange(req).await;
+    (ex.api, ex.provider, ex.path) = (Api::Messages, "anthropic", "/v1/messages".into());
+    respond(&mut ex, 400, whole(&resp, JSON, None).await);
+    let (span, _) = build(&ex, CAP); // not run(): that one expects OpenAI chat
+    assert_eq!(span.name, "Messages.create");
+    has!(span; "mlflow.traceTag.mlflow.traceName" => "Messages.create");
+    // anthropic's BadRequestError: "Error code: 400 - " + repr(body), and the
+    // span status "<class>: <message>" (tests/fixtures/autolog/).
+    let msg = error(&span, "BadRequestError");
+    assert_eq!(
+        msg,
+        "Error code: 400 - {'type': 'error', 'error': {'type': 'invalid_request_error', \
+         'message': 'prompt is too long: 208310 tokens > 200000 maximum'}, \
+         'request_id': 'req_011CUJ5Kq9tLwYvB3mNcX8dE'}"
+    );
+
+    // A success: the model is the one asked for, as Anthropic's autologging
+    // records it (the response's dated id stays in gen_ai.response.model).
+    let resp = std::fs::read(format!("{dir}plain.json")).unwrap();
+    let mut ex = exchange(req).await;
+    (ex.api, ex.provider, ex.path) = (Api::Messages, "anthropic", "/v1/messages".into());
+    respond(&mut ex, 200, whole(&resp, JSON, None).await);
+    let (span, _) = build(&ex, CAP);
+    has!(span;
+        "mlflow.llm.model" => "claude-sonnet-4-5",
+        "gen_ai.response.model" => "claude-sonnet-4-5-20250929",
+        "mlflow.spanLogLevel" => n(20),
+    );
+    // Anthropic's autologging records no request parameters as attributes.
+    lacks!(span; "model", "max_tokens");
 }
 
 #[tokio::test]
@@ -453,7 +505,7 @@ async fn proxy_error_without_any_response() {
     assert_eq!(msg, "upstream unreachable: connection refused");
     has!(span;
         "http.response.status_code" => n(502),
-        "mlflow.spanInputs" => REQ,
+        "mlflow.spanInputs" => dumped(REQ.as_bytes()),
         "gen_ai.request.model" => "gpt-4o-mini",
         "mlflow.llm.model" => "gpt-4o-mini",
     );
@@ -474,7 +526,7 @@ async fn gzip_response_is_decoded() {
         28
     );
     has!(span;
-        "mlflow.spanOutputs" => text(&plain),
+        "mlflow.spanOutputs" => dumped(&plain),
         "mlflow.llm.model" => "gpt-4o-mini-2024-07-18",
         // Bytes on the wire, not decoded bytes.
         "llmtap.response.bytes" => n(gz.len()),
@@ -518,7 +570,7 @@ async fn non_json_and_invalid_utf8_requests_do_not_panic() {
     let ex = exchange(b"{\"model\":\"gpt\xff\xfe\"}").await;
     let (span, _) = run(&ex);
     assert_ok(&span);
-    has!(span; "mlflow.spanInputs" => "{\"model\":\"gpt\u{fffd}\u{fffd}\"}");
+    has!(span; "mlflow.spanInputs" => "{\"model\": \"gpt\u{fffd}\u{fffd}\"}");
     lacks!(span; "mlflow.llm.model", "gen_ai.request.model");
 
     // JSON that is not an object, and no request body at all.
