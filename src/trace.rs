@@ -124,10 +124,10 @@ fn set_context(span: &mut SpanRecord, c: &crate::context::CallContext) {
         span.set("session.id", s.as_str());
     }
     for (k, v) in &c.tags {
-        span.set(&format!("mlflow.traceTag.{k}"), v.as_str());
+        span.set(format!("mlflow.traceTag.{k}"), v.as_str());
     }
     for (k, v) in &c.metadata {
-        span.set(&format!("llmtap.metadata.{k}"), v.as_str());
+        span.set(format!("llmtap.metadata.{k}"), v.as_str());
     }
     if let Some(id) = &c.client_request_id {
         span.set("mlflow.traceTag.llmtap.client_request_id", id.as_str());
