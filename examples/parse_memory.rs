@@ -158,6 +158,7 @@ fn record(name: &str, cap: usize) -> (usize, Vec<u8>) {
         proxy_error: None,
         proxy_status: None,
         usage_hiding_failed: None,
+        context: Default::default(),
     };
     (wire, codec::encode(&ex, usize::MAX))
 }

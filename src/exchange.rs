@@ -60,6 +60,9 @@ pub struct Exchange {
     /// Why the client may have seen what the usage injection added (see
     /// [`crate::hide_usage`]); `None` when it was hidden or never added.
     pub usage_hiding_failed: Option<String>,
+    /// What the call's headers said about who asked, the session, the
+    /// trace's name, tags and metadata ([`crate::context`]).
+    pub context: crate::context::CallContext,
 }
 
 /// Mints a random, non-zero trace id.

@@ -89,6 +89,8 @@ struct Draft {
     started_wall: SystemTime,
     started: Instant,
     request: Mutex<Option<CapturedBody>>,
+    /// The call's context headers (removed before the request goes upstream).
+    context: crate::context::CallContext,
     /// The in-flight capture budget was spent when the call started: its
     /// bodies are not captured (the trace still carries the call's facts).
     skipped: bool,
@@ -125,6 +127,7 @@ impl Draft {
             proxy_status: proxy_error.as_ref().map(|(s, _)| *s),
             proxy_error: proxy_error.map(|(_, m)| m),
             usage_hiding_failed: None,
+            context: self.context.clone(),
         }
     }
 }
@@ -285,6 +288,8 @@ impl Proxy {
         let api = route::classify(&method, &path);
         let label = api.map_or("other", Api::label);
 
+        // llmtap's own headers never go upstream, traced or not.
+        let context = crate::context::take(&mut parts.headers);
         let (upstream_index, forward_path) = self.pick(&parts.headers, &parts.uri);
         let upstream = &self.upstreams[upstream_index];
         let draft = match (api, &self.submitter) {
@@ -301,6 +306,7 @@ impl Proxy {
                 started_wall: SystemTime::now(),
                 started,
                 request: Mutex::new(None),
+                context,
             })),
             _ => None,
         };

@@ -124,6 +124,32 @@ fn unix_nanos(ex: &Exchange, at: std::time::Instant) -> u64 {
 }
 
 /// Builds the root span of one exchange; `cap` is the capture cap.
+/// The call's context headers as span attributes: the session
+/// (`session.id`, which MLflow turns into `mlflow.trace.session`), tags
+/// (`mlflow.traceTag.<key>`, trace tags in MLflow), metadata
+/// (`llmtap.metadata.<key>`; OTLP cannot set MLflow trace metadata), and
+/// the request-tracking ids as tags.
+fn set_context(span: &mut SpanRecord, c: &crate::context::CallContext) {
+    if let Some(s) = &c.session {
+        span.set("session.id", s.as_str());
+    }
+    for (k, v) in &c.tags {
+        span.set(format!("mlflow.traceTag.{k}"), v.as_str());
+    }
+    for (k, v) in &c.metadata {
+        span.set(format!("llmtap.metadata.{k}"), v.as_str());
+    }
+    if let Some(id) = &c.client_request_id {
+        span.set("mlflow.traceTag.llmtap.client_request_id", id.as_str());
+    }
+    if let Some(tp) = &c.traceparent {
+        span.set("llmtap.traceparent", tp.as_str());
+    }
+    if c.dropped > 0 {
+        span.set("llmtap.context.dropped", c.dropped as i64);
+    }
+}
+
 pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     let budget = parse_budget(cap);
     let request = ex.request.as_ref().map(|b| decode(b, cap));
@@ -185,7 +211,8 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     let user = req_field("user")
         .or_else(|| req_field("metadata").and_then(|m| m.get("user_id")))
         .and_then(Value::as_str);
-    if let Some(user) = user {
+    // The header names the user when the body does not say otherwise.
+    if let Some(user) = ex.context.user.as_deref().or(user) {
         span.set("user.id", user);
     }
 
@@ -254,7 +281,11 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     }
     span.set("mlflow.llm.provider", ex.provider);
     span.set("mlflow.message.format", api.message_format());
-    span.set("mlflow.traceTag.mlflow.traceName", api.span_name());
+    span.set(
+        "mlflow.traceTag.mlflow.traceName",
+        ex.context.trace_name.as_deref().unwrap_or(api.span_name()),
+    );
+    set_context(&mut span, &ex.context);
 
     // OpenTelemetry GenAI semantic conventions.
     span.set("gen_ai.operation.name", api.operation());

@@ -84,6 +84,7 @@ fn exchange(
         proxy_error: None,
         proxy_status: None,
         usage_hiding_failed: None,
+        context: Default::default(),
     }
 }
 

@@ -360,6 +360,7 @@ mod tests {
             proxy_error: Some("upstream unreachable".into()),
             proxy_status: Some(502),
             usage_hiding_failed: None,
+            context: Default::default(),
         };
         {
             let mut j = crate::pipeline::journal::open(&settings).unwrap();

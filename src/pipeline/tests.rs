@@ -22,6 +22,7 @@ fn exchange(path: &str) -> Exchange {
         proxy_error: None,
         proxy_status: None,
         usage_hiding_failed: None,
+        context: Default::default(),
     }
 }
 

@@ -126,6 +126,7 @@ async fn exchange(request: &[u8]) -> Exchange {
         proxy_error: None,
         proxy_status: None,
         usage_hiding_failed: None,
+        context: Default::default(),
     }
 }
 

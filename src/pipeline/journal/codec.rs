@@ -13,6 +13,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::capture_budget::Shortfall;
+use crate::context::CallContext;
 use crate::exchange::{CapturedBody, Exchange, ResponseHead};
 use crate::route::Api;
 use crate::tee::{BodyEnd, Capture};
@@ -55,6 +56,81 @@ struct ExchangeRecord {
     /// Why the usage injection added may have reached the client.
     #[prost(string, optional, tag = "20")]
     usage_hiding_failed: Option<String>,
+    /// The call's context headers ([`crate::context`]).
+    #[prost(message, optional, tag = "21")]
+    context: Option<ContextRecord>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ContextRecord {
+    #[prost(string, optional, tag = "1")]
+    user: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    session: Option<String>,
+    #[prost(string, optional, tag = "3")]
+    trace_name: Option<String>,
+    #[prost(message, repeated, tag = "4")]
+    tags: Vec<PairRecord>,
+    #[prost(message, repeated, tag = "5")]
+    metadata: Vec<PairRecord>,
+    #[prost(string, optional, tag = "6")]
+    client_request_id: Option<String>,
+    #[prost(string, optional, tag = "7")]
+    traceparent: Option<String>,
+    #[prost(uint32, tag = "8")]
+    dropped: u32,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct PairRecord {
+    #[prost(string, tag = "1")]
+    key: String,
+    #[prost(string, tag = "2")]
+    value: String,
+}
+
+fn context_record(c: &CallContext) -> Option<ContextRecord> {
+    let pairs = |v: &[(String, String)]| {
+        v.iter()
+            .map(|(key, value)| PairRecord {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    };
+    (!c.is_empty()).then(|| ContextRecord {
+        user: c.user.clone(),
+        session: c.session.clone(),
+        trace_name: c.trace_name.clone(),
+        tags: pairs(&c.tags),
+        metadata: pairs(&c.metadata),
+        client_request_id: c.client_request_id.clone(),
+        traceparent: c.traceparent.clone(),
+        dropped: u32::try_from(c.dropped).unwrap_or(u32::MAX),
+    })
+}
+
+/// The context a record holds, as bounded as when it was taken.
+fn call_context(r: Option<ContextRecord>) -> CallContext {
+    let Some(r) = r else {
+        return CallContext::default();
+    };
+    let pairs = |v: Vec<PairRecord>| {
+        v.into_iter()
+            .take(crate::context::MAX_PAIRS)
+            .map(|p| (p.key, p.value))
+            .collect()
+    };
+    CallContext {
+        user: r.user,
+        session: r.session,
+        trace_name: r.trace_name,
+        tags: pairs(r.tags),
+        metadata: pairs(r.metadata),
+        client_request_id: r.client_request_id,
+        traceparent: r.traceparent,
+        dropped: r.dropped as usize,
+    }
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -197,6 +273,7 @@ pub fn encode(ex: &Exchange, body_limit: usize) -> Vec<u8> {
         proxy_error: ex.proxy_error.clone(),
         proxy_status: ex.proxy_status.map(u32::from),
         usage_hiding_failed: ex.usage_hiding_failed.clone(),
+        context: context_record(&ex.context),
     }
     .encode_to_vec()
 }
@@ -275,6 +352,7 @@ pub fn decode(bytes: &[u8]) -> Result<Exchange, DecodeError> {
         proxy_error: r.proxy_error,
         proxy_status: r.proxy_status.map(status).transpose()?,
         usage_hiding_failed: r.usage_hiding_failed,
+        context: call_context(r.context),
     })
 }
 
@@ -319,6 +397,16 @@ mod tests {
             proxy_error: None,
             proxy_status: None,
             usage_hiding_failed: Some("an SSE event longer than 1048576 bytes".into()),
+            context: crate::context::CallContext {
+                user: Some("alice".into()),
+                session: Some("sess-1".into()),
+                trace_name: Some("triage".into()),
+                tags: vec![("env".into(), "prod".into())],
+                metadata: vec![("ticket".into(), "T-1".into())],
+                client_request_id: Some("req-7".into()),
+                traceparent: None,
+                dropped: 2,
+            },
         }
     }
 
@@ -351,6 +439,7 @@ mod tests {
         assert_eq!(resp.capture.frame_times[0].0, 19);
         assert!(!resp.capture.truncated());
         assert_eq!(back.usage_hiding_failed, ex.usage_hiding_failed);
+        assert_eq!(back.context, ex.context);
     }
 
     #[test]

@@ -42,6 +42,7 @@ fn exchange(n: u8) -> Exchange {
         proxy_error: None,
         proxy_status: None,
         usage_hiding_failed: None,
+        context: Default::default(),
     }
 }
 
