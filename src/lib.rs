@@ -46,6 +46,7 @@ pub mod admin;
 pub mod capture_budget;
 pub mod client;
 pub mod config;
+pub mod cost;
 pub mod credentials;
 pub mod databricks;
 pub mod deadline;
