@@ -32,5 +32,18 @@ pub fn builtin() -> &'static PriceTable {
     })
 }
 
+/// The cost of one call of `model` with `usage`, at `service_tier` (as the
+/// response reported it: OpenAI `service_tier`, Anthropic
+/// `usage.service_tier`), or `None` when `table` has no price for `model`.
+pub fn of(
+    table: &PriceTable,
+    model: &str,
+    usage: &crate::parse::usage::Usage,
+    service_tier: Option<&str>,
+) -> Option<Cost> {
+    let price = table.price(model)?;
+    Some(cost(&Tokens::from(usage), price, service_tier))
+}
+
 #[cfg(test)]
 mod tests;

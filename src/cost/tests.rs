@@ -170,6 +170,15 @@ fn openai_cached_tokens_are_part_of_prompt_tokens() {
 }
 
 #[test]
+fn of_prices_known_models_and_none_for_unknown() {
+    let u = Usage::from_openai(&json!({"prompt_tokens": 1000, "completion_tokens": 100}))
+        .expect("usage");
+    let c = of(builtin(), "openai/gpt-4.1-mini", &u, Some("default")).expect("priced");
+    assert_cost(c, 1000.0 * 0.4e-6, 100.0 * 1.6e-6);
+    assert_eq!(of(builtin(), "my-finetune", &u, None), None);
+}
+
+#[test]
 fn openai_reasoning_is_billed_as_output() {
     let u = Usage::from_openai(&json!({"input_tokens": 100, "output_tokens": 1000,
         "output_tokens_details": {"reasoning_tokens": 900}, "total_tokens": 1100}))
