@@ -47,6 +47,7 @@ pub mod capture_budget;
 pub mod client;
 pub mod config;
 pub mod context;
+pub mod cost;
 pub mod credentials;
 pub mod databricks;
 pub mod deadline;
