@@ -88,8 +88,8 @@ impl Default for SessionConfig {
         SessionConfig {
             history: true,
             ttl: Duration::from_secs(6 * 3600),
-            max_prefixes: 100_000,
-            max_responses: 100_000,
+            max_prefixes: 50_000,
+            max_responses: 50_000,
         }
     }
 }
