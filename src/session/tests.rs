@@ -461,3 +461,52 @@ fn new_ids_are_distinct_uuid_v4_shapes() {
         a.session
     );
 }
+
+/// Request bodies the real openai (3.57) and anthropic (2.15) Python SDKs
+/// sent over four turns, the caller appending the SDK's own response
+/// objects (`refusal: null`, `annotations: []`, `citations: null`, moved
+/// cache markers, tool calls and results): see the fixture's script.
+const SDK_TURNS: &str = include_str!("../../tests/fixtures/sessions/sdk_turns.json");
+
+#[test]
+fn histories_resent_by_the_real_sdks_are_one_session() {
+    let turns: Value = serde_json::from_str(SDK_TURNS).unwrap();
+    for (key, api) in [
+        ("openai_chat", Api::ChatCompletions),
+        ("anthropic_messages", Api::Messages),
+    ] {
+        let bodies = turns[key].as_array().unwrap();
+        assert!(bodies.len() >= 3, "{key}: the fixture has 3+ turns");
+        let mut r = rec();
+        let first = run(&mut r, api, bodies[0].clone(), 0);
+        for (i, body) in bodies.iter().enumerate().skip(1) {
+            let t = run(&mut r, api, body.clone(), i as u64);
+            assert_eq!(t.session, first.session, "{key} turn {i}");
+            assert_eq!(t.source, Source::HistoryPrefix, "{key} turn {i}");
+        }
+    }
+}
+
+#[test]
+fn a_regenerated_reply_forks_a_new_session() {
+    let mut r = rec();
+    let first = run(
+        &mut r,
+        Api::ChatCompletions,
+        chat(json!([user("a poem")])),
+        0,
+    );
+    let kept = json!([user("a poem"), assistant("Roses are red"), user("another")]);
+    assert_eq!(
+        run(&mut r, Api::ChatCompletions, chat(kept), 1).session,
+        first.session
+    );
+    let regenerated = json!([
+        user("a poem"),
+        assistant("Violets are blue"),
+        user("another")
+    ]);
+    let t = run(&mut r, Api::ChatCompletions, chat(regenerated), 2);
+    assert_ne!(t.session, first.session);
+    assert_eq!(t.source, Source::New);
+}
