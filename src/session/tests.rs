@@ -463,7 +463,7 @@ fn new_ids_are_distinct_uuid_v4_shapes() {
 }
 
 /// Request bodies the real openai (3.57) and anthropic (2.15) Python SDKs
-/// sent over four turns, the caller appending the SDK's own response
+/// sent over four turns (chat, messages, stateless responses), the caller appending the SDK's own response
 /// objects (`refusal: null`, `annotations: []`, `citations: null`, moved
 /// cache markers, tool calls and results): see the fixture's script.
 const SDK_TURNS: &str = include_str!("../../tests/fixtures/sessions/sdk_turns.json");
