@@ -66,6 +66,7 @@ pub mod record;
 pub mod redact;
 pub mod route;
 pub mod server;
+pub mod session;
 pub mod sinks;
 pub mod target;
 pub mod tee;
