@@ -105,6 +105,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Client connection limits and timeouts of both listeners.
     pub connections: ConnectionSettings,
+    /// How conversations are recognised (`[sessions]`).
+    pub sessions: crate::session::SessionConfig,
+    /// Prices and the cost header (`[cost]`, `[[prices]]`).
+    pub cost: CostSettings,
 }
 
 impl Config {
@@ -178,6 +182,8 @@ const KNOWN: &[(&str, &[&str])] = &[
         ],
     ),
     ("file_sink", &["dir", "max_file_bytes", "max_files"]),
+    ("sessions", sessions::KEYS),
+    ("cost", cost::KEYS),
     (
         "spool",
         &[
@@ -415,6 +421,8 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
     let sinks = resolve_sinks(&mut l);
     let spool = resolve_spool(&mut l);
     let connections = connections::resolve(&mut l);
+    let sessions = sessions::resolve(&mut l);
+    let cost = cost::resolve(&mut l);
     let mut errors = l.errors;
     if max_inflight < max_capture {
         errors.push(format!(
@@ -443,6 +451,8 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 log_format,
                 shutdown_grace,
                 connections,
+                sessions,
+                cost,
             })
         }
         (listen, admin, upstream, log_format) => {
@@ -533,8 +543,8 @@ fn toml_error(e: &toml::de::Error, text: Option<&str>) -> String {
 
 fn check_known_keys(file: &toml::Table, errors: &mut Vec<String>) {
     for (table, value) in file {
-        if table == "routes" || table == "sinks" {
-            continue; // checked by routes::parse and the sink registry
+        if table == "routes" || table == "sinks" || table == "prices" {
+            continue; // checked by routes::parse, the sink registry, cost::resolve
         }
         let Some(keys) = KNOWN.iter().find(|(t, _)| t == table).map(|(_, k)| *k) else {
             errors.push(format!("unknown table [{table}]"));
@@ -553,12 +563,15 @@ fn check_known_keys(file: &toml::Table, errors: &mut Vec<String>) {
 }
 
 mod connections;
+pub mod cost;
 pub mod credential;
 pub mod layers;
 pub mod limits;
 mod routes;
+pub mod sessions;
 pub use crate::sinks::registry::{SinkEntry, SinkSpec};
 pub use connections::ConnectionSettings;
+pub use cost::CostSettings;
 pub use credential::CredentialConfig;
 pub use layers::{
     load_roots, parse_base_url, parse_bytes, parse_duration_opt, Env, ExtraRoots, Layers,

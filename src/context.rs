@@ -38,6 +38,9 @@ pub struct CallContext {
     pub traceparent: Option<String>,
     /// Tags or metadata entries dropped past [`MAX_PAIRS`].
     pub dropped: usize,
+    /// A coding agent's own session header (`crate::session::agents`), kept
+    /// for the session recogniser; the header itself goes on upstream.
+    pub agent_session: Option<String>,
 }
 
 impl CallContext {

@@ -289,7 +289,8 @@ impl Proxy {
         let label = api.map_or("other", Api::label);
 
         // llmtap's own headers never go upstream, traced or not.
-        let context = crate::context::take(&mut parts.headers);
+        let mut context = crate::context::take(&mut parts.headers);
+        context.agent_session = crate::session::agents::from_headers(&parts.headers);
         let (upstream_index, forward_path) = self.pick(&parts.headers, &parts.uri);
         let upstream = &self.upstreams[upstream_index];
         let draft = match (api, &self.submitter) {

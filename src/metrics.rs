@@ -10,8 +10,10 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 mod connections;
+mod cost;
 mod sinks;
 pub use connections::{Connections, Listener, Timeout};
+pub use cost::CostMetrics;
 pub use sinks::{SinkCounters, Sinks};
 
 /// Latency histogram bucket bounds, in seconds.
@@ -91,6 +93,8 @@ pub struct Metrics {
     /// (the agent's own kept), `replaced`, `error` (none could be had: 502),
     /// `rejected` (the upstream answered 401 to llmtap's key).
     credentials: DashMap<&'static str, AtomicU64>,
+    /// Tokens and cost by model, unpriced calls, session entries.
+    pub cost: CostMetrics,
 }
 
 impl Metrics {
@@ -253,6 +257,7 @@ impl Metrics {
         self.render_journal(&mut out);
         self.render_capture(&mut out);
         self.connections.render(&mut out);
+        self.cost.render(&mut out);
         let depth = self.queue_depth.load(Relaxed).max(0);
         let _ = writeln!(
             out,

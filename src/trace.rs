@@ -26,6 +26,7 @@ use crate::route::Api;
 use crate::tee::BodyEnd;
 
 pub mod chunks;
+pub mod facts;
 mod params;
 mod pyjson;
 mod sdk_error;
@@ -42,6 +43,8 @@ const OVER_BUDGET: &str = "parse_budget";
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Built {
     pub time_to_first_token: Option<Duration>,
+    /// What sessions and cost need ([`facts`]).
+    pub call: facts::CallFacts,
 }
 
 /// A decoded body copy.
@@ -354,6 +357,7 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
         // none, which llmtap does not copy (other backends show this one).
         span.status = SpanStatus::Error(format!("{kind}: {message}"));
     }
+    built.call = facts::CallFacts::of(api, request_json, &outcome, ex.deployment.as_deref());
     (span, built)
 }
 

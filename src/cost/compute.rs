@@ -28,15 +28,15 @@ pub struct Tokens {
 }
 
 impl From<&Usage> for Tokens {
-    /// [`Usage`] carries no 1-hour cache-write count: those writes are billed
-    /// at the 5-minute rate until it does.
+    /// The 1-hour cache writes are Anthropic's
+    /// `usage.cache_creation.ephemeral_1h_input_tokens`.
     fn from(u: &Usage) -> Tokens {
         Tokens {
             input: u.input_tokens,
             output: u.output_tokens,
             cache_read: u.cache_read_input_tokens.unwrap_or(0),
             cache_write: u.cache_creation_input_tokens.unwrap_or(0),
-            cache_write_1h: 0,
+            cache_write_1h: u.cache_creation_1h_input_tokens.unwrap_or(0),
             reasoning: u.reasoning_tokens.unwrap_or(0),
         }
     }

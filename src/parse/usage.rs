@@ -27,6 +27,10 @@ pub struct Usage {
     pub cache_creation_input_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_tokens: Option<u64>,
+    /// The part of `cache_creation_input_tokens` written with Anthropic's
+    /// 1-hour TTL (`usage.cache_creation.ephemeral_1h_input_tokens`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_creation_1h_input_tokens: Option<u64>,
 }
 
 /// A non-negative integer count; tolerates integral floats (`12.0`) that some
@@ -73,6 +77,7 @@ impl Usage {
                 .or_else(|| count(obj.get("cache_read_input_tokens"))),
             cache_creation_input_tokens: count(obj.get("cache_creation_input_tokens")),
             reasoning_tokens: nested(obj, &details_out, "reasoning_tokens"),
+            cache_creation_1h_input_tokens: None,
         })
     }
 
@@ -92,8 +97,8 @@ impl Usage {
     ///   reports no total).
     ///
     /// MLflow also records `cache_creation_input_tokens_above_1hr` from
-    /// `cache_creation.ephemeral_1h_input_tokens`; [`Usage`] has no such
-    /// counter, so it is not carried. Returns `None` when `v` is not an object
+    /// `cache_creation.ephemeral_1h_input_tokens` (whenever present); so
+    /// does [`Usage::cache_creation_1h_input_tokens`]. Returns `None` when `v` is not an object
     /// or carries none of `input_tokens`, `output_tokens` and the two cache
     /// counters; a missing `input_tokens` or `output_tokens` counts as 0.
     pub fn from_anthropic(v: &Value) -> Option<Usage> {
@@ -117,6 +122,7 @@ impl Usage {
             cache_read_input_tokens: cache_read,
             cache_creation_input_tokens: cache_creation,
             reasoning_tokens: None,
+            cache_creation_1h_input_tokens: nested(obj, &["cache_creation"], "ephemeral_1h_input_tokens"),
         })
     }
 
@@ -135,6 +141,9 @@ impl Usage {
             }
             if let Some(n) = self.cache_creation_input_tokens {
                 obj.insert("cache_creation_input_tokens".into(), n.into());
+            }
+            if let Some(n) = self.cache_creation_1h_input_tokens {
+                obj.insert("cache_creation_input_tokens_above_1hr".into(), n.into());
             }
         }
         v
@@ -180,6 +189,20 @@ mod tests {
             u.to_mlflow_json(),
             json!({"input_tokens": 8, "output_tokens": 0, "total_tokens": 8})
         );
+    }
+
+    #[test]
+    fn anthropic_one_hour_cache_writes_are_kept_as_mlflow_names_them() {
+        let v = json!({"input_tokens": 10, "output_tokens": 5, "cache_creation_input_tokens": 300,
+            "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200}});
+        let u = Usage::from_anthropic(&v).expect("usage");
+        assert_eq!(u.cache_creation_1h_input_tokens, Some(200));
+        assert_eq!(
+            u.to_mlflow_json()["cache_creation_input_tokens_above_1hr"],
+            json!(200)
+        );
+        let plain = Usage::from_anthropic(&json!({"input_tokens": 1})).expect("usage");
+        assert_eq!(plain.cache_creation_1h_input_tokens, None);
     }
 
     #[test]

@@ -24,6 +24,7 @@
 pub mod batch;
 pub mod dead_letter;
 pub mod deliver;
+pub mod enrich;
 pub mod journal;
 pub mod lock;
 pub mod rate;
@@ -269,6 +270,7 @@ impl Pipeline {
             Some((settings, stores)) => spooled_downstream(&common, settings, stores, span_rx),
             None => memory_downstream(&common, span_rx),
         };
+        let enrich = Arc::new(enrich::Enricher::new(cfg, metrics.clone()));
         let workers = down
             .sources
             .into_iter()
@@ -282,6 +284,7 @@ impl Pipeline {
                     metrics: metrics.clone(),
                     cap: cfg.max_capture_bytes,
                     build: crate::trace::build,
+                    enrich: enrich.clone(),
                 };
                 std::thread::Builder::new()
                     .name(format!("llmtap-parse-{i}"))
@@ -534,6 +537,8 @@ struct Worker {
     cap: usize,
     /// [`crate::trace::build`]; a seam for the panic-containment test.
     build: BuildFn,
+    /// Sessions and cost, after the build.
+    enrich: Arc<enrich::Enricher>,
 }
 
 type BuildFn = fn(&Exchange, usize) -> (crate::record::SpanRecord, crate::trace::Built);
@@ -584,7 +589,11 @@ impl Worker {
     fn parse(&self, ex: &Exchange) -> Option<Span> {
         #[cfg(debug_assertions)]
         journal::test_hooks::on_parse(ex);
-        let built = std::panic::catch_unwind(AssertUnwindSafe(|| (self.build)(ex, self.cap)));
+        let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let (mut record, facts) = (self.build)(ex, self.cap);
+            self.enrich.apply(ex, &mut record, &facts.call);
+            (record, facts)
+        }));
         let (record, facts) = match built {
             Ok(b) => b,
             Err(_) => {

@@ -205,9 +205,12 @@ async fn replay_spool(
     let journal =
         super::journal::open(&settings).map_err(|e| format!("{}: {e}", journal_dir.display()))?;
     let cap = cfg.max_capture_bytes;
+    // Sessions start afresh: the live process's memory is gone.
+    let enrich = super::enrich::Enricher::new(cfg, Arc::new(Metrics::default()));
     let parsed = |payload: &[u8]| {
         let ex = super::journal::codec::decode(payload).ok()?;
-        let (record, _) = crate::trace::build(&ex, cap);
+        let (mut record, built) = crate::trace::build(&ex, cap);
+        enrich.apply(&ex, &mut record, &built.call);
         Some(crate::otlp::to_span(&record))
     };
     drain(cfg, journal, &parsed, deliverer, report)

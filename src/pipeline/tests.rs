@@ -26,6 +26,15 @@ fn exchange(path: &str) -> Exchange {
     }
 }
 
+fn test_config() -> Config {
+    crate::config::resolve(
+        &crate::config::Flags::default(),
+        &crate::config::Env::new(),
+        None,
+    )
+    .expect("defaults")
+}
+
 fn panics_on_boom(ex: &Exchange, cap: usize) -> (crate::record::SpanRecord, crate::trace::Built) {
     assert!(ex.path != "/boom", "a parser bug");
     crate::trace::build(ex, cap)
@@ -44,6 +53,7 @@ fn a_panicking_parse_loses_only_its_own_trace() {
         metrics: metrics.clone(),
         cap: 1024,
         build: panics_on_boom,
+        enrich: Arc::new(enrich::Enricher::new(&test_config(), metrics.clone())),
     };
     for path in ["/v1/chat/completions", "/boom", "/v1/chat/completions"] {
         tx.send(exchange(path)).unwrap();

@@ -21,6 +21,7 @@
 pub mod agents;
 pub mod history;
 pub mod lru;
+pub mod shared;
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;

@@ -79,6 +79,9 @@ struct ContextRecord {
     traceparent: Option<String>,
     #[prost(uint32, tag = "8")]
     dropped: u32,
+    /// `CallContext::agent_session` (tag 30: clear of the context's own).
+    #[prost(string, optional, tag = "30")]
+    agent_session: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -107,6 +110,7 @@ fn context_record(c: &CallContext) -> Option<ContextRecord> {
         client_request_id: c.client_request_id.clone(),
         traceparent: c.traceparent.clone(),
         dropped: u32::try_from(c.dropped).unwrap_or(u32::MAX),
+        agent_session: c.agent_session.clone(),
     })
 }
 
@@ -130,6 +134,7 @@ fn call_context(r: Option<ContextRecord>) -> CallContext {
         client_request_id: r.client_request_id,
         traceparent: r.traceparent,
         dropped: r.dropped as usize,
+        agent_session: r.agent_session,
     }
 }
 
@@ -406,6 +411,7 @@ mod tests {
                 client_request_id: Some("req-7".into()),
                 traceparent: None,
                 dropped: 2,
+                agent_session: Some("claude-1".into()),
             },
         }
     }
