@@ -403,6 +403,7 @@ impl Proxy {
         let body = Deadline::new(rbody, self.cfg.idle_timeout, total_at);
         let body: ProxyBody = match (draft, &self.submitter) {
             (Some(d), Some(submitter)) => {
+                let (api_of, deployment) = (d.api, d.deployment.clone());
                 if let Some(id) = trace_header
                     .as_deref()
                     .and_then(|t| HeaderValue::from_str(t).ok())
@@ -450,12 +451,20 @@ impl Proxy {
                     }
                     submitter.submit(ex)
                 });
-                match hiding {
+                let body = match hiding {
                     Some(hiding) => hiding
                         .reveal(tee)
                         .map_err(|e| Box::new(e) as BoxError)
                         .boxed_unsync(),
                     None => tee.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
+                };
+                let cap = self.cfg.max_capture_bytes;
+                if self.cfg.cost.response_header && crate::cost_header::applies(&rparts, cap) {
+                    let table = &self.cfg.cost.prices;
+                    let at = deployment.as_deref();
+                    crate::cost_header::hold(&mut rparts, body, table, api_of, at, cap).await
+                } else {
+                    body
                 }
             }
             _ => {

@@ -40,6 +40,9 @@
 //! - [`private`]: files created 0600 in 0700 directories.
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`redact`]: URLs for display, without userinfo or query.
+//! - [`session`]: which conversation a call belongs to (recognised in the
+//!   parse stage, `pipeline::enrich`); [`cost`]: prices and a call's cost;
+//!   [`cost_header`]: the optional `x-llmtap-cost-usd` response header.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -48,6 +51,7 @@ pub mod client;
 pub mod config;
 pub mod context;
 pub mod cost;
+pub mod cost_header;
 pub mod credentials;
 pub mod databricks;
 pub mod deadline;

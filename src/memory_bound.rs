@@ -10,6 +10,7 @@
 //!      + 4 x batch_max_bytes              one batch in delivery
 //!      + connections x PER_CONNECTION     hyper's buffers (HTTP/2: PER_H2_CONNECTION)
 //!      + cap x injected calls             requests read whole to add usage
+//!      + (max_histories + max_responses) x PER_SESSION_ENTRY   the session recogniser
 //! ```
 
 use crate::config::Config;
@@ -32,6 +33,11 @@ pub const PER_CONNECTION: u64 = 512 << 10;
 /// [`worst_case_rss`] an HTTP/2 connection counts as this many HTTP/1.1 ones.
 pub const PER_H2_CONNECTION: u64 = 4 << 20;
 
+/// One entry of the session recogniser's maps at worst: ~110 bytes of map
+/// and LRU overhead plus a session id of its own (at most 256 bytes;
+/// usually shared by a session's entries). `docs/sessions.md`.
+pub const PER_SESSION_ENTRY: u64 = 110 + 256;
+
 /// What a parse worker holds besides the parse budget, in capture caps: the
 /// decoded text and the span's copies of it (input, output, OTLP encoding)
 /// for both bodies; measured at most ~21 x cap in all with the budget.
@@ -50,11 +56,15 @@ pub fn worst_case_rss(cfg: &Config, connections: usize, injected: usize) -> u64 
     let journal_writer = 4 * cap;
     let span_queue = SPAN_QUEUE_BATCHES as u64 * batch + 6 * cap;
     let delivery = 4 * batch;
+    let sessions = (cfg.sessions.max_prefixes as u64)
+        .saturating_add(cfg.sessions.max_responses as u64)
+        .saturating_mul(PER_SESSION_ENTRY);
     BASE.saturating_add(cfg.max_inflight_capture_bytes as u64)
         .saturating_add(workers.saturating_mul(parse))
         .saturating_add(journal_writer + span_queue + delivery)
         .saturating_add(connections as u64 * PER_CONNECTION)
         .saturating_add(injected as u64 * cap)
+        .saturating_add(sessions)
 }
 
 #[cfg(test)]
@@ -65,7 +75,8 @@ mod tests {
     #[test]
     fn the_defaults_come_to_about_670_mib_plus_connections() {
         let cfg = resolve(&Flags::default(), &Env::new(), None).expect("defaults");
-        let mib = worst_case_rss(&cfg, 0, 0) >> 20;
+        let sessions = 100_000 * PER_SESSION_ENTRY;
+        let mib = (worst_case_rss(&cfg, 0, 0) - sessions) >> 20;
         assert_eq!(mib, 32 + 256 + (20 + 240) + 40 + (8 + 60) + 16);
         let more = worst_case_rss(&cfg, 1000, 10) - worst_case_rss(&cfg, 0, 0);
         assert_eq!(more, 1000 * PER_CONNECTION + 10 * (10 << 20));

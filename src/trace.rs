@@ -375,7 +375,7 @@ fn python_style(text: &[u8], restyle: bool) -> String {
 }
 
 /// The response parser of each API.
-fn parse_response(api: Api, body: &[u8], stream: bool) -> Outcome {
+pub(crate) fn parse_response(api: Api, body: &[u8], stream: bool) -> Outcome {
     match api {
         Api::ChatCompletions | Api::Invocations => openai_chat::parse(body, stream),
         Api::Responses => openai_responses::parse(body, stream),

@@ -178,6 +178,23 @@ async fn pat_traces_arrive_as_the_mlflow_client_sends_them() {
     let usage: Value =
         serde_json::from_str(plain.metadata("mlflow.trace.tokenUsage").unwrap()).unwrap();
     assert_eq!(usage["total_tokens"], 28);
+    // Databricks computes no cost: the sink sends the trace's, the sum of
+    // its spans' `mlflow.llm.cost` (19 in, 9 out at the table's gpt-4o-mini rates).
+    let rates = llmtap::cost::builtin().price("gpt-4o-mini").unwrap().base;
+    let cost: Value =
+        serde_json::from_str(plain.metadata("mlflow.trace.cost").expect("trace cost")).unwrap();
+    let (input, output) = (19.0 * rates.input / 1e6, 9.0 * rates.output / 1e6);
+    for (key, want) in [
+        ("input_cost", input),
+        ("output_cost", output),
+        ("total_cost", input + output),
+    ] {
+        let got = cost[key].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-12, "{key}: {got} != {want}");
+    }
+    assert!(plain
+        .metadata("mlflow.trace.session")
+        .is_some_and(|s| !s.is_empty()));
     assert_eq!(plain.tag("mlflow.traceName"), Some("Completions"));
     let spans = plain.spans.as_ref().expect("span document uploaded");
     assert_eq!(spans["spans"][0]["name"], "Completions");
@@ -199,6 +216,10 @@ async fn pat_traces_arrive_as_the_mlflow_client_sends_them() {
     assert!(
         error.metadata("mlflow.trace.tokenUsage").is_none(),
         "no usage, never zero"
+    );
+    assert!(
+        error.metadata("mlflow.trace.cost").is_none(),
+        "no usage, no cost: never zero"
     );
     assert!(error
         .spans

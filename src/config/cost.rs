@@ -79,3 +79,59 @@ pub(super) fn resolve(l: &mut Layers<'_>) -> CostSettings {
         overrides,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{resolve, Env, Flags};
+
+    fn load(file: &str, env: &[(&str, &str)]) -> Result<crate::config::Config, String> {
+        let env: Env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        resolve(&Flags::default(), &env, Some(file)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn prices_are_merged_and_bad_ones_reported() {
+        let c = load(
+            "[[prices]]\nmodel = \"house-model\"\ninput = 1.0\noutput = 2.0\n[[prices]]\nmodel = \"gpt-4o\"\ninput = 9.0\noutput = 9.0\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.cost.prices.price("house-model").unwrap().base.output, 2.0);
+        assert_eq!(
+            c.cost.prices.price("gpt-4o-2024-08-06").unwrap().base.input,
+            9.0
+        );
+        assert!(!c.cost.response_header);
+        let err = load("[[prices]]\nmodel = \"x\"\ninput = -1.0\n", &[]).unwrap_err();
+        assert!(err.contains("prices[0] (`x`)"), "{err}");
+        let err = load("prices = 3\n", &[]).unwrap_err();
+        assert!(err.contains("prices: expected an array of tables"), "{err}");
+    }
+
+    #[test]
+    fn the_header_and_sessions_come_from_file_and_env() {
+        let c = load(
+            "[cost]\nresponse_header = true\n[sessions]\nttl = \"1h\"\n",
+            &[],
+        )
+        .unwrap();
+        assert!(c.cost.response_header);
+        assert_eq!(c.sessions.ttl, std::time::Duration::from_secs(3600));
+        let c = load(
+            "",
+            &[
+                ("LLMTAP_SESSION_HISTORY", "false"),
+                ("LLMTAP_COST_HEADER", "true"),
+            ],
+        )
+        .unwrap();
+        assert!(!c.sessions.history && c.cost.response_header);
+        let err = load("[sessions]\nhistory = \"maybe\"\n", &[]).unwrap_err();
+        assert!(err.contains("sessions.history"), "{err}");
+        let err = load("[cost]\nheader = true\n", &[]).unwrap_err();
+        assert!(err.contains("cost.header: unknown key"), "{err}");
+    }
+}

@@ -375,6 +375,9 @@ const PAST_MAX: &[(&str, &str, &str, &str)] = &[
     ("export", "max_traces_per_second", "2000000", "1000000"),
     ("export", "dead_letter_max_file_bytes", "17GiB", "16GiB"),
     ("export", "dead_letter_max_files", "10001", "10000"),
+    ("sessions", "ttl", "721h", "720h"),
+    ("sessions", "max_histories", "1000001", "1000000"),
+    ("sessions", "max_responses", "1000001", "1000000"),
 ];
 
 #[test]

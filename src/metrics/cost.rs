@@ -98,7 +98,10 @@ impl CostMetrics {
         }
         out.push_str("# HELP llmtap_cost_unpriced_total Calls with token usage but no price for their model, by provider.\n# TYPE llmtap_cost_unpriced_total counter\n");
         for (provider, n) in &g.unpriced {
-            let _ = writeln!(out, "llmtap_cost_unpriced_total{{provider=\"{provider}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "llmtap_cost_unpriced_total{{provider=\"{provider}\"}} {n}"
+            );
         }
         let _ = writeln!(
             out,

@@ -122,7 +122,11 @@ impl Usage {
             cache_read_input_tokens: cache_read,
             cache_creation_input_tokens: cache_creation,
             reasoning_tokens: None,
-            cache_creation_1h_input_tokens: nested(obj, &["cache_creation"], "ephemeral_1h_input_tokens"),
+            cache_creation_1h_input_tokens: nested(
+                obj,
+                &["cache_creation"],
+                "ephemeral_1h_input_tokens",
+            ),
         })
     }
 
@@ -289,12 +293,15 @@ mod tests {
                 cache_read_input_tokens: Some(25),
                 cache_creation_input_tokens: Some(15),
                 reasoning_tokens: None,
+                cache_creation_1h_input_tokens: Some(0),
             }
         );
+        // MLflow's autologging records the 1h part whenever present, 0 too.
         assert_eq!(
             u.to_mlflow_json(),
             json!({"input_tokens": 90, "output_tokens": 20, "total_tokens": 110,
-                "cache_read_input_tokens": 25, "cache_creation_input_tokens": 15})
+                "cache_read_input_tokens": 25, "cache_creation_input_tokens": 15,
+                "cache_creation_input_tokens_above_1hr": 0})
         );
         // Zero cache counters are still reported, as MLflow does.
         let zeros = json!({"input_tokens": 12, "output_tokens": 3,

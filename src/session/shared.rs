@@ -47,7 +47,10 @@ impl Shared {
     /// response ids) for the gauges.
     pub fn recognise(&self, ask: Ask<'_>) -> (Found, (usize, usize)) {
         let mut headers = HeaderMap::new();
-        if let Some(v) = ask.agent_session.and_then(|s| HeaderValue::from_str(s).ok()) {
+        if let Some(v) = ask
+            .agent_session
+            .and_then(|s| HeaderValue::from_str(s).ok())
+        {
             headers.insert("x-session-id", v);
         }
         let call = Call {

@@ -276,7 +276,7 @@ async fn plain_chat_call_looks_like_mlflow_autolog() {
     );
     lacks!(span; "llmtap.response.truncated", "llmtap.request.truncated",
         "llmtap.time_to_first_token_ms", "mlflow.chat.tools", "user.id");
-    assert_eq!(built, Built::default());
+    assert_eq!(built.time_to_first_token, None);
 }
 
 #[tokio::test]
@@ -511,7 +511,7 @@ async fn proxy_error_without_any_response() {
         "mlflow.llm.model" => "gpt-4o-mini",
     );
     lacks!(span; "mlflow.spanOutputs", "llmtap.response.bytes", "mlflow.chat.tokenUsage");
-    assert_eq!(built, Built::default());
+    assert_eq!(built.time_to_first_token, None);
 }
 
 #[tokio::test]

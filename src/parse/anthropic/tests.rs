@@ -42,7 +42,8 @@ fn plain_json() {
     assert_eq!(
         o.usage.expect("usage").to_mlflow_json(),
         json!({"input_tokens": 12, "output_tokens": 12, "total_tokens": 24,
-            "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0})
+            "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0,
+            "cache_creation_input_tokens_above_1hr": 0})
     );
     assert_eq!(content(&o, 0)["text"], "Hello! How can I help you today?");
     assert!(o.error.is_none() && o.stream.is_none());

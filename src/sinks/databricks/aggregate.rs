@@ -15,7 +15,7 @@ use super::span_doc::stored_attribute;
 /// Span attribute with a span's token usage.
 pub const CHAT_USAGE: &str = "mlflow.chat.tokenUsage";
 /// Span attribute with a span's cost in USD (`{"input_cost", "output_cost",
-/// "total_cost"}`). llmtap does not write it yet; the next issue does.
+/// "total_cost"}`), set by `crate::pipeline::enrich`.
 pub const LLM_COST: &str = "mlflow.llm.cost";
 
 const USAGE_KEYS: [&str; 3] = ["input_tokens", "output_tokens", "total_tokens"];

@@ -7,9 +7,8 @@
 //! live here or nowhere.
 //!
 //! Cost: Databricks computes none, so the client computes it and sends
-//! `mlflow.trace.cost` (the sum of the spans' `mlflow.llm.cost`). llmtap's
-//! spans do not carry `mlflow.llm.cost` yet; once they do (the next issue),
-//! [`metadata`] sends it with no change here.
+//! `mlflow.trace.cost` (the sum of the spans' `mlflow.llm.cost`, which the
+//! parse stage sets on every priced call: `crate::pipeline::enrich`).
 
 use opentelemetry_proto::tonic::trace::v1::{status, Span};
 use serde_json::{json, Map, Value};
