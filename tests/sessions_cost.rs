@@ -120,13 +120,42 @@ async fn span_attribute(id: &str, key: &str) -> Option<Value> {
     let ml = mlflow::shared().await;
     ml.wait_trace(id, WAIT).await;
     let trace = ml.get_trace_with_spans(id).await.expect("the trace");
-    let attrs = trace["spans"][0]["attributes"].as_array().cloned();
-    let v = attrs?.into_iter().find(|a| a["key"] == key)?;
-    let text = v["value"]["string_value"].as_str()?.to_string();
-    // Stored JSON-encoded: a string holding the JSON object's text.
-    match serde_json::from_str::<Value>(&text).ok()? {
-        Value::String(inner) => serde_json::from_str(&inner).ok(),
-        other => Some(other),
+    let attrs = trace["spans"][0]["attributes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no span attributes in {trace}"));
+    let v = attrs.into_iter().find(|a| a["key"] == key)?;
+    Some(plain(&v["value"]))
+}
+
+/// An OTLP proto-JSON value as plain JSON (MLflow returns JSON objects as
+/// `kvlist_value`, strings as the JSON text they were stored as).
+fn plain(v: &Value) -> Value {
+    if let Some(text) = v.get("string_value").and_then(Value::as_str) {
+        return serde_json::from_str(text).unwrap_or_else(|_| json!(text));
+    }
+    if let Some(kv) = v.get("kvlist_value") {
+        let pairs = kv["values"].as_array().cloned().unwrap_or_default();
+        let map = pairs
+            .iter()
+            .map(|p| {
+                (
+                    p["key"].as_str().unwrap_or("").to_string(),
+                    plain(&p["value"]),
+                )
+            })
+            .collect();
+        return Value::Object(map);
+    }
+    for k in ["double_value", "bool_value"] {
+        if let Some(x) = v.get(k) {
+            return x.clone();
+        }
+    }
+    match v.get("int_value") {
+        Some(Value::String(n)) => json!(n.parse::<i64>().unwrap_or(0)),
+        Some(n) => n.clone(),
+        None => v.clone(),
     }
 }
 
