@@ -176,6 +176,15 @@ async fn conversations_are_recognised_without_a_session_header() {
     // The given session wins even over a remembered history.
     let c2 = c.turn(&bin, "And a day trip?", &given).await;
 
+    // A coding agent's own session header (Codex's `session_id`) is used
+    // as it is, and still reaches the provider.
+    let mut d = Conversation::new("gpt-4o-mini", "You write code.");
+    let d1 = d
+        .turn(&bin, "Fix the build.", &[("session_id", "codex-77")])
+        .await;
+    let sent = provider.seen().last().unwrap().headers.clone();
+    assert_eq!(sent.get("session_id").unwrap(), "codex-77");
+
     // A Responses chain: each call names the previous answer's id.
     let mut previous: Option<String> = None;
     let mut chain = Vec::new();
@@ -203,6 +212,9 @@ async fn conversations_are_recognised_without_a_session_header() {
     assert_eq!(source, Some(json!("history_prefix")));
     let source = span_attribute(&c1, "llmtap.session.source").await;
     assert_eq!(source, Some(json!("given")));
+    assert_eq!(session_of(&d1).await, "codex-77");
+    let source = span_attribute(&d1, "llmtap.session.source").await;
+    assert_eq!(source, Some(json!("agent_header")));
     let s0 = session_of(&chain[0]).await;
     assert!(![&sa, &sb].contains(&&s0));
     for id in &chain[1..] {
