@@ -590,8 +590,10 @@ impl Worker {
         #[cfg(debug_assertions)]
         journal::test_hooks::on_parse(ex);
         let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let (mut record, facts) = (self.build)(ex, self.cap);
+            let (mut record, mut facts) = (self.build)(ex, self.cap);
             self.enrich.apply(ex, &mut record, &facts.call);
+            // The request's JSON is not held while the span is encoded.
+            facts.call.request = None;
             (record, facts)
         }));
         let (record, facts) = match built {
