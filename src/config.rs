@@ -105,6 +105,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Client connection limits and timeouts of both listeners.
     pub connections: ConnectionSettings,
+    /// Bounds of user feedback ([`crate::feedback`]).
+    pub feedback: FeedbackSettings,
 }
 
 impl Config {
@@ -208,6 +210,10 @@ const KNOWN: &[(&str, &[&str])] = &[
             "dead_letter_max_files",
             "max_traces_per_second",
         ],
+    ),
+    (
+        "feedback",
+        &["max_pending", "max_pending_bytes", "max_wait"],
     ),
 ];
 
@@ -415,6 +421,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
     let sinks = resolve_sinks(&mut l);
     let spool = resolve_spool(&mut l);
     let connections = connections::resolve(&mut l);
+    let feedback = feedback::resolve(&mut l);
     let mut errors = l.errors;
     if max_inflight < max_capture {
         errors.push(format!(
@@ -443,6 +450,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 log_format,
                 shutdown_grace,
                 connections,
+                feedback,
             })
         }
         (listen, admin, upstream, log_format) => {
@@ -554,12 +562,14 @@ fn check_known_keys(file: &toml::Table, errors: &mut Vec<String>) {
 
 mod connections;
 pub mod credential;
+mod feedback;
 pub mod layers;
 pub mod limits;
 mod routes;
 pub use crate::sinks::registry::{SinkEntry, SinkSpec};
 pub use connections::ConnectionSettings;
 pub use credential::CredentialConfig;
+pub use feedback::FeedbackSettings;
 pub use layers::{
     load_roots, parse_base_url, parse_bytes, parse_duration_opt, Env, ExtraRoots, Layers,
 };

@@ -10,6 +10,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 mod connections;
+pub mod feedback;
 mod sinks;
 pub use connections::{Connections, Listener, Timeout};
 pub use sinks::{SinkCounters, Sinks};
@@ -91,6 +92,8 @@ pub struct Metrics {
     /// (the agent's own kept), `replaced`, `error` (none could be had: 502),
     /// `rejected` (the upstream answered 401 to llmtap's key).
     credentials: DashMap<&'static str, AtomicU64>,
+    /// User feedback by sink and outcome ([`crate::feedback`]).
+    pub feedback: feedback::Feedback,
 }
 
 impl Metrics {
@@ -253,6 +256,7 @@ impl Metrics {
         self.render_journal(&mut out);
         self.render_capture(&mut out);
         self.connections.render(&mut out);
+        self.feedback.render(&mut out);
         let depth = self.queue_depth.load(Relaxed).max(0);
         let _ = writeln!(
             out,
