@@ -375,6 +375,9 @@ const PAST_MAX: &[(&str, &str, &str, &str)] = &[
     ("export", "max_traces_per_second", "2000000", "1000000"),
     ("export", "dead_letter_max_file_bytes", "17GiB", "16GiB"),
     ("export", "dead_letter_max_files", "10001", "10000"),
+    ("feedback", "max_pending", "1000001", "1000000"),
+    ("feedback", "max_pending_bytes", "5GiB", "4GiB"),
+    ("feedback", "max_wait", "169h", "168h"),
 ];
 
 #[test]
@@ -428,6 +431,7 @@ fn every_numeric_setting_has_a_maximum_and_every_default_is_within_it() {
     );
     assert_eq!(example.shutdown_grace, defaults.shutdown_grace);
     assert_eq!(example.sink(), defaults.sink());
+    assert_eq!(example.feedback, defaults.feedback);
     // Every numeric key of the file is in the table above.
     let numeric = text.lines().filter_map(|line| {
         let (key, value) = line.split_once(" = ").filter(|_| !line.starts_with('#'))?;
