@@ -31,13 +31,19 @@ pub async fn run(lane: Arc<Lane>, timing: Timing, metrics: Arc<Metrics>) {
 /// Sends one item and acts on the answer.
 async fn attempt(lane: &Arc<Lane>, mut item: Item, timing: Timing, metrics: &Metrics) {
     let sink = lane.sink.name();
-    let answer = lane.sink.assess(&item.record.assessment()).await;
-    let decision = decide(&mut item, &answer, Instant::now(), timing);
+    let decision = match item.record() {
+        Ok(record) => {
+            let answer = lane.sink.assess(&record.assessment()).await;
+            let d = decide(&mut item, &answer, Instant::now(), timing);
+            if matches!(d, Decision::Retry(_)) && item.failures.is_power_of_two() {
+                tracing::warn!(sink, trace_id = %item.trace_id, failures = item.failures, reason = %answer.reason, "feedback not delivered yet: retrying");
+            }
+            d
+        }
+        Err(reason) => Decision::DeadLetter(reason),
+    };
     let outcome = match decision {
         Decision::Retry(at) => {
-            if item.failures.is_power_of_two() {
-                tracing::warn!(sink, trace_id = %item.record.trace_id, failures = item.failures, reason = %answer.reason, "feedback not delivered yet: retrying");
-            }
             item.due = at;
             let mut q = lane.queue();
             q.push(item);
@@ -47,7 +53,7 @@ async fn attempt(lane: &Arc<Lane>, mut item: Item, timing: Timing, metrics: &Met
         Decision::Delivered => Outcome::Delivered,
         Decision::Unsupported => Outcome::Unsupported,
         Decision::DeadLetter(reason) => {
-            tracing::error!(sink, trace_id = %item.record.trace_id, reason = %reason, "feedback not delivered: written to the dead-letter file");
+            tracing::error!(sink, trace_id = %item.trace_id, reason = %reason, "feedback not delivered: written to the dead-letter file");
             dead_letter(lane, &item, reason).await
         }
     };
@@ -65,10 +71,15 @@ async fn attempt(lane: &Arc<Lane>, mut item: Item, timing: Timing, metrics: &Met
 async fn dead_letter(lane: &Arc<Lane>, item: &Item, reason: String) -> Outcome {
     let store = lane.store.clone();
     let sink = lane.sink.name().to_string();
-    let record = item.record.clone();
-    let written =
-        tokio::task::spawn_blocking(move || store.dead_letter(&sink, &reason, Some(&record), None))
-            .await;
+    let record = item.record().ok();
+    let raw = match record {
+        Some(_) => None,
+        None => Some(String::from_utf8_lossy(&item.json[..item.json.len().min(1024)]).into_owned()),
+    };
+    let written = tokio::task::spawn_blocking(move || {
+        store.dead_letter(&sink, &reason, record.as_ref(), raw.as_deref())
+    })
+    .await;
     match written {
         Ok(Ok(true)) => Outcome::DeadLettered,
         Ok(Ok(false)) => {

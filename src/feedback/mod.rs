@@ -29,7 +29,6 @@ pub mod queue;
 pub mod store;
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -162,17 +161,15 @@ impl Feedback {
             return Err(Refusal::Full(name));
         }
         let file = store::new_name(record.accepted_unix_ms);
-        save_all(lanes, &file, bytes.clone()).await?;
+        let json: Arc<[u8]> = bytes.into();
+        save_all(lanes, &file, json.clone()).await?;
         for lane in lanes {
             let mut q = lane.queue();
-            q.push(Item {
-                file: file.clone(),
-                record: record.clone(),
-                bytes: bytes.len(),
-                failures: 0,
-                due: Instant::now(),
-                first_not_found: None,
-            });
+            q.push(Item::new(
+                file.clone(),
+                record.trace_id.clone(),
+                json.clone(),
+            ));
             m.set_pending(lane.sink.name(), q.len());
             drop(q);
             m.count(lane.sink.name(), Outcome::Accepted);
@@ -240,15 +237,8 @@ async fn load(lane: &Arc<Lane>, metrics: &Metrics) {
     }
     let mut q = lane.queue();
     let n = found.items.len();
-    for (file, record, bytes) in found.items {
-        q.push(Item {
-            file,
-            record,
-            bytes,
-            failures: 0,
-            due: Instant::now(),
-            first_not_found: None,
-        });
+    for (file, trace_id, json) in found.items {
+        q.push(Item::new(file, trace_id, json.into()));
     }
     metrics.feedback.set_pending(lane.sink.name(), q.len());
     if n > 0 {
@@ -261,7 +251,7 @@ async fn load(lane: &Arc<Lane>, metrics: &Metrics) {
 }
 
 /// Saves the item for every lane, all or none.
-async fn save_all(lanes: &[Arc<Lane>], file: &str, bytes: Vec<u8>) -> Result<(), Refusal> {
+async fn save_all(lanes: &[Arc<Lane>], file: &str, bytes: Arc<[u8]>) -> Result<(), Refusal> {
     let stores: Vec<Store> = lanes.iter().map(|l| l.store.clone()).collect();
     let file = file.to_string();
     tokio::task::spawn_blocking(move || {

@@ -2,25 +2,52 @@
 //! bytes, when each is due, and what one delivery attempt came to
 //! ([`decide`]): done, try again at some time, or dead-letter.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::body::Record;
 use crate::pipeline::retry::backoff;
 use crate::sinks::{Attempt, Verdict};
 
-/// A piece of feedback waiting for one sink.
+/// A piece of feedback waiting for one sink. It is held as stored (its
+/// JSON), so what the queue holds is what `max_pending_bytes` counts; the
+/// [`Record`] is parsed again for each attempt.
 #[derive(Debug, Clone)]
 pub struct Item {
     /// Its file name in the sink's feedback directory (also its identity).
     pub file: String,
-    pub record: Record,
-    /// Its size as stored, against `max_pending_bytes`.
-    pub bytes: usize,
+    pub trace_id: String,
+    /// The stored [`Record`], shared by every sink's copy.
+    pub json: Arc<[u8]>,
     /// Attempts that failed so far.
     pub failures: u32,
     pub due: Instant,
     /// When the sink first answered that it has no such trace.
     pub first_not_found: Option<Instant>,
+}
+
+impl Item {
+    /// A new item, due now.
+    pub fn new(file: String, trace_id: String, json: Arc<[u8]>) -> Item {
+        Item {
+            file,
+            trace_id,
+            json,
+            failures: 0,
+            due: Instant::now(),
+            first_not_found: None,
+        }
+    }
+
+    /// Its size against `max_pending_bytes`.
+    pub fn bytes(&self) -> usize {
+        self.json.len()
+    }
+
+    /// The record (the JSON was checked when stored or read back).
+    pub fn record(&self) -> Result<Record, String> {
+        serde_json::from_slice(&self.json).map_err(|e| format!("not a feedback item: {e}"))
+    }
 }
 
 /// The items and their caps.
@@ -49,7 +76,7 @@ impl Queue {
 
     /// Adds an item (found at start, or accepted: the caps were checked then).
     pub fn push(&mut self, item: Item) {
-        self.bytes = self.bytes.saturating_add(item.bytes);
+        self.bytes = self.bytes.saturating_add(item.bytes());
         self.items.push(item);
     }
 
@@ -69,7 +96,7 @@ impl Queue {
             return Some(Err(first.due - now));
         }
         let item = self.items.swap_remove(i);
-        self.bytes = self.bytes.saturating_sub(item.bytes);
+        self.bytes = self.bytes.saturating_sub(item.bytes());
         Some(Ok(item))
     }
 }
@@ -122,7 +149,7 @@ pub fn decide(item: &mut Item, a: &Attempt, now: Instant, t: Timing) -> Decision
             if now.duration_since(first) >= t.max_wait {
                 Decision::DeadLetter(format!(
                     "the sink still had no trace {} after {:?}: {}",
-                    item.record.trace_id, t.max_wait, a.reason
+                    item.trace_id, t.max_wait, a.reason
                 ))
             } else {
                 again(item, None)
@@ -135,24 +162,11 @@ pub fn decide(item: &mut Item, a: &Attempt, now: Instant, t: Timing) -> Decision
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn item(file: &str, bytes: usize, due: Instant) -> Item {
-        Item {
-            file: file.into(),
-            record: Record {
-                trace_id: "tr-0123456789abcdef0123456789abcdef".into(),
-                name: "user_feedback".into(),
-                value: json!(true),
-                comment: None,
-                user: None,
-                accepted_unix_ms: 0,
-            },
-            bytes,
-            failures: 0,
-            due,
-            first_not_found: None,
-        }
+        let mut it = Item::new(file.into(), "tr-1".into(), vec![b' '; bytes].into());
+        it.due = due;
+        it
     }
 
     const T: Timing = Timing {

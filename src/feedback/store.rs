@@ -40,8 +40,8 @@ pub struct Store {
 /// What a start found in the directory.
 #[derive(Debug, Default)]
 pub struct Found {
-    /// Well-formed items: file name, record, size.
-    pub items: Vec<(String, Record, usize)>,
+    /// Well-formed items: file name, trace id, the stored JSON.
+    pub items: Vec<(String, String, Vec<u8>)>,
     /// Files that were not, dead-lettered and deleted: how many.
     pub bad: usize,
 }
@@ -97,7 +97,7 @@ impl Store {
                 let _ = fs::remove_file(&path);
             } else if name.starts_with(PREFIX) && name.ends_with(SUFFIX) {
                 match read_item(&path) {
-                    Ok((record, size)) => found.items.push((name, record, size)),
+                    Ok((record, json)) => found.items.push((name, record.trace_id, json)),
                     Err((reason, raw)) => {
                         tracing::error!(file = %path.display(), reason = %reason, "unreadable feedback file: moved to the dead-letter file");
                         let _ = self.dead_letter(sink, &reason, None, Some(&raw));
@@ -143,8 +143,8 @@ impl Store {
     }
 }
 
-/// An item's record and size, or why the file is not one (and an excerpt).
-fn read_item(path: &Path) -> Result<(Record, usize), (String, String)> {
+/// An item's record and bytes, or why the file is not one (and an excerpt).
+fn read_item(path: &Path) -> Result<(Record, Vec<u8>), (String, String)> {
     let f = File::open(path).map_err(|e| (format!("cannot open: {e}"), String::new()))?;
     let mut bytes = Vec::new();
     f.take(MAX_FILE_BYTES + 1)
@@ -159,7 +159,7 @@ fn read_item(path: &Path) -> Result<(Record, usize), (String, String)> {
     if body::trace_id(&record.trace_id).as_deref() != Ok(record.trace_id.as_str()) {
         return Err(("not a feedback item: bad trace_id".into(), excerpt()));
     }
-    Ok((record, bytes.len()))
+    Ok((record, bytes))
 }
 
 /// Creates a new file `0600`.
@@ -212,7 +212,9 @@ mod tests {
         let found = s.load("mlflow");
         assert_eq!(found.items.len(), 1);
         assert_eq!(found.items[0].0, name);
-        assert_eq!(found.items[0].1, record());
+        assert_eq!(found.items[0].1, record().trace_id);
+        let back: Record = serde_json::from_slice(&found.items[0].2).unwrap();
+        assert_eq!(back, record());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
