@@ -267,7 +267,8 @@ async fn feedback_waits_out_an_outage_and_a_kill_9() {
 }
 
 /// MLflow never gets a trace with this id: after `feedback.max_wait` of 404s
-/// the feedback is in the dead-letter file and counted.
+/// the feedback is in the dead-letter file and counted; meanwhile it fills
+/// `feedback.max_pending` (1 here) and more feedback is answered 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_trace_id_ends_in_the_dead_letter_file() {
     let mlflow = mlflow::shared().await;
@@ -279,6 +280,7 @@ async fn an_unknown_trace_id_ends_in_the_dead_letter_file() {
             ("MLFLOW_TRACKING_URI", mlflow.uri()),
             ("MLFLOW_EXPERIMENT_ID", &experiment),
             ("LLMTAP_FEEDBACK_MAX_WAIT", "2s"),
+            ("LLMTAP_FEEDBACK_MAX_PENDING", "1"),
         ],
     )
     .await;
@@ -289,6 +291,12 @@ async fn an_unknown_trace_id_ends_in_the_dead_letter_file() {
     )
     .await;
     assert_eq!(status, 202, "{answer}");
+    // The one pending item (retried for 2 s) fills feedback.max_pending.
+    let other = json!({"trace_id": "tr-00000000000000000000000000000bad", "value": 2});
+    let (status, answer) = send(&tap.url(""), &other).await;
+    assert_eq!(status, 503, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("feedback.max_pending"), "{message}");
     let m = tap.admin_url("/metrics");
     wait_metric(
         &m,
@@ -300,10 +308,21 @@ async fn an_unknown_trace_id_ends_in_the_dead_letter_file() {
         metric(&m, r#"llmtap_feedback_pending{sink="mlflow"}"#).await,
         0.0
     );
+    assert_eq!(
+        metric(
+            &m,
+            r#"llmtap_feedback_total{sink="mlflow",outcome="over_capacity"}"#
+        )
+        .await,
+        1.0
+    );
+    // Room again once it is dead-lettered.
+    let (status, answer) = send(&tap.url(""), &other).await;
+    assert_eq!(status, 202, "{answer}");
     let root = tap.trace_dir.parent().unwrap().to_path_buf();
     let file = root.join("dead-letter/feedback/mlflow.jsonl");
     let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    let line: Value = serde_json::from_str(text.trim()).unwrap();
+    let line: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(line["sink"], "mlflow");
     assert_eq!(line["feedback"]["trace_id"], unknown);
     assert_eq!(line["feedback"]["user"], "dave");

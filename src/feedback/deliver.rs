@@ -46,7 +46,7 @@ async fn attempt(lane: &Arc<Lane>, mut item: Item, timing: Timing, metrics: &Met
         Decision::Retry(at) => {
             item.due = at;
             let mut q = lane.queue();
-            q.push(item);
+            q.retry(item);
             metrics.feedback.set_pending(sink, q.len());
             return;
         }
@@ -63,8 +63,11 @@ async fn attempt(lane: &Arc<Lane>, mut item: Item, timing: Timing, metrics: &Met
     if let Ok(Err(e)) = removed {
         tracing::warn!(sink, file = %item.file, error = %e, "cannot delete a delivered feedback file: it may be sent again at the next start");
     }
+    let mut q = lane.queue();
+    q.finish(&item);
+    metrics.feedback.set_pending(sink, q.len());
+    drop(q);
     metrics.feedback.count(sink, outcome);
-    metrics.feedback.set_pending(sink, lane.queue().len());
 }
 
 /// Writes the item to the dead-letter file; `Dropped` when that failed.

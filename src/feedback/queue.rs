@@ -50,10 +50,13 @@ impl Item {
     }
 }
 
-/// The items and their caps.
+/// The items and their caps. An item being attempted is out of `items` but
+/// still counted (`count`, `bytes`) until [`Queue::finish`] or
+/// [`Queue::retry`].
 #[derive(Debug)]
 pub struct Queue {
     items: Vec<Item>,
+    count: usize,
     bytes: usize,
     max_items: usize,
     max_bytes: usize,
@@ -63,6 +66,7 @@ impl Queue {
     pub fn new(max_items: usize, max_bytes: usize) -> Queue {
         Queue {
             items: Vec::new(),
+            count: 0,
             bytes: 0,
             max_items,
             max_bytes,
@@ -71,33 +75,44 @@ impl Queue {
 
     /// Whether one more item of `bytes` fits.
     pub fn has_room(&self, bytes: usize) -> bool {
-        self.items.len() < self.max_items && self.bytes.saturating_add(bytes) <= self.max_bytes
+        self.count < self.max_items && self.bytes.saturating_add(bytes) <= self.max_bytes
     }
 
     /// Adds an item (found at start, or accepted: the caps were checked then).
     pub fn push(&mut self, item: Item) {
+        self.count += 1;
         self.bytes = self.bytes.saturating_add(item.bytes());
         self.items.push(item);
     }
 
+    /// Puts back an item taken by [`Queue::take_due`] (still counted).
+    pub fn retry(&mut self, item: Item) {
+        self.items.push(item);
+    }
+
+    /// Forgets an item taken by [`Queue::take_due`]: delivered or given up.
+    pub fn finish(&mut self, item: &Item) {
+        self.count = self.count.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(item.bytes());
+    }
+
+    /// Items pending, those being attempted included.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.count == 0
     }
 
-    /// The item due first: taken out when it is due at `now`, else how long
-    /// until it is. `None` when empty.
+    /// The item due first: taken out when it is due at `now` (it stays
+    /// counted), else how long until it is. `None` when none waits.
     pub fn take_due(&mut self, now: Instant) -> Option<Result<Item, Duration>> {
         let (i, first) = self.items.iter().enumerate().min_by_key(|(_, it)| it.due)?;
         if first.due > now {
             return Some(Err(first.due - now));
         }
-        let item = self.items.swap_remove(i);
-        self.bytes = self.bytes.saturating_sub(item.bytes());
-        Some(Ok(item))
+        Some(Ok(self.items.swap_remove(i)))
     }
 }
 
@@ -186,11 +201,18 @@ mod tests {
         assert!(!q.has_room(11), "bytes cap");
         assert!(q.has_room(10) || q.len() == 2);
         assert!(!q.has_room(1), "count cap");
-        assert_eq!(q.take_due(now).unwrap().unwrap().file, "now");
+        let taken = q.take_due(now).unwrap().unwrap();
+        assert_eq!(taken.file, "now");
         assert_eq!(
             q.take_due(now).unwrap().unwrap_err(),
             Duration::from_secs(5)
         );
+        assert!(!q.has_room(1), "an item being attempted still counts");
+        q.retry(taken.clone());
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.take_due(now).unwrap().unwrap().file, "now");
+        q.finish(&taken);
+        assert_eq!(q.len(), 1);
         assert!(q.has_room(40) && !q.has_room(41));
     }
 
