@@ -122,11 +122,13 @@ async fn feedback_lands_on_the_trace_with_every_value_type() {
     let mlflow = mlflow::shared().await;
     let (_, experiment) = mlflow.unique_experiment("feedback").await;
     let provider = provider().await;
+    // Two sinks: MLflow takes feedback, the file sink counts it unsupported.
     let tap = Tap::start(
         &provider.url(),
         &[
             ("MLFLOW_TRACKING_URI", mlflow.uri()),
             ("MLFLOW_EXPERIMENT_ID", &experiment),
+            ("LLMTAP_SINKS", "mlflow,file"),
         ],
     )
     .await;
@@ -202,6 +204,14 @@ async fn feedback_lands_on_the_trace_with_every_value_type() {
     assert_eq!(
         metric(&m, r#"llmtap_feedback_pending{sink="mlflow"}"#).await,
         0.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"llmtap_feedback_total{sink="file",outcome="unsupported"}"#
+        )
+        .await,
+        4.0
     );
     let seen: Vec<String> = provider.seen().iter().map(|s| s.uri.clone()).collect();
     assert_eq!(seen, ["/v1/chat/completions"]);
