@@ -1,7 +1,8 @@
 //! The request path. Its phases, in order:
 //!
 //! 0. **refuse** — `CONNECT`, a target that is not a path (`OPTIONS *`) and
-//!    dot segments are answered by llmtap itself ([`crate::target`]).
+//!    dot segments are answered by llmtap itself ([`crate::target`]); so is
+//!    every path under `/llmtap/` (user feedback, [`crate::feedback`]).
 //! 1. **classify** — which LLM API the path speaks ([`crate::route`]); other
 //!    paths are forwarded untraced. A trace id is minted for traced calls.
 //! 2. **choose upstream** — a configured route (path prefix / Host) or the

@@ -181,11 +181,6 @@ impl Feedback {
         Ok(lanes.iter().map(|l| l.sink.name().to_string()).collect())
     }
 
-    /// The metrics the handler counts refusals in.
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
-    }
-
     /// Stops the delivery tasks (what is pending stays on disk for the next
     /// start; with the spool off it is lost, logged).
     pub fn stop(&self) {
