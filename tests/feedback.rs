@@ -3,10 +3,13 @@
 //! back over MLflow's REST API and with the Python client; it waits out an
 //! MLflow outage and a `kill -9` of llmtap; an id MLflow never gets ends in
 //! the feedback dead-letter file, counted; bad bodies are refused with a
-//! message, and nothing under `/llmtap/` ever reaches the provider.
+//! message, and nothing under `/llmtap/` ever reaches the provider. The
+//! Databricks sink's feedback goes to the workspace stand-in.
 
 #[path = "support/bin.rs"]
 mod bin;
+#[path = "support/databricks.rs"]
+mod databricks;
 #[path = "support/fake_provider.rs"]
 mod fake_provider;
 #[path = "support/mlflow.rs"]
@@ -424,5 +427,56 @@ async fn bad_feedback_is_refused_and_never_forwarded() {
     // Everything else is still proxied.
     chat(&base).await;
     assert_eq!(provider.seen().len(), 1);
+    tap.running.shutdown().await;
+}
+
+/// On Databricks (the workspace stand-in, which validates the body as the
+/// real API does) feedback sent right after the call — typically before its
+/// trace is delivered, so the first answers may be 404 — ends as an
+/// assessment on the trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_reaches_databricks_as_an_assessment() {
+    let dbx = databricks::Databricks::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let provider = provider().await;
+    let host = dbx.host();
+    let env = [
+        ("MLFLOW_TRACKING_URI", "databricks"),
+        ("DATABRICKS_HOST", host.as_str()),
+        ("MLFLOW_EXPERIMENT_ID", databricks::EXPERIMENT_ID),
+        ("HOME", home.path().to_str().unwrap()),
+        ("DATABRICKS_TOKEN", databricks::PAT),
+    ];
+    let tap = Tap::start(&provider.url(), &env).await;
+    let base = tap.url("");
+    let id = chat(&base).await;
+    let body =
+        json!({"trace_id": id, "name": "thumbs", "value": "up", "comment": "ok", "user": "erin"});
+    let (status, answer) = send(&base, &body).await;
+    assert_eq!(status, 202, "{answer}");
+    let start = Instant::now();
+    let stored = loop {
+        let got = dbx.assessments();
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(start.elapsed() < WAIT, "no assessment reached the stand-in");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let a = &stored[0];
+    assert_eq!(a["trace_id"], id.as_str());
+    assert_eq!(a["assessment_name"], "thumbs");
+    assert_eq!(a["feedback"]["value"], "up");
+    assert_eq!(a["rationale"], "ok");
+    assert_eq!(a["source"]["source_type"], "HUMAN");
+    assert_eq!(a["source"]["source_id"], "erin");
+    // The only refusals: "no such trace" while it was still on its way.
+    for r in dbx.rejections() {
+        assert!(
+            r.status == 404 && r.message.contains("RESOURCE_DOES_NOT_EXIST"),
+            "{r:?}"
+        );
+    }
     tap.running.shutdown().await;
 }
