@@ -109,6 +109,8 @@ pub struct Config {
     pub sessions: crate::session::SessionConfig,
     /// Prices and the cost header (`[cost]`, `[[prices]]`).
     pub cost: CostSettings,
+    /// Bounds of user feedback ([`crate::feedback`]).
+    pub feedback: FeedbackSettings,
 }
 
 impl Config {
@@ -214,6 +216,10 @@ const KNOWN: &[(&str, &[&str])] = &[
             "dead_letter_max_files",
             "max_traces_per_second",
         ],
+    ),
+    (
+        "feedback",
+        &["max_pending", "max_pending_bytes", "max_wait"],
     ),
 ];
 
@@ -423,6 +429,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
     let connections = connections::resolve(&mut l);
     let sessions = sessions::resolve(&mut l);
     let cost = cost::resolve(&mut l);
+    let feedback = feedback::resolve(&mut l);
     let mut errors = l.errors;
     if max_inflight < max_capture {
         errors.push(format!(
@@ -453,6 +460,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 connections,
                 sessions,
                 cost,
+                feedback,
             })
         }
         (listen, admin, upstream, log_format) => {
@@ -565,6 +573,7 @@ fn check_known_keys(file: &toml::Table, errors: &mut Vec<String>) {
 mod connections;
 pub mod cost;
 pub mod credential;
+mod feedback;
 pub mod layers;
 pub mod limits;
 mod routes;
@@ -573,6 +582,7 @@ pub use crate::sinks::registry::{SinkEntry, SinkSpec};
 pub use connections::ConnectionSettings;
 pub use cost::CostSettings;
 pub use credential::CredentialConfig;
+pub use feedback::FeedbackSettings;
 pub use layers::{
     load_roots, parse_base_url, parse_bytes, parse_duration_opt, Env, ExtraRoots, Layers,
 };

@@ -1,7 +1,8 @@
 //! The request path. Its phases, in order:
 //!
 //! 0. **refuse** — `CONNECT`, a target that is not a path (`OPTIONS *`) and
-//!    dot segments are answered by llmtap itself ([`crate::target`]).
+//!    dot segments are answered by llmtap itself ([`crate::target`]); so is
+//!    every path under `/llmtap/` (user feedback, [`crate::feedback`]).
 //! 1. **classify** — which LLM API the path speaks ([`crate::route`]); other
 //!    paths are forwarded untraced. A trace id is minted for traced calls.
 //! 2. **choose upstream** — a configured route (path prefix / Host) or the
@@ -76,6 +77,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// Captured bytes in memory, all calls together (`capture.max_inflight_bytes`).
     budget: Arc<CaptureBudget>,
+    /// User feedback (`/llmtap/v1/feedback`); `None` when tracing is off.
+    feedback: Option<crate::feedback::Feedback>,
 }
 
 /// The parts of a traced call known before its response ends.
@@ -147,7 +150,14 @@ impl Proxy {
             cfg,
             submitter,
             metrics,
+            feedback: None,
         }
+    }
+
+    /// The feedback service `/llmtap/v1/feedback` hands bodies to.
+    pub fn with_feedback(mut self, feedback: Option<crate::feedback::Feedback>) -> Self {
+        self.feedback = feedback;
+        self
     }
 
     /// The upstream for a request (its index in `upstreams`) and the path to
@@ -282,6 +292,10 @@ impl Proxy {
             self.metrics.request("other", status.as_u16());
             tracing::info!(method = %parts.method, status = status.as_u16(), reason = message, "request target refused");
             return target::answer(status, message);
+        }
+        if crate::feedback::is_own_path(parts.uri.path()) {
+            let f = self.feedback.as_ref();
+            return crate::feedback::handler::handle(f, &self.metrics, parts, body).await;
         }
         let path = parts.uri.path().to_string();
         let method = parts.method.clone();

@@ -38,6 +38,8 @@
 //! - [`databricks`]: workspace resolution and credentials as the Databricks
 //!   SDKs do them (PAT, OAuth M2M, `~/.databrickscfg`).
 //! - [`private`]: files created 0600 in 0700 directories.
+//! - [`feedback`]: `POST /llmtap/v1/feedback` -> an assessment on a trace,
+//!   stored per sink and delivered through `Sink::assess`.
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`redact`]: URLs for display, without userinfo or query.
 //! - [`session`]: which conversation a call belongs to (recognised in the
@@ -56,6 +58,7 @@ pub mod credentials;
 pub mod databricks;
 pub mod deadline;
 pub mod exchange;
+pub mod feedback;
 pub mod forward;
 pub mod headers;
 pub mod hide_usage;
@@ -129,11 +132,18 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     let pipeline = pipeline::Pipeline::start(&cfg, &sinks, metrics.clone())
         .await
         .map_err(std::io::Error::other)?;
-    let proxy = Arc::new(forward::Proxy::new(
-        cfg.clone(),
-        pipeline.as_ref().map(pipeline::Pipeline::submitter),
-        metrics.clone(),
-    ));
+    let feedback = match &pipeline {
+        Some(_) => Some(feedback::Feedback::start(&cfg, &sinks, metrics.clone()).await),
+        None => None,
+    };
+    let proxy = Arc::new(
+        forward::Proxy::new(
+            cfg.clone(),
+            pipeline.as_ref().map(pipeline::Pipeline::submitter),
+            metrics.clone(),
+        )
+        .with_feedback(feedback.clone()),
+    );
     let admin = Arc::new(admin::Admin::new(&cfg, sinks.clone(), metrics.clone()));
     let (stop, stopped) = watch::channel(false);
     let signal = |mut rx: watch::Receiver<bool>| async move {
@@ -153,6 +163,9 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
         server::serve_proxy(listener, proxy, limits, metrics_, signal(stopped), grace).await;
         if let Some(p) = pipeline {
             p.shutdown(grace).await;
+        }
+        if let Some(f) = feedback {
+            f.stop();
         }
         admin_task.abort();
     });

@@ -11,6 +11,7 @@ use dashmap::DashMap;
 
 mod connections;
 mod cost;
+pub mod feedback;
 mod sinks;
 pub use connections::{Connections, Listener, Timeout};
 pub use cost::CostMetrics;
@@ -95,6 +96,8 @@ pub struct Metrics {
     credentials: DashMap<&'static str, AtomicU64>,
     /// Tokens and cost by model, unpriced calls, session entries.
     pub cost: CostMetrics,
+    /// User feedback by sink and outcome ([`crate::feedback`]).
+    pub feedback: feedback::Feedback,
 }
 
 impl Metrics {
@@ -258,6 +261,7 @@ impl Metrics {
         self.render_capture(&mut out);
         self.connections.render(&mut out);
         self.cost.render(&mut out);
+        self.feedback.render(&mut out);
         let depth = self.queue_depth.load(Relaxed).max(0);
         let _ = writeln!(
             out,

@@ -378,6 +378,9 @@ const PAST_MAX: &[(&str, &str, &str, &str)] = &[
     ("sessions", "ttl", "721h", "720h"),
     ("sessions", "max_histories", "1000001", "1000000"),
     ("sessions", "max_responses", "1000001", "1000000"),
+    ("feedback", "max_pending", "1000001", "1000000"),
+    ("feedback", "max_pending_bytes", "5GiB", "4GiB"),
+    ("feedback", "max_wait", "169h", "168h"),
 ];
 
 #[test]
@@ -431,6 +434,7 @@ fn every_numeric_setting_has_a_maximum_and_every_default_is_within_it() {
     );
     assert_eq!(example.shutdown_grace, defaults.shutdown_grace);
     assert_eq!(example.sink(), defaults.sink());
+    assert_eq!(example.feedback, defaults.feedback);
     // Every numeric key of the file is in the table above.
     let numeric = text.lines().filter_map(|line| {
         let (key, value) = line.split_once(" = ").filter(|_| !line.starts_with('#'))?;
