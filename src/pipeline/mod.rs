@@ -281,6 +281,7 @@ impl Pipeline {
                     queued_bytes: queued_bytes.clone(),
                     metrics: metrics.clone(),
                     cap: cfg.max_capture_bytes,
+                    chunk_events: cfg.chunk_events,
                     build: crate::trace::build,
                 };
                 std::thread::Builder::new()
@@ -532,6 +533,8 @@ struct Worker {
     queued_bytes: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     cap: usize,
+    /// `[trace] chunk_events`: add [`crate::trace::chunks::attach`]'s events.
+    chunk_events: bool,
     /// [`crate::trace::build`]; a seam for the panic-containment test.
     build: BuildFn,
 }
@@ -584,7 +587,13 @@ impl Worker {
     fn parse(&self, ex: &Exchange) -> Option<Span> {
         #[cfg(debug_assertions)]
         journal::test_hooks::on_parse(ex);
-        let built = std::panic::catch_unwind(AssertUnwindSafe(|| (self.build)(ex, self.cap)));
+        let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut built = (self.build)(ex, self.cap);
+            if self.chunk_events {
+                crate::trace::chunks::attach(&mut built.0, ex, self.cap);
+            }
+            built
+        }));
         let (record, facts) = match built {
             Ok(b) => b,
             Err(_) => {

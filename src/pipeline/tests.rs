@@ -43,6 +43,7 @@ fn a_panicking_parse_loses_only_its_own_trace() {
         queued_bytes: Arc::new(AtomicUsize::new(0)),
         metrics: metrics.clone(),
         cap: 1024,
+        chunk_events: true,
         build: panics_on_boom,
     };
     for path in ["/v1/chat/completions", "/boom", "/v1/chat/completions"] {
