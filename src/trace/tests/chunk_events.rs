@@ -96,3 +96,52 @@ async fn a_gzipped_stream_gets_its_events_at_the_span_end() {
         .iter()
         .all(|e| e.time_unix_nano == span.end_unix_nano));
 }
+
+/// A stream of `n` content chunks and a finish chunk, as OpenAI sends it.
+fn stream_of(n: usize) -> Vec<u8> {
+    let head = r#""id":"chatcmpl-9nSyNtHeTiC000000000000000","object":"chat.completion.chunk","created":1721596428,"model":"gpt-4o-mini-2024-07-18","system_fingerprint":"fp_0ba0d124f1""#;
+    let mut out = String::new();
+    for i in 0..=n {
+        let (delta, finish) = match i {
+            0 => (
+                r#"{"role":"assistant","content":"","refusal":null}"#.to_string(),
+                "null",
+            ),
+            i if i == n => ("{}".to_string(), "\"stop\""),
+            _ => (format!(r#"{{"content":" word{i}"}}"#), "null"),
+        };
+        out += &format!("data: {{{head},\"choices\":[{{\"index\":0,\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]}}\n\n");
+    }
+    (out + "data: [DONE]\n\n").into_bytes()
+}
+
+/// The OTLP span's encoded size without and with chunk events, and the
+/// number of events, for an `n`-chunk stream.
+async fn otlp_sizes(n: usize) -> (usize, usize, usize) {
+    use prost::Message;
+    let sse = stream_of(n);
+    let mut ex = exchange(br#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#).await;
+    respond(&mut ex, 200, whole(&sse, SSE, None).await);
+    let (mut span, _) = build(&ex, CAP);
+    let without = crate::otlp::to_span(&span).encoded_len();
+    chunks::attach(&mut span, &ex, CAP);
+    let with = crate::otlp::to_span(&span).encoded_len();
+    (without, with, span.events.len())
+}
+
+#[tokio::test]
+async fn chunk_events_cost_about_340_bytes_each_in_otlp_and_stop_at_the_cap() {
+    for n in [20, 500] {
+        let (without, with, events) = otlp_sizes(n).await;
+        assert_eq!(events, n + 1);
+        let per_event = (with - without) / events;
+        // Measured numbers for docs/autolog-fidelity.md (`--nocapture`).
+        eprintln!("{n}-chunk stream: OTLP span {without} bytes, {with} with chunk events ({per_event} per event)");
+        assert!(
+            (250..600).contains(&per_event),
+            "{per_event} bytes per event"
+        );
+    }
+    let (_, _, events) = otlp_sizes(chunks::MAX_EVENTS + 500).await;
+    assert_eq!(events, chunks::MAX_EVENTS, "capped");
+}
