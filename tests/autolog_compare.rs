@@ -362,3 +362,49 @@ fn the_comparison_catches_the_old_differences() {
         "{diffs:#?}"
     );
 }
+
+/// The comparison's rules on small traces: extras pass, a changed or
+/// missing value fails, SDK nulls pass only where allowed, an entry naming
+/// the call beats a general one.
+#[test]
+fn the_comparison_rules() {
+    const RULES: &[Allow] = &[
+        Allow {
+            calls: &[],
+            path: &["out"],
+            rule: Rule::SdkModel,
+            why: "test",
+        },
+        Allow {
+            calls: &["b"],
+            path: &["out"],
+            rule: Rule::Ignore,
+            why: "test",
+        },
+    ];
+    let reference = json!({
+        "a": {"info": {"x": 1}, "out": {"k": "v", "n": null}, "list": [1, 2]},
+        "b": {"info": {"x": 1}, "out": {"k": "v"}},
+        "none": {"info": null},
+    });
+    let same = json!({
+        "a": {"info": {"x": 1.0, "extra": true}, "out": {"k": "v"}, "list": [1, 2]},
+        "b": {"info": {"x": 1}, "out": {"k": "other"}},
+    });
+    assert_eq!(diff(&reference, &same, RULES), Vec::<String>::new());
+    let changed = json!({
+        "a": {"info": {"x": 2}, "out": {"k": "w"}, "list": [1]},
+        "b": {"info": {}},
+    });
+    let diffs = diff(&reference, &changed, RULES);
+    assert_eq!(
+        diffs,
+        [
+            "a: info / x: autolog 1 != llmtap 2",
+            "a: list: autolog [1,2] != llmtap [1]",
+            r#"a: out / k: autolog "v" != llmtap "w""#,
+            "b: info / x: missing in llmtap (autolog: 1)",
+        ],
+        "{diffs:#?}"
+    );
+}
