@@ -89,6 +89,9 @@ pub struct Config {
     pub max_inflight_capture_bytes: usize,
     /// Ask OpenAI chat/completions streams for usage and hide the extra chunk.
     pub inject_stream_usage: bool,
+    /// Record each streamed chunk as an `mlflow.chunk.item.N` span event,
+    /// as MLflow's OpenAI autologging does ([`crate::trace::chunks`]).
+    pub chunk_events: bool,
     /// The credential llmtap adds to the default upstream's requests, if any.
     pub upstream_credential: Option<CredentialConfig>,
     /// Non-default upstreams, chosen by path prefix and/or Host.
@@ -186,6 +189,7 @@ const KNOWN: &[(&str, &[&str])] = &[
     ("file_sink", &["dir", "max_file_bytes", "max_files"]),
     ("sessions", sessions::KEYS),
     ("cost", cost::KEYS),
+    ("trace", &["chunk_events"]),
     (
         "spool",
         &[
@@ -322,6 +326,12 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
         true,
         parse_bool,
     );
+    let chunk_events = l.parsed(
+        Some("LLMTAP_CHUNK_EVENTS"),
+        ("trace", "chunk_events"),
+        false,
+        parse_bool,
+    );
     let mut route_errors = Vec::new();
     let routes = routes::parse(&l.file, env, &mut route_errors);
     let upstream_table = l.file.get("upstream").and_then(|u| u.as_table());
@@ -449,6 +459,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 max_capture_bytes: max_capture,
                 max_inflight_capture_bytes: max_inflight,
                 inject_stream_usage,
+                chunk_events,
                 upstream_credential,
                 routes,
                 sinks,

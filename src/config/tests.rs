@@ -473,3 +473,28 @@ fn inflight_capture_budget_defaults_env_file_and_errors() {
         .to_string();
     assert!(err.contains("LLMTAP_MAX_INFLIGHT_CAPTURE_BYTES"), "{err}");
 }
+
+#[test]
+fn chunk_events_are_off_by_default_and_set_by_file_or_env() {
+    let c = resolve(&Flags::default(), &Env::new(), None).unwrap();
+    assert!(!c.chunk_events);
+    let file = "[trace]\nchunk_events = true\n";
+    let c = resolve(&Flags::default(), &Env::new(), Some(file)).unwrap();
+    assert!(c.chunk_events);
+    let e = env(&[("LLMTAP_CHUNK_EVENTS", "false")]);
+    let c = resolve(&Flags::default(), &e, Some(file)).unwrap();
+    assert!(!c.chunk_events, "env beats file");
+    let bad = env(&[("LLMTAP_CHUNK_EVENTS", "sometimes")]);
+    let err = resolve(&Flags::default(), &bad, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("LLMTAP_CHUNK_EVENTS"), "{err}");
+    let err = resolve(
+        &Flags::default(),
+        &Env::new(),
+        Some("[trace]\nchunk_events = 3\n"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("trace.chunk_events"), "{err}");
+}

@@ -283,6 +283,7 @@ impl Pipeline {
                     queued_bytes: queued_bytes.clone(),
                     metrics: metrics.clone(),
                     cap: cfg.max_capture_bytes,
+                    chunk_events: cfg.chunk_events,
                     build: crate::trace::build,
                     enrich: enrich.clone(),
                 };
@@ -535,6 +536,8 @@ struct Worker {
     queued_bytes: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     cap: usize,
+    /// `[trace] chunk_events`: add [`crate::trace::chunks::attach`]'s events.
+    chunk_events: bool,
     /// [`crate::trace::build`]; a seam for the panic-containment test.
     build: BuildFn,
     /// Sessions and cost, after the build.
@@ -592,6 +595,9 @@ impl Worker {
         let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let (mut record, mut facts) = (self.build)(ex, self.cap);
             self.enrich.apply(ex, &mut record, &facts.call);
+            if self.chunk_events {
+                crate::trace::chunks::attach(&mut record, ex, self.cap);
+            }
             // The request's JSON is not held while the span is encoded.
             facts.call.request = None;
             (record, facts)

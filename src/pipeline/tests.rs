@@ -52,6 +52,7 @@ fn a_panicking_parse_loses_only_its_own_trace() {
         queued_bytes: Arc::new(AtomicUsize::new(0)),
         metrics: metrics.clone(),
         cap: 1024,
+        chunk_events: true,
         build: panics_on_boom,
         enrich: Arc::new(enrich::Enricher::new(&test_config(), metrics.clone())),
     };

@@ -8,14 +8,20 @@
 //! `data:` payload in the same `json.dumps` style — the same chunk without
 //! the SDK-only nulls. Anthropic's autologging records no chunk events.
 //!
-//! Off by default (a setting turns it on; see docs/autolog-fidelity.md for
-//! the cost: ~600 bytes per chunk). Not yet wired into [`crate::trace::build`].
-//! Pure.
+//! Off by default: `[trace] chunk_events` / `LLMTAP_CHUNK_EVENTS` turns it
+//! on, and the parse worker then calls [`attach`] on the span
+//! [`crate::trace::build`] made (see docs/autolog-fidelity.md for the cost:
+//! ~600 bytes per chunk). At most [`MAX_EVENTS`] per span. Pure.
 
+use crate::exchange::Exchange;
 use crate::parse::sse;
-use crate::record::SpanEvent;
+use crate::record::{SpanEvent, SpanRecord};
 use crate::route::Api;
 use crate::trace::pyjson;
+
+/// The most chunk events one span carries (~600 KB of them); the chunks
+/// past it are still in the reconstructed output, just not as events.
+pub const MAX_EVENTS: usize = 1000;
 
 /// The event name of chunk `n`.
 pub fn name(n: usize) -> String {
@@ -33,6 +39,32 @@ pub fn recorded(api: Api) -> bool {
     )
 }
 
+/// Adds the chunk events of `ex`'s streamed response to its span, before
+/// any event already there (autolog records the chunks, then the
+/// exception). Each event is timed by the arrival of its first byte; a
+/// compressed stream's events (offsets into the decoded text) get the
+/// span's end. `cap` is the capture cap. Nothing for a body that is not an
+/// event stream, or an API whose autologging records no chunks.
+pub fn attach(span: &mut SpanRecord, ex: &Exchange, cap: usize) {
+    let Some(body) = &ex.response else {
+        return;
+    };
+    if !(recorded(ex.api) || ex.api == Api::Invocations) || !super::is_event_stream(body) {
+        return;
+    }
+    let decoded = super::decode(body, cap);
+    let end = span.end_unix_nano;
+    let time_of = |offset: usize| match decoded.encoded {
+        true => end,
+        false => body
+            .capture
+            .arrival_of(offset as u64)
+            .map_or(end, |at| super::unix_nanos(ex, at)),
+    };
+    let chunks = events(&decoded.text, MAX_EVENTS, time_of);
+    span.events.splice(0..0, chunks);
+}
+
 /// The chunk events of a captured SSE body: one per `data:` payload that is
 /// JSON (`[DONE]` and comments are not chunks), numbered from 0, at most
 /// `max` of them; `time_of(offset)` gives the Unix-nanosecond arrival of
@@ -41,6 +73,9 @@ pub fn events(body: &[u8], max: usize, time_of: impl Fn(usize) -> u64) -> Vec<Sp
     let mut out = Vec::new();
     sse::for_each_event(body, |ev| {
         if out.len() >= max {
+            return;
+        }
+        if is_error(&ev.data) {
             return;
         }
         let Some(value) = pyjson::dumps(&ev.data) else {
@@ -53,6 +88,16 @@ pub fn events(body: &[u8], max: usize, time_of: impl Fn(usize) -> u64) -> Vec<Sp
         });
     });
     out
+}
+
+/// An error event (`{"error": {...}}`): the openai SDK raises on it
+/// (`_streaming.py`) instead of yielding a chunk, so autolog has no event.
+fn is_error(data: &str) -> bool {
+    data.contains("\"error\"")
+        && serde_json::from_str::<serde_json::Value>(data)
+            .ok()
+            .and_then(|v| v.get("error").map(|e| !e.is_null()))
+            .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -582,3 +582,4 @@ async fn non_json_and_invalid_utf8_requests_do_not_panic() {
 }
 
 mod budget;
+mod chunk_events;

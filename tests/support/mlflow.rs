@@ -428,6 +428,16 @@ impl Mlflow {
         run_blocking(cmd, "inline python script".to_string()).await
     }
 
+    /// Runs `python/<name>` (beside this file) with `args` and the venv's
+    /// interpreter, as [`Mlflow::run_python`] runs an inline script; returns
+    /// its output (whatever its exit status: check it).
+    pub async fn run_python_file(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(self.python());
+        cmd.arg(support_python_dir().join(name)).args(args);
+        self.python_env(&mut cmd, env);
+        run_blocking(cmd, format!("{name} {args:?}")).await
+    }
+
     fn python_env(&self, cmd: &mut Command, env: &[(&str, &str)]) {
         cmd.env("MLFLOW_TRACKING_URI", &self.uri)
             .env("MLFLOW_DISABLE_TELEMETRY", "true")

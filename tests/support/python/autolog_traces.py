@@ -25,6 +25,7 @@ Every call uses max_retries=0 so an error is one request and one trace.
 
 import json
 import logging
+import signal
 import sys
 import time
 import warnings
@@ -132,6 +133,8 @@ def run(mlflow, name, call):
     trace_id = mlflow.get_last_active_trace_id()
     if trace_id is None or trace_id == before:
         return {"info": None, "spans": [], "error": error}
+    # Traces are logged asynchronously: wait until this one is stored.
+    mlflow.flush_trace_async_logging()
     out = trace_dict(mlflow, trace_id)
     out["error"] = error
     return out
@@ -172,6 +175,7 @@ def main(argv):
         sys.stderr.write(__doc__)
         return 2
     base, tracking, only = argv[1].rstrip("/"), argv[2], set(argv[3:])
+    signal.alarm(280)  # never outlive the test that runs this (SIGALRM ends it)
     warnings.simplefilter("ignore")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     import anthropic
