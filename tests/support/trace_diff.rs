@@ -22,6 +22,9 @@ use serde_json::Value;
 pub enum Rule {
     Ignore,
     SdkModel,
+    /// Numbers equal to 1e-9 relative (JSON text compared as the JSON it
+    /// holds): sums of floats where one side carries binary noise.
+    Approx,
 }
 
 /// One allowed difference: `path` from the call's object (`"*"` matches
@@ -90,10 +93,39 @@ impl Diff<'_> {
             .push(format!("{}: {}: {what}", self.call, path.join(" / ")));
     }
 
+    fn approx(&mut self, want: &Value, got: &Value, path: &mut Vec<String>) {
+        let as_json = |v: &Value| match v {
+            Value::String(s) => serde_json::from_str(s).unwrap_or_else(|_| v.clone()),
+            _ => v.clone(),
+        };
+        let close = |w: f64, g: f64| (w - g).abs() <= 1e-9 * w.abs().max(g.abs());
+        match (as_json(want), as_json(got)) {
+            (Value::Object(w), Value::Object(g)) => {
+                for (k, wv) in &w {
+                    path.push(k.clone());
+                    match g.get(k) {
+                        Some(gv) => self.approx(wv, gv, path),
+                        None => self.push(path, format!("missing in llmtap (autolog: {wv})")),
+                    }
+                    path.pop();
+                }
+            }
+            (Value::Number(w), Value::Number(g)) => {
+                let (w, g) = (w.as_f64().unwrap_or(f64::NAN), g.as_f64().unwrap_or(f64::NAN));
+                if !close(w, g) {
+                    self.push(path, format!("autolog {w} != llmtap {g} (beyond 1e-9)"));
+                }
+            }
+            (w, g) if w == g => {}
+            (w, g) => self.push(path, format!("autolog {w} != llmtap {g}")),
+        }
+    }
+
     fn value(&mut self, want: &Value, got: &Value, path: &mut Vec<String>, loose: bool) {
         let loose = match self.rule(path) {
             Some(Rule::Ignore) => return,
             Some(Rule::SdkModel) => true,
+            Some(Rule::Approx) => return self.approx(want, got, path),
             None => loose,
         };
         match (want, got) {
