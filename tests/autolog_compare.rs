@@ -406,7 +406,7 @@ fn the_comparison_rules() {
     assert_eq!(
         diffs,
         [
-            "a: cost / total: autolog 0.00021600000000000002 != llmtap 0.000217 (beyond 1e-9)",
+            "a: cost / total: autolog 0.000216 != llmtap 0.000217 (beyond 1e-9)",
             "a: info / x: autolog 1 != llmtap 2",
             "a: list: autolog [1,2] != llmtap [1]",
             r#"a: out / k: autolog "v" != llmtap "w""#,
