@@ -105,6 +105,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Client connection limits and timeouts of both listeners.
     pub connections: ConnectionSettings,
+    /// Capture modes, redaction and sampling (`[privacy]`).
+    pub privacy: crate::privacy::Settings,
 }
 
 impl Config {
@@ -209,6 +211,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "max_traces_per_second",
         ],
     ),
+    ("privacy", privacy::KEYS),
 ];
 
 /// Reads the config file named by the flag or `LLMTAP_CONFIG`, then [`resolve`]s.
@@ -415,6 +418,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
     let sinks = resolve_sinks(&mut l);
     let spool = resolve_spool(&mut l);
     let connections = connections::resolve(&mut l);
+    let privacy = privacy::resolve(&mut l);
     let mut errors = l.errors;
     if max_inflight < max_capture {
         errors.push(format!(
@@ -443,6 +447,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 log_format,
                 shutdown_grace,
                 connections,
+                privacy,
             })
         }
         (listen, admin, upstream, log_format) => {
@@ -556,6 +561,7 @@ mod connections;
 pub mod credential;
 pub mod layers;
 pub mod limits;
+mod privacy;
 mod routes;
 pub use crate::sinks::registry::{SinkEntry, SinkSpec};
 pub use connections::ConnectionSettings;

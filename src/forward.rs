@@ -94,6 +94,10 @@ struct Draft {
     /// The in-flight capture budget was spent when the call started: its
     /// bodies are not captured (the trace still carries the call's facts).
     skipped: bool,
+    /// What privacy asks of the exchange before it is written ([`crate::privacy`]).
+    privacy: crate::privacy::Plan,
+    /// The sampling draw: false means traced only if the call fails.
+    sampled: bool,
 }
 
 impl Draft {
@@ -128,6 +132,7 @@ impl Draft {
             proxy_error: proxy_error.map(|(_, m)| m),
             usage_hiding_failed: None,
             context: self.context.clone(),
+            privacy: self.privacy.clone(),
         }
     }
 }
@@ -289,25 +294,40 @@ impl Proxy {
         let label = api.map_or("other", Api::label);
 
         // llmtap's own headers never go upstream, traced or not.
+        let asked = crate::privacy::mode::requested(&parts.headers);
         let context = crate::context::take(&mut parts.headers);
         let (upstream_index, forward_path) = self.pick(&parts.headers, &parts.uri);
         let upstream = &self.upstreams[upstream_index];
+        let privacy = &self.cfg.privacy;
+        let mode = privacy.mode(upstream_index.checked_sub(1), asked);
+        let traced = api.is_some() && self.submitter.is_some();
+        if traced && mode == crate::privacy::CaptureMode::None {
+            self.metrics.traces_not_captured.fetch_add(1, Relaxed);
+        }
         let draft = match (api, &self.submitter) {
-            (Some(api), Some(_)) => Some(Arc::new(Draft {
-                skipped: self.skip_capture(),
-                trace_id: exchange::new_trace_id(),
-                api,
-                provider: route::provider(upstream.base.host().unwrap_or(""), &forward_path, api),
-                deployment: route::azure_deployment(&path)
-                    .or_else(|| route::serving_endpoint(&path))
-                    .map(str::to_string),
-                method: method.to_string(),
-                path: path.clone(),
-                started_wall: SystemTime::now(),
-                started,
-                request: Mutex::new(None),
-                context,
-            })),
+            (Some(api), Some(_)) if mode != crate::privacy::CaptureMode::None => {
+                Some(Arc::new(Draft {
+                    privacy: privacy.plan(mode),
+                    sampled: crate::privacy::sample::draw(privacy.sample),
+                    skipped: self.skip_capture(),
+                    trace_id: exchange::new_trace_id(),
+                    api,
+                    provider: route::provider(
+                        upstream.base.host().unwrap_or(""),
+                        &forward_path,
+                        api,
+                    ),
+                    deployment: route::azure_deployment(&path)
+                        .or_else(|| route::serving_endpoint(&path))
+                        .map(str::to_string),
+                    method: method.to_string(),
+                    path: path.clone(),
+                    started_wall: SystemTime::now(),
+                    started,
+                    request: Mutex::new(None),
+                    context,
+                }))
+            }
             _ => None,
         };
         let trace_header = draft
@@ -435,6 +455,11 @@ impl Proxy {
                 let hidden = hiding.clone();
                 let tee = Tee::with_capture(body, self.capture(&d), move |capture, end| {
                     log_end(&d, status, &end, &capture);
+                    // Sampled out and fine: nothing is submitted, written or sent.
+                    if !crate::privacy::sample::keep(d.sampled, status, &end) {
+                        metrics.traces_unsampled.fetch_add(1, Relaxed);
+                        return None;
+                    }
                     let response = CapturedBody {
                         capture,
                         end,

@@ -38,6 +38,7 @@
 //! - [`databricks`]: workspace resolution and credentials as the Databricks
 //!   SDKs do them (PAT, OAuth M2M, `~/.databrickscfg`).
 //! - [`private`]: files created 0600 in 0700 directories.
+//! - [`privacy`]: capture modes, redaction rules and detectors, sampling.
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`redact`]: URLs for display, without userinfo or query.
 #![forbid(unsafe_code)]
@@ -61,6 +62,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod parse;
 pub mod pipeline;
+pub mod privacy;
 pub mod private;
 pub mod record;
 pub mod redact;

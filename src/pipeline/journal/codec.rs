@@ -353,6 +353,8 @@ pub fn decode(bytes: &[u8]) -> Result<Exchange, DecodeError> {
         proxy_status: r.proxy_status.map(status).transpose()?,
         usage_hiding_failed: r.usage_hiding_failed,
         context: call_context(r.context),
+        // Applied before the record was written.
+        privacy: Default::default(),
     })
 }
 
@@ -407,6 +409,7 @@ mod tests {
                 traceparent: None,
                 dropped: 2,
             },
+            privacy: Default::default(),
         }
     }
 
