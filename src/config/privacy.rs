@@ -137,28 +137,25 @@ fn builtin(l: &mut Layers<'_>) -> (String, Vec<String>) {
 /// those names.
 fn rules(l: &mut Layers<'_>) -> (String, Vec<RuleSpec>) {
     const ENV: &str = "LLMTAP_REDACT";
-    let (at, raw): (String, Vec<Result<RawRule, String>>) = match l
-        .env
-        .get(ENV)
-        .filter(|v| !v.is_empty())
-    {
-        Some(v) => match serde_json::from_str::<Vec<serde_json::Value>>(v) {
-            Ok(items) => (
-                ENV.into(),
-                items
-                    .into_iter()
-                    .map(|i| serde_json::from_value(i).map_err(|e| e.to_string()))
-                    .collect(),
-            ),
-            Err(e) => {
-                l.errors.push(format!(
+    let (at, raw): (String, Vec<Result<RawRule, String>>) =
+        match l.env.get(ENV).filter(|v| !v.is_empty()) {
+            Some(v) => match serde_json::from_str::<Vec<serde_json::Value>>(v) {
+                Ok(items) => (
+                    ENV.into(),
+                    items
+                        .into_iter()
+                        .map(|i| serde_json::from_value(i).map_err(|e| e.to_string()))
+                        .collect(),
+                ),
+                Err(e) => {
+                    l.errors.push(format!(
                     "{ENV}: expected a JSON array of {{\"pattern\", \"replacement\"}} objects: {e}"
                 ));
-                (ENV.into(), Vec::new())
-            }
-        },
-        None => ("privacy.redact".into(), file_rules(l)),
-    };
+                    (ENV.into(), Vec::new())
+                }
+            },
+            None => ("privacy.redact".into(), file_rules(l)),
+        };
     let mut specs = Vec::new();
     for (i, r) in raw.into_iter().enumerate() {
         match r {
