@@ -18,7 +18,6 @@ mod fake_provider;
 #[path = "support/mlflow.rs"]
 mod mlflow;
 #[path = "support/tap.rs"]
-#[allow(dead_code)]
 mod tap;
 
 use std::time::Duration;

@@ -9,29 +9,12 @@
 
 use std::borrow::Cow;
 
-use super::redact::Redactor;
+use super::json::json_escaped;
+pub use super::Op;
 use super::{json, stream};
 
 /// Decoded bodies are cut at this many bytes (a decompression bomb guard).
 pub const DECODE_LIMIT: usize = 64 << 20;
-
-/// What to do to a body.
-#[derive(Debug, Clone, Copy)]
-pub enum Op<'a> {
-    /// `full` capture with redaction rules.
-    Redact(&'a Redactor),
-    /// `metadata` capture: content emptied, then what is left redacted.
-    Reduce(Option<&'a Redactor>),
-}
-
-impl<'a> Op<'a> {
-    pub fn redactor(self) -> Option<&'a Redactor> {
-        match self {
-            Op::Redact(r) => Some(r),
-            Op::Reduce(r) => r,
-        }
-    }
-}
 
 /// A rewritten body.
 #[derive(Debug, Default, PartialEq)]
@@ -122,12 +105,6 @@ fn raw(data: &[u8], op: Op<'_>) -> Rewritten {
     }
 }
 
-/// `s` as the inside of a JSON string literal.
-pub fn json_escaped(s: &str) -> Cow<'_, str> {
-    let quoted = serde_json::Value::from(s).to_string();
-    Cow::Owned(quoted[1..quoted.len() - 1].to_string())
-}
-
 /// An event stream: by its content type, or (none given) by its first line.
 fn is_stream(content_type: Option<&str>, data: &[u8]) -> bool {
     match content_type {
@@ -142,6 +119,7 @@ fn is_stream(content_type: Option<&str>, data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::privacy::Redactor;
     use std::io::Write;
 
     fn email() -> Redactor {

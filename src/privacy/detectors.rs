@@ -80,7 +80,7 @@ pub fn luhn(digits: &[u32]) -> bool {
             _ => d,
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// 10 to 15 digits (8 to 15 after a `+`): a phone number's length.

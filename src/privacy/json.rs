@@ -83,6 +83,12 @@ pub const STREAMED: [&str; 9] = [
     "reasoning",
 ];
 
+/// `s` as the inside of a JSON string literal.
+pub fn json_escaped(s: &str) -> std::borrow::Cow<'_, str> {
+    let quoted = serde_json::Value::from(s).to_string();
+    std::borrow::Cow::Owned(quoted[1..quoted.len() - 1].to_string())
+}
+
 /// The JSON pointer of `key` under `parent`.
 pub fn pointer(parent: &str, key: &str) -> String {
     let escaped = key.replace('~', "~0").replace('/', "~1");

@@ -75,6 +75,24 @@ impl Settings {
     }
 }
 
+/// What to do to a body.
+#[derive(Debug, Clone, Copy)]
+pub enum Op<'a> {
+    /// `full` capture with redaction rules.
+    Redact(&'a Redactor),
+    /// `metadata` capture: content emptied, then what is left redacted.
+    Reduce(Option<&'a Redactor>),
+}
+
+impl<'a> Op<'a> {
+    pub fn redactor(self) -> Option<&'a Redactor> {
+        match self {
+            Op::Redact(r) => Some(r),
+            Op::Reduce(r) => r,
+        }
+    }
+}
+
 /// What is still to be done to one exchange before it is written: carried
 /// by the exchange from the request path to the pipeline, and reset to the
 /// default (nothing) once done.

@@ -21,9 +21,9 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::body::{json_escaped, Op};
-use super::json;
+use super::json::{self, json_escaped};
 use super::redact::Redactor;
+use super::Op;
 use crate::parse::sse::{decode_all, SseEvent};
 
 /// A rewritten stream.
