@@ -24,7 +24,7 @@ use serde_json::Value;
 use super::json::{self, json_escaped};
 use super::redact::Redactor;
 use super::Op;
-use crate::parse::sse::{decode_all, SseEvent};
+use crate::parse::sse::{for_each_event, SseEvent};
 
 /// A rewritten stream.
 #[derive(Debug, Default)]
@@ -35,44 +35,101 @@ pub struct Stream {
     pub redactions: usize,
 }
 
-/// Rewrites the event stream `data` for `op`.
+/// The streamed deltas of one sequence, redacted together, and how many of
+/// them were put back so far.
+type Sequences = HashMap<String, (Vec<String>, usize)>;
+
+/// Rewrites the event stream `data` for `op`, in two passes over its events
+/// (never all of them in memory at once): the first gathers the streamed
+/// deltas and redacts each sequence as one text, the second rewrites each
+/// event with its redacted delta.
 pub fn rewrite(data: &[u8], op: Op<'_>) -> Stream {
-    let events = decode_all(data);
-    let last = events.len().saturating_sub(1);
-    let mut values: Vec<Option<Value>> = events
-        .iter()
-        .map(|e| serde_json::from_str(&e.data).ok())
-        .collect();
-    let mut redactions = 0;
-    if let Op::Reduce(_) = op {
-        values.iter_mut().flatten().for_each(json::reduce);
-    }
-    if let Some(r) = op.redactor() {
-        redactions += redact_values(&events, &mut values, r);
-    }
+    let mut sequences = Sequences::new();
     let mut out = Stream::default();
-    for (i, (e, v)) in events.iter().zip(&values).enumerate() {
-        let done = e.data.trim() == "[DONE]";
-        let data = match (v, op) {
-            (Some(v), _) => Some(Value::to_string(v)),
-            (None, _) if done || e.data.is_empty() => Some(e.data.clone()),
-            (None, Op::Reduce(_)) => None,
-            (None, Op::Redact(_)) if i == last && !ends_event(data) => None,
-            (None, Op::Redact(r)) => Some(match r.redact_counted(&e.data, json_escaped) {
-                Some((s, n)) => {
-                    redactions += n;
-                    s
+    if let Op::Redact(r) = op {
+        sequences = gather(data, r);
+        out.redactions = sequences.values().map(|(_, n)| n).sum();
+        sequences.values_mut().for_each(|(_, n)| *n = 0);
+    }
+    let cut = !ends_event(data);
+    for_each_event(data, |e| {
+        let text = match serde_json::from_str::<Value>(&e.data) {
+            Ok(mut v) => {
+                if let Op::Reduce(_) = op {
+                    json::reduce(&mut v);
                 }
-                None => e.data.clone(),
-            }),
+                if let Some(r) = op.redactor() {
+                    out.redactions += put_back(&e, &mut v, r, &mut sequences);
+                }
+                Some(v.to_string())
+            }
+            Err(_) => not_json(&e, op, cut && e.end >= data.len(), &mut out.redactions),
         };
-        if let Some(data) = data {
-            write_event(&mut out.bytes, e, &data);
+        if let Some(text) = text {
+            write_event(&mut out.bytes, &e, &text);
             out.events.push((e.end, out.bytes.len()));
         }
-    }
-    out.redactions = redactions;
+    });
     out
+}
+
+/// The first pass: every sequence of streamed deltas, redacted as one text
+/// ([`Redactor::redact_pieces`]), with the matches it had.
+fn gather(data: &[u8], r: &Redactor) -> Sequences {
+    let mut sequences = Sequences::new();
+    for_each_event(data, |e| {
+        let Ok(mut v) = serde_json::from_str::<Value>(&e.data) else {
+            return;
+        };
+        let kind = event_kind(&e, &v);
+        walk(&mut v, &mut String::new(), None, None, &mut |pointer, s| {
+            let seq = sequences.entry(sequence(&kind, pointer)).or_default();
+            seq.0.push(std::mem::take(s));
+        });
+    });
+    for (pieces, n) in sequences.values_mut() {
+        *n = r.redact_pieces(pieces);
+    }
+    sequences
+}
+
+/// The second pass, for one JSON event: its other strings redacted, its
+/// streamed deltas replaced by their redacted pieces. The matches replaced.
+fn put_back(e: &SseEvent, v: &mut Value, r: &Redactor, sequences: &mut Sequences) -> usize {
+    let kind = event_kind(e, v);
+    walk(v, &mut String::new(), None, Some(r), &mut |pointer, s| {
+        if let Some((pieces, at)) = sequences.get_mut(&sequence(&kind, pointer)) {
+            if let Some(piece) = pieces.get_mut(*at) {
+                *s = std::mem::take(piece);
+            }
+            *at += 1;
+        }
+    })
+}
+
+/// An event whose data is not JSON: `[DONE]` (or nothing) as it is; in the
+/// `metadata` mode nothing else; else redacted as text, unless it is the
+/// last event of a stream cut mid-event (`cut_last`), dropped.
+fn not_json(e: &SseEvent, op: Op<'_>, cut_last: bool, redactions: &mut usize) -> Option<String> {
+    if e.data.trim() == "[DONE]" || e.data.is_empty() {
+        return Some(e.data.clone());
+    }
+    match op {
+        Op::Reduce(_) => None,
+        Op::Redact(_) if cut_last => None,
+        Op::Redact(r) => Some(match r.redact_counted(&e.data, json_escaped) {
+            Some((s, n)) => {
+                *redactions += n;
+                s
+            }
+            None => e.data.clone(),
+        }),
+    }
+}
+
+/// The key of the sequence a streamed string belongs to.
+fn sequence(kind: &str, pointer: &str) -> String {
+    format!("{kind}\u{0}{pointer}")
 }
 
 /// True when `data` ends with a blank line (its last event is whole).
@@ -95,54 +152,6 @@ fn write_event(out: &mut Vec<u8>, e: &SseEvent, data: &str) {
     out.push(b'\n');
 }
 
-/// Redacts the JSON events: streamed deltas joined per sequence, every
-/// other string alone. Returns the matches replaced.
-fn redact_values(events: &[SseEvent], values: &mut [Option<Value>], r: &Redactor) -> usize {
-    let mut n = 0;
-    // Sequence key -> (event index, pointer) in stream order.
-    let mut order: Vec<String> = Vec::new();
-    let mut sequences: HashMap<String, Vec<(usize, String)>> = HashMap::new();
-    for (i, v) in values.iter_mut().enumerate() {
-        let Some(v) = v else { continue };
-        let kind = event_kind(&events[i], v);
-        let mut streamed = Vec::new();
-        n += walk(v, &mut String::new(), None, r, &mut streamed);
-        for pointer in streamed {
-            let key = format!("{kind}\u{0}{pointer}");
-            let seq = sequences.entry(key.clone()).or_insert_with(|| {
-                order.push(key);
-                Vec::new()
-            });
-            seq.push((i, pointer));
-        }
-    }
-    for key in order {
-        let Some(seq) = sequences.remove(&key) else {
-            continue;
-        };
-        let mut pieces: Vec<String> = seq
-            .iter()
-            .map(|(i, p)| text_at(values, *i, p).unwrap_or_default())
-            .collect();
-        let hits = r.redact_pieces(&mut pieces);
-        if hits == 0 {
-            continue;
-        }
-        n += hits;
-        for ((i, p), piece) in seq.iter().zip(pieces) {
-            if let Some(Value::String(s)) = values[*i].as_mut().and_then(|v| v.pointer_mut(p)) {
-                *s = piece;
-            }
-        }
-    }
-    n
-}
-
-fn text_at(values: &[Option<Value>], i: usize, pointer: &str) -> Option<String> {
-    let v = values.get(i)?.as_ref()?.pointer(pointer)?;
-    v.as_str().map(str::to_string)
-}
-
 /// What kind of event `v` is: its `type` (Anthropic, Responses API), its
 /// `object` (Chat Completions) or the SSE event name.
 fn event_kind(e: &SseEvent, v: &Value) -> String {
@@ -154,21 +163,27 @@ fn event_kind(e: &SseEvent, v: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// Redacts the strings of `v` that are not streamed deltas and lists the
-/// pointers of those that are.
+/// Fields that say which of several interleaved sequences an object
+/// belongs to (Chat Completions' choice `index`, Anthropic's block `index`,
+/// the Responses API's `output_index` and `content_index`).
+const INDEXES: [&str; 3] = ["index", "output_index", "content_index"];
+
+/// Walks the strings of `v`: those that are streamed deltas go to
+/// `streamed` with their JSON pointer, the others are redacted by `r` (when
+/// given). Returns the matches replaced.
 fn walk(
     v: &mut Value,
     path: &mut String,
     key: Option<&str>,
-    r: &Redactor,
-    streamed: &mut Vec<String>,
+    r: Option<&Redactor>,
+    streamed: &mut dyn FnMut(&str, &mut String),
 ) -> usize {
     match v {
-        Value::String(_) if key.is_some_and(|k| json::STREAMED.contains(&k)) => {
-            streamed.push(path.clone());
+        Value::String(s) if key.is_some_and(|k| json::STREAMED.contains(&k)) => {
+            streamed(path, s);
             0
         }
-        Value::String(s) => match r.redact_counted(s, |x| x.into()) {
+        Value::String(s) => match r.and_then(|r| r.redact_counted(s, |x| x.into())) {
             Some((new, n)) => {
                 *s = new;
                 n
@@ -186,6 +201,14 @@ fn walk(
             n
         }
         Value::Object(map) => {
+            // Interleaved sequences (the choices of an `n > 1` stream, each
+            // chunk carrying one as `choices[0]`) are told apart by index.
+            let base = path.len();
+            for k in INDEXES {
+                if let Some(i) = map.get(k).and_then(Value::as_u64) {
+                    path.push_str(&format!("[{k}={i}]"));
+                }
+            }
             let mut n = 0;
             for (k, item) in map.iter_mut() {
                 let len = path.len();
@@ -193,6 +216,7 @@ fn walk(
                 n += walk(item, path, Some(k), r, streamed);
                 path.truncate(len);
             }
+            path.truncate(base);
             n
         }
         _ => 0,
@@ -202,6 +226,7 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::sse::decode_all;
 
     fn redactor() -> Redactor {
         Redactor::new(&["email".into(), "card".into(), "api_key".into()], &[]).unwrap()
@@ -251,6 +276,32 @@ mod tests {
         assert_eq!(out.events.len(), 5);
         assert_eq!(out.events.last().unwrap().1, out.bytes.len());
         assert_eq!(out.events.last().unwrap().0, body.len());
+    }
+
+    #[test]
+    fn interleaved_choices_are_redacted_apart() {
+        let chunk = |i: u64, t: &str| {
+            let v = serde_json::json!({"object": "chat.completion.chunk",
+                "choices": [{"index": i, "delta": {"content": t}}]});
+            format!("data: {v}\n\n")
+        };
+        let body = [
+            chunk(0, "mail alice@"),
+            chunk(1, "plain "),
+            chunk(0, "example.com now"),
+            chunk(1, "text"),
+        ]
+        .concat();
+        let out = rewrite(body.as_bytes(), Op::Redact(&redactor()));
+        assert_eq!(out.redactions, 1);
+        let text = String::from_utf8(out.bytes).unwrap();
+        let mut by_choice = [String::new(), String::new()];
+        for e in decode_all(text.as_bytes()) {
+            let v: Value = serde_json::from_str(&e.data).unwrap();
+            let i = v["choices"][0]["index"].as_u64().unwrap() as usize;
+            by_choice[i].push_str(v["choices"][0]["delta"]["content"].as_str().unwrap());
+        }
+        assert_eq!(by_choice, ["mail [REDACTED:email] now", "plain text"]);
     }
 
     #[test]
