@@ -385,3 +385,55 @@ async fn sampling_zero_traces_only_the_failed_call() {
     scene.bin.stop().await;
     scene.assert_not_on_disk(&["sampled-out-call", "sampled-answer-text"]);
 }
+
+/// Spool off (memory only), in process, into trace files: the parse worker
+/// applies privacy before the span is built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_off_redacts_and_reduces_before_the_trace_files() {
+    let provider = provider("memory-answer-text", &DELTAS).await;
+    let env = [
+        ("LLMTAP_SPOOL", "false"),
+        ("LLMTAP_REDACT_BUILTIN", "email,api_key"),
+    ];
+    let tap = tap::Tap::start(&provider.url(), &env).await;
+    let prompt = format!("capital of France, says {EMAIL}");
+    let streamed = post(&tap.url(CHAT), &request(&prompt, true), &[]).await;
+    assert_eq!(streamed.body, stream_body(&DELTAS).as_bytes());
+    let reduced = post(
+        &tap.url(CHAT),
+        &request("memory-prompt-text", false),
+        &[("x-llmtap-capture", "metadata")],
+    )
+    .await;
+
+    let span = tap.span(&streamed.trace_id()).await;
+    let text = span.0.to_string();
+    assert_absent(&text, &NEVER, "the trace file");
+    assert!(
+        text.contains("Reach [REDACTED:email] or use [REDACTED:api_key] today."),
+        "{text}"
+    );
+    assert!(
+        span.attr("llmtap.time_to_first_token_ms").is_some(),
+        "arrival times survive the rewrite: {text}"
+    );
+    let span = tap.span(&reduced.trace_id()).await;
+    assert_eq!(span.int("gen_ai.usage.input_tokens"), Some(17));
+    assert_eq!(span.str("mlflow.llm.model").as_deref(), Some("gpt-4o-mini"));
+    assert_absent(
+        &span.0.to_string(),
+        &["memory-prompt-text", "memory-answer-text"],
+        "the trace file",
+    );
+
+    for path in files_under(tap._tmp.path()) {
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        for t in NEVER
+            .iter()
+            .chain(&["memory-prompt-text", "memory-answer-text"])
+        {
+            assert!(!contains(&bytes, t), "{t:?} in {}", path.display());
+        }
+    }
+    tap.running.shutdown().await;
+}
