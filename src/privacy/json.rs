@@ -13,8 +13,10 @@ use serde_json::Value;
 
 use super::redact::Redactor;
 
-/// Keys whose string values survive the `metadata` mode.
-pub const KEEP: [&str; 16] = [
+/// Keys whose string values survive the `metadata` mode: what names the
+/// call, not its content (`user` and `user_id` are the end user's id, which
+/// the trace keeps in every mode).
+pub const KEEP: [&str; 19] = [
     "model",
     "id",
     "object",
@@ -31,6 +33,9 @@ pub const KEEP: [&str; 16] = [
     "reason",
     "event",
     "response_id",
+    "previous_response_id",
+    "user",
+    "user_id",
 ];
 
 /// Keys whose arrays of numbers are content (emptied by [`reduce`]).
@@ -140,7 +145,8 @@ mod tests {
                         "function": {"name": "lookup", "arguments": "{\"q\":\"x\"}"}}]}}],
             "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
             "data": [{"embedding": [0.1, 0.2], "index": 0}],
-            "temperature": 0.2, "stream": false, "user": "alice@example.com"
+            "temperature": 0.2, "stream": false, "user": "user-42",
+            "system": "you are a secret agent"
         });
         reduce(&mut v);
         assert_eq!(v["model"], "gpt-4o-mini");
@@ -154,7 +160,8 @@ mod tests {
         assert_eq!(v["usage"]["total_tokens"], 12);
         assert_eq!(v["data"][0]["embedding"], json!([]));
         assert_eq!(v["temperature"], 0.2);
-        assert_eq!(v["user"], "");
+        assert_eq!(v["user"], "user-42");
+        assert_eq!(v["system"], "");
     }
 
     #[test]

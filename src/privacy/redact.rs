@@ -149,19 +149,7 @@ impl Redactor {
     pub fn hits(&self, text: &str) -> Vec<Hit> {
         let mut all = Vec::new();
         for rule in &self.rules {
-            for caps in rule.regex.captures_iter(text) {
-                let Some(m) = caps.get(0) else { continue };
-                if m.is_empty() || rule.check.is_some_and(|check| !check(m.as_str())) {
-                    continue;
-                }
-                let mut replacement = String::new();
-                caps.expand(&rule.replacement, &mut replacement);
-                all.push(Hit {
-                    start: m.start(),
-                    end: m.end(),
-                    replacement,
-                });
-            }
+            rule.find(text, &mut all);
         }
         all.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
         let mut out: Vec<Hit> = Vec::with_capacity(all.len());
@@ -236,6 +224,34 @@ fn rebuild_piece(joined: &str, start: usize, end: usize, hits: &[Hit]) -> String
     }
     out.push_str(&joined[at..end]);
     out
+}
+
+impl Rule {
+    /// Appends this rule's accepted matches in `text` to `out`.
+    fn find(&self, text: &str, out: &mut Vec<Hit>) {
+        let accept = |m: &regex::Match<'_>| {
+            !m.is_empty() && self.check.is_none_or(|check| check(m.as_str()))
+        };
+        let hit = |m: regex::Match<'_>, replacement: String| Hit {
+            start: m.start(),
+            end: m.end(),
+            replacement,
+        };
+        // Group references need the slower captures search.
+        if !self.replacement.contains('$') {
+            let matches = self.regex.find_iter(text).filter(accept);
+            out.extend(matches.map(|m| hit(m, self.replacement.clone())));
+            return;
+        }
+        for caps in self.regex.captures_iter(text) {
+            let Some(m) = caps.get(0).filter(accept) else {
+                continue;
+            };
+            let mut replacement = String::new();
+            caps.expand(&self.replacement, &mut replacement);
+            out.push(hit(m, replacement));
+        }
+    }
 }
 
 fn from_detector(d: &Detector) -> Rule {
