@@ -9,7 +9,9 @@
 //! - `metadata` capture (by route, by header): the trace has the model,
 //!   usage and status, and no prompt or answer text anywhere;
 //! - `none`: no trace and nothing on disk;
-//! - sampling 0: only the failed call is traced, the others are counted.
+//! - sampling 0: only the failed call is traced, the others are counted;
+//! - a batch MLflow refuses for good: the dead-letter file is redacted too;
+//! - spool off (in process, trace files): the parse worker applies privacy.
 
 #[path = "support/bin.rs"]
 mod bin;
@@ -436,4 +438,36 @@ async fn spool_off_redacts_and_reduces_before_the_trace_files() {
         }
     }
     tap.running.shutdown().await;
+}
+
+/// A batch MLflow refuses for good (an experiment that does not exist) goes
+/// to the dead-letter file: redacted like everything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_hold_only_redacted_spans() {
+    let mlflow = mlflow::shared().await;
+    let provider = provider("dead-letter answer", &DELTAS).await;
+    let env = [
+        ("LLMTAP_REDACT_BUILTIN", "email,card,api_key"),
+        ("MLFLOW_EXPERIMENT_ID", "987654321"),
+    ];
+    let mut scene = Scene::start(mlflow, &provider, "", &env).await;
+    let prompt = format!("capital of France? {EMAIL} {CARD} {KEY}");
+    let got = post(&scene.bin.url(CHAT), &request(&prompt, true), &[]).await;
+    assert_eq!(got.status, 200);
+    let dead = scene.dir.path().join("dead-letter");
+    let start = std::time::Instant::now();
+    while !files_under(&dead)
+        .iter()
+        .any(|p| std::fs::read(p).is_ok_and(|b| contains(&b, "capital of France")))
+    {
+        assert!(
+            start.elapsed() < WAIT,
+            "nothing dead-lettered:\n{}",
+            scene.bin.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(scene.metric("llmtap_traces_dead_lettered_total").await >= 1.0);
+    scene.bin.stop().await;
+    scene.assert_not_on_disk(&NEVER);
 }
