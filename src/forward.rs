@@ -304,30 +304,26 @@ impl Proxy {
         if traced && mode == crate::privacy::CaptureMode::None {
             self.metrics.traces_not_captured.fetch_add(1, Relaxed);
         }
-        let draft = match (api, &self.submitter) {
-            (Some(api), Some(_)) if mode != crate::privacy::CaptureMode::None => {
-                Some(Arc::new(Draft {
-                    privacy: privacy.plan(mode),
-                    sampled: crate::privacy::sample::draw(privacy.sample),
-                    skipped: self.skip_capture(),
-                    trace_id: exchange::new_trace_id(),
-                    api,
-                    provider: route::provider(
-                        upstream.base.host().unwrap_or(""),
-                        &forward_path,
-                        api,
-                    ),
-                    deployment: route::azure_deployment(&path)
-                        .or_else(|| route::serving_endpoint(&path))
-                        .map(str::to_string),
-                    method: method.to_string(),
-                    path: path.clone(),
-                    started_wall: SystemTime::now(),
-                    started,
-                    request: Mutex::new(None),
-                    context,
-                }))
-            }
+        // Capture mode none: not traced at all, like an untraced path.
+        let captured = api.filter(|_| mode != crate::privacy::CaptureMode::None);
+        let draft = match (captured, &self.submitter) {
+            (Some(api), Some(_)) => Some(Arc::new(Draft {
+                privacy: privacy.plan(mode),
+                sampled: crate::privacy::sample::draw(privacy.sample),
+                skipped: self.skip_capture(),
+                trace_id: exchange::new_trace_id(),
+                api,
+                provider: route::provider(upstream.base.host().unwrap_or(""), &forward_path, api),
+                deployment: route::azure_deployment(&path)
+                    .or_else(|| route::serving_endpoint(&path))
+                    .map(str::to_string),
+                method: method.to_string(),
+                path: path.clone(),
+                started_wall: SystemTime::now(),
+                started,
+                request: Mutex::new(None),
+                context,
+            })),
             _ => None,
         };
         let trace_header = draft
