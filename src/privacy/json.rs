@@ -14,9 +14,9 @@ use serde_json::Value;
 use super::redact::Redactor;
 
 /// Keys whose string values survive the `metadata` mode: what names the
-/// call, not its content (`user` and `user_id` are the end user's id, which
-/// the trace keeps in every mode).
-pub const KEEP: [&str; 19] = [
+/// call, not its content (`user`, `user_id` and `safety_identifier` are the
+/// end user's id, which the trace keeps in every mode).
+pub const KEEP: [&str; 20] = [
     "model",
     "id",
     "object",
@@ -36,6 +36,7 @@ pub const KEEP: [&str; 19] = [
     "previous_response_id",
     "user",
     "user_id",
+    "safety_identifier",
 ];
 
 /// Keys whose arrays of numbers are content (emptied by [`reduce`]).
