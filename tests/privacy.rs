@@ -36,6 +36,9 @@ const WAIT: Duration = Duration::from_secs(60);
 const EMAIL: &str = "alice.smith@example.com";
 const CARD: &str = "4111 1111 1111 1111";
 const KEY: &str = "sk-proj-Zx9Qw8Er7Ty6Ui5Op4As3Df2";
+const PHONE: &str = "+44 20 7946 0958";
+/// Looks like a card, fails the Luhn check: kept.
+const ORDER: &str = "order 1234567890123";
 /// A streamed answer whose secrets are split across deltas.
 const DELTAS: [&str; 4] = [
     "Reach bob.",
@@ -44,7 +47,7 @@ const DELTAS: [&str; 4] = [
     "Qm8Nn7Bb6Vv5Cc4Xx3Zz2 today.",
 ];
 /// Every secret, and fragments of them, that must be nowhere.
-const NEVER: [&str; 10] = [
+const NEVER: [&str; 12] = [
     EMAIL,
     "alice.smith",
     CARD,
@@ -55,6 +58,8 @@ const NEVER: [&str; 10] = [
     "jones@exa",
     "mple.org",
     "Qm8Nn7Bb6",
+    PHONE,
+    "7946 0958",
 ];
 
 fn chat_chunk(content: Option<&str>, usage: Option<Value>) -> String {
@@ -228,7 +233,9 @@ async fn redacted_secrets_reach_neither_mlflow_nor_the_disk() {
     let provider = provider(answer, &DELTAS).await;
     let env = [("LLMTAP_REDACT_BUILTIN", "email,card,phone,api_key")];
     let mut scene = Scene::start(mlflow, &provider, "", &env).await;
-    let prompt = format!("What is the capital of France? I am {EMAIL}, card {CARD}, key {KEY}.");
+    let prompt = format!(
+        "What is the capital of France? I am {EMAIL}, card {CARD}, key {KEY}, phone {PHONE}, {ORDER}."
+    );
 
     let plain = post(&scene.bin.url(CHAT), &request(&prompt, false), &[]).await;
     assert_eq!(plain.status, 200);
@@ -254,6 +261,11 @@ async fn redacted_secrets_reach_neither_mlflow_nor_the_disk() {
         assert!(text.contains("[REDACTED:email]"), "{text}");
         assert!(text.contains("[REDACTED:card]"), "{text}");
         assert!(text.contains("[REDACTED:api_key]"), "{text}");
+        assert!(text.contains("[REDACTED:phone]"), "{text}");
+        assert!(
+            text.contains(ORDER),
+            "a number failing Luhn is kept: {text}"
+        );
     }
     let (_, text) = trace_text(mlflow, &streamed.trace_id()).await;
     assert!(
