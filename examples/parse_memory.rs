@@ -159,6 +159,7 @@ fn record(name: &str, cap: usize) -> (usize, Vec<u8>) {
         proxy_status: None,
         usage_hiding_failed: None,
         context: Default::default(),
+        privacy: Default::default(),
     };
     (wire, codec::encode(&ex, usize::MAX))
 }

@@ -114,6 +114,8 @@ pub struct Config {
     pub cost: CostSettings,
     /// Bounds of user feedback ([`crate::feedback`]).
     pub feedback: FeedbackSettings,
+    /// Capture modes, redaction and sampling (`[privacy]`).
+    pub privacy: crate::privacy::Settings,
 }
 
 impl Config {
@@ -225,6 +227,7 @@ const KNOWN: &[(&str, &[&str])] = &[
         "feedback",
         &["max_pending", "max_pending_bytes", "max_wait"],
     ),
+    ("privacy", privacy::KEYS),
 ];
 
 /// Reads the config file named by the flag or `LLMTAP_CONFIG`, then [`resolve`]s.
@@ -440,6 +443,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
     let sessions = sessions::resolve(&mut l);
     let cost = cost::resolve(&mut l);
     let feedback = feedback::resolve(&mut l);
+    let privacy = privacy::resolve(&mut l);
     let mut errors = l.errors;
     if max_inflight < max_capture {
         errors.push(format!(
@@ -472,6 +476,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 sessions,
                 cost,
                 feedback,
+                privacy,
             })
         }
         (listen, admin, upstream, log_format) => {
@@ -587,6 +592,7 @@ pub mod credential;
 mod feedback;
 pub mod layers;
 pub mod limits;
+mod privacy;
 mod routes;
 pub mod sessions;
 pub use crate::sinks::registry::{SinkEntry, SinkSpec};

@@ -63,6 +63,10 @@ pub struct Exchange {
     /// What the call's headers said about who asked, the session, the
     /// trace's name, tags and metadata ([`crate::context`]).
     pub context: crate::context::CallContext,
+    /// What privacy still asks of the captured bodies and context (capture
+    /// mode, redaction), done before anything is written
+    /// ([`crate::pipeline::privacy`]); the default once done.
+    pub privacy: crate::privacy::Plan,
 }
 
 /// Mints a random, non-zero trace id.

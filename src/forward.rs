@@ -97,6 +97,10 @@ struct Draft {
     /// The in-flight capture budget was spent when the call started: its
     /// bodies are not captured (the trace still carries the call's facts).
     skipped: bool,
+    /// What privacy asks of the exchange before it is written ([`crate::privacy`]).
+    privacy: crate::privacy::Plan,
+    /// The sampling draw: false means traced only if the call fails.
+    sampled: bool,
 }
 
 impl Draft {
@@ -131,6 +135,7 @@ impl Draft {
             proxy_error: proxy_error.map(|(_, m)| m),
             usage_hiding_failed: None,
             context: self.context.clone(),
+            privacy: self.privacy.clone(),
         }
     }
 }
@@ -303,12 +308,23 @@ impl Proxy {
         let label = api.map_or("other", Api::label);
 
         // llmtap's own headers never go upstream, traced or not.
+        let asked = crate::privacy::mode::requested(&parts.headers);
         let mut context = crate::context::take(&mut parts.headers);
         context.agent_session = crate::session::agents::from_headers(&parts.headers);
         let (upstream_index, forward_path) = self.pick(&parts.headers, &parts.uri);
         let upstream = &self.upstreams[upstream_index];
-        let draft = match (api, &self.submitter) {
+        let privacy = &self.cfg.privacy;
+        let mode = privacy.mode(upstream_index.checked_sub(1), asked);
+        let traced = api.is_some() && self.submitter.is_some();
+        if traced && mode == crate::privacy::CaptureMode::None {
+            self.metrics.traces_not_captured.fetch_add(1, Relaxed);
+        }
+        // Capture mode none: not traced at all, like an untraced path.
+        let captured = api.filter(|_| mode != crate::privacy::CaptureMode::None);
+        let draft = match (captured, &self.submitter) {
             (Some(api), Some(_)) => Some(Arc::new(Draft {
+                privacy: privacy.plan(mode),
+                sampled: crate::privacy::sample::draw(privacy.sample),
                 skipped: self.skip_capture(),
                 trace_id: exchange::new_trace_id(),
                 api,
@@ -451,6 +467,11 @@ impl Proxy {
                 let hidden = hiding.clone();
                 let tee = Tee::with_capture(body, self.capture(&d), move |capture, end| {
                     log_end(&d, status, &end, &capture);
+                    // Sampled out and fine: nothing is submitted, written or sent.
+                    if !crate::privacy::sample::keep(d.sampled, status, &end) {
+                        metrics.traces_unsampled.fetch_add(1, Relaxed);
+                        return None;
+                    }
                     let response = CapturedBody {
                         capture,
                         end,

@@ -40,6 +40,7 @@
 //! - [`private`]: files created 0600 in 0700 directories.
 //! - [`feedback`]: `POST /llmtap/v1/feedback` -> an assessment on a trace,
 //!   stored per sink and delivered through `Sink::assess`.
+//! - [`privacy`]: capture modes, redaction rules and detectors, sampling.
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`redact`]: URLs for display, without userinfo or query.
 //! - [`session`]: which conversation a call belongs to (recognised in the
@@ -68,6 +69,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod parse;
 pub mod pipeline;
+pub mod privacy;
 pub mod private;
 pub mod record;
 pub mod redact;

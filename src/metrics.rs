@@ -86,6 +86,12 @@ pub struct Metrics {
     pub usage_hiding_failures: AtomicU64,
     /// Calls proxied without a body capture: the in-flight capture budget was spent.
     pub captures_skipped_budget: AtomicU64,
+    /// Calls not traced: sampled out and neither failed nor broken.
+    pub traces_unsampled: AtomicU64,
+    /// Calls not traced: their capture mode was `none`.
+    pub traces_not_captured: AtomicU64,
+    /// Matches the redaction rules replaced.
+    pub redactions: AtomicU64,
     /// The in-flight capture budget, for its gauge (set at start).
     pub capture_budget: std::sync::OnceLock<std::sync::Arc<crate::capture_budget::CaptureBudget>>,
     /// Client connections of the proxy and admin listeners.
@@ -212,6 +218,21 @@ impl Metrics {
                 "llmtap_usage_hiding_failures_total",
                 "Streams whose injected usage may have reached the client (an event over the filter's bound).",
                 &self.usage_hiding_failures,
+            ),
+            (
+                "llmtap_traces_unsampled_total",
+                "Calls not traced because sampling left them out (errors are always traced).",
+                &self.traces_unsampled,
+            ),
+            (
+                "llmtap_traces_not_captured_total",
+                "Calls not traced because their capture mode was none.",
+                &self.traces_not_captured,
+            ),
+            (
+                "llmtap_redactions_total",
+                "Matches the redaction rules replaced before anything was written.",
+                &self.redactions,
             ),
         ];
         for (name, help, c) in counters {

@@ -85,6 +85,7 @@ fn exchange(
         proxy_status: None,
         usage_hiding_failed: None,
         context: Default::default(),
+        privacy: Default::default(),
     }
 }
 

@@ -28,7 +28,8 @@ pub struct RouteConfig {
     pub credential: Option<CredentialConfig>,
 }
 
-const KEYS: [&str; 4] = ["prefix", "host", "upstream", "strip_prefix"];
+// `capture` is read by `super::privacy` (the route's capture mode).
+const KEYS: [&str; 5] = ["prefix", "host", "upstream", "strip_prefix", "capture"];
 
 /// Reads `[[routes]]` from the file, reporting every bad field; `env` is
 /// where `env:` credentials are read.

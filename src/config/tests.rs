@@ -435,6 +435,7 @@ fn every_numeric_setting_has_a_maximum_and_every_default_is_within_it() {
     assert_eq!(example.shutdown_grace, defaults.shutdown_grace);
     assert_eq!(example.sink(), defaults.sink());
     assert_eq!(example.feedback, defaults.feedback);
+    assert_eq!(example.privacy, defaults.privacy);
     // Every numeric key of the file is in the table above.
     let numeric = text.lines().filter_map(|line| {
         let (key, value) = line.split_once(" = ").filter(|_| !line.starts_with('#'))?;
@@ -442,8 +443,8 @@ fn every_numeric_setting_has_a_maximum_and_every_default_is_within_it() {
         let first = value.chars().next()?;
         (first.is_ascii_digit() && !value.contains(':')).then_some(key.trim())
     });
-    // ready_threshold is a fraction, 0 to 1, checked by its own parser.
-    for key in numeric.filter(|k| *k != "ready_threshold") {
+    // ready_threshold and sample are fractions, 0 to 1, checked by their own parsers.
+    for key in numeric.filter(|k| *k != "ready_threshold" && *k != "sample") {
         assert!(
             PAST_MAX.iter().any(|(_, k, _, _)| *k == key),
             "{key} has no maximum in PAST_MAX"

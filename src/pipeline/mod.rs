@@ -27,6 +27,7 @@ pub mod deliver;
 pub mod enrich;
 pub mod journal;
 pub mod lock;
+pub mod privacy;
 pub mod rate;
 pub mod replay;
 pub mod retry;
@@ -566,7 +567,11 @@ impl Worker {
 
     fn run(mut self) {
         while let Some((ex, journal, mark)) = self.next() {
-            let span = ex.and_then(|ex| self.parse(&ex));
+            let span = ex.and_then(|mut ex| {
+                // Spool off: privacy is applied here (spool on: before the journal).
+                privacy::apply(&mut ex, &self.metrics);
+                self.parse(&ex)
+            });
             // The parse is over (the process survived it): free its mark.
             drop(mark);
             if span.is_some() {

@@ -364,6 +364,7 @@ mod tests {
             proxy_status: Some(502),
             usage_hiding_failed: None,
             context: Default::default(),
+            privacy: Default::default(),
         };
         {
             let mut j = crate::pipeline::journal::open(&settings).unwrap();

@@ -23,6 +23,7 @@ fn exchange(path: &str) -> Exchange {
         proxy_status: None,
         usage_hiding_failed: None,
         context: Default::default(),
+        privacy: Default::default(),
     }
 }
 

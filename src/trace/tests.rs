@@ -127,6 +127,7 @@ async fn exchange(request: &[u8]) -> Exchange {
         proxy_status: None,
         usage_hiding_failed: None,
         context: Default::default(),
+        privacy: Default::default(),
     }
 }
 

@@ -358,6 +358,8 @@ pub fn decode(bytes: &[u8]) -> Result<Exchange, DecodeError> {
         proxy_status: r.proxy_status.map(status).transpose()?,
         usage_hiding_failed: r.usage_hiding_failed,
         context: call_context(r.context),
+        // Applied before the record was written.
+        privacy: Default::default(),
     })
 }
 
@@ -413,6 +415,7 @@ mod tests {
                 dropped: 2,
                 agent_session: Some("claude-1".into()),
             },
+            privacy: Default::default(),
         }
     }
 

@@ -103,6 +103,23 @@ pub fn open(s: &SpoolSettings) -> Result<Spool<RealFs>, SpoolError> {
     super::spool::group::open_at(s, s.dir.join(DIR))
 }
 
+/// Applies each exchange's privacy plan ([`super::privacy`]) before it is
+/// written, on a blocking thread (regexes over whole bodies).
+async fn apply_privacy(mut group: Vec<Entry>, metrics: &Arc<Metrics>) -> Vec<Entry> {
+    if !super::privacy::any_to_do(group.iter().map(|e| &e.exchange)) {
+        return group;
+    }
+    let metrics = metrics.clone();
+    tokio::task::spawn_blocking(move || {
+        for e in &mut group {
+            super::privacy::apply(&mut e.exchange, &metrics);
+        }
+        group
+    })
+    .await
+    .unwrap_or_default()
+}
+
 /// Wakes parse workers when the writer appended, and tells them when it is
 /// done for good.
 #[derive(Default)]
@@ -158,6 +175,7 @@ pub async fn writer(
         metrics
             .queue_depth
             .fetch_sub(group.len() as i64, Ordering::Relaxed);
+        let group = apply_privacy(group, &metrics).await;
         let count = group.len() as u64;
         let (lost, group) = with_spool(&journal, &metrics, Slot::Journal, move |j| {
             let payloads = group.iter().map(|e| codec::encode(&e.exchange, BODY_LIMIT));

@@ -43,6 +43,7 @@ fn exchange(n: u8) -> Exchange {
         proxy_status: None,
         usage_hiding_failed: None,
         context: Default::default(),
+        privacy: Default::default(),
     }
 }
 

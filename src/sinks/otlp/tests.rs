@@ -63,6 +63,7 @@ fn canonical(api: Api, provider: &'static str, req: &str, status: u16, resp: &[u
         proxy_status: None,
         usage_hiding_failed: None,
         context: Default::default(),
+        privacy: Default::default(),
     };
     crate::otlp::to_span(&crate::trace::build(&ex, CAP).0)
 }
