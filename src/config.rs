@@ -105,6 +105,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Client connection limits and timeouts of both listeners.
     pub connections: ConnectionSettings,
+    /// `[environment]` resource attributes and the `[context]` switches
+    /// ([`crate::environment`]).
+    pub context: crate::environment::ContextSettings,
 }
 
 impl Config {
@@ -178,6 +181,8 @@ const KNOWN: &[(&str, &[&str])] = &[
         ],
     ),
     ("file_sink", &["dir", "max_file_bytes", "max_files"]),
+    ("environment", crate::environment::ENVIRONMENT_KEYS),
+    ("context", crate::environment::CONTEXT_KEYS),
     (
         "spool",
         &[
@@ -260,12 +265,14 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
         &["LLMTAP_LOG_FORMAT"],
         ("server", "log_format"),
     );
+    let context = crate::environment::resolve(&mut l);
     let service_name = l
         .string(
             None,
             &["LLMTAP_SERVICE_NAME", "OTEL_SERVICE_NAME"],
             ("server", "service_name"),
         )
+        .or_else(|| context.resource_service_name.clone())
         .unwrap_or_else(|| "llmtap".to_string());
 
     let listen =
@@ -443,6 +450,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 log_format,
                 shutdown_grace,
                 connections,
+                context,
             })
         }
         (listen, admin, upstream, log_format) => {

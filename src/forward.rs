@@ -295,7 +295,10 @@ impl Proxy {
         let draft = match (api, &self.submitter) {
             (Some(api), Some(_)) => Some(Arc::new(Draft {
                 skipped: self.skip_capture(),
-                trace_id: exchange::new_trace_id(),
+                trace_id: crate::context::traceparent::trace_id_for(
+                    context.traceparent.as_deref(),
+                    self.cfg.context.join_client_trace,
+                ),
                 api,
                 provider: route::provider(upstream.base.host().unwrap_or(""), &forward_path, api),
                 deployment: route::azure_deployment(&path)
@@ -413,6 +416,7 @@ impl Proxy {
                     content_type: text(&rparts.headers, header::CONTENT_TYPE),
                     content_encoding: text(&rparts.headers, header::CONTENT_ENCODING),
                     at: Instant::now(),
+                    request_id: crate::context::provider_request_id(&rparts.headers),
                 };
                 let hide = injected
                     && crate::hide_usage::applies(

@@ -40,6 +40,9 @@
 //! - [`private`]: files created 0600 in 0700 directories.
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`redact`]: URLs for display, without userinfo or query.
+//! - [`context`], [`environment`]: a call's production context (headers,
+//!   body fields, traceparent, provider request id) and where llmtap runs
+//!   (resource attributes).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -51,6 +54,7 @@ pub mod cost;
 pub mod credentials;
 pub mod databricks;
 pub mod deadline;
+pub mod environment;
 pub mod exchange;
 pub mod forward;
 pub mod headers;

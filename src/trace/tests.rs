@@ -140,6 +140,7 @@ fn respond(ex: &mut Exchange, status: u16, response: CapturedBody) {
         content_type,
         content_encoding,
         at: ex.started,
+        request_id: None,
     });
     ex.response = Some(response);
 }

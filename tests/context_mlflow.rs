@@ -1,0 +1,319 @@
+//! Production context, end to end (issue 10, item 1): the llmtap binary
+//! between a fake provider and a real `mlflow server`, and what a user
+//! reads back over MLflow's REST API — user, session, trace name, tags and
+//! metadata from the `x-llmtap-*` headers and from the request body, the
+//! environment (`[environment]`, `OTEL_RESOURCE_ATTRIBUTES`) as trace tags,
+//! the agent's and the provider's request ids as tags, no `service.name`
+//! tag unless asked for, and the traceparent join mode.
+
+#[path = "support/bin.rs"]
+mod bin;
+#[path = "support/fake_provider.rs"]
+mod fake_provider;
+#[path = "support/mlflow.rs"]
+mod mlflow;
+#[path = "support/tap.rs"]
+mod tap;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bin::Launch;
+use fake_provider::{FakeProvider, Reply};
+use serde_json::{json, Value};
+use tap::{fixture, post};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+const LAUNCH: Launch = Launch {
+    config_extra: "\n[environment]\ndeployment = \"prod\"\nversion = \"1.2.3\"\n",
+    ..Launch::DEFAULT
+};
+
+/// OpenAI chat answers with `x-request-id`, Anthropic messages with `request-id`.
+async fn provider() -> FakeProvider {
+    let chat = fixture("openai_chat/plain.json");
+    let messages = fixture("anthropic/plain.json");
+    FakeProvider::start(move |seen| {
+        if seen.uri.ends_with("/messages") {
+            // Anthropic sends `request-id` and no `x-request-id`.
+            let mut reply = Reply::json(200, messages.clone());
+            reply.headers.retain(|(k, _)| k != "x-request-id");
+            reply.header("request-id", "req_anthropic_1")
+        } else {
+            Reply::json(200, chat.clone()).header("x-request-id", "req_openai_1")
+        }
+    })
+    .await
+}
+
+/// Polls the trace until `ready` holds (metadata arrives after the spans).
+async fn trace_where(mlflow: &mlflow::Mlflow, id: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let t = mlflow.wait_trace(id, WAIT).await;
+        if ready(&t["trace_info"]) {
+            return t["trace_info"].clone();
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "trace {id} never got what was expected: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn s<'a>(v: &'a Value, map: &str, key: &str) -> Option<&'a str> {
+    v[map][key].as_str()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_reaches_mlflow_as_metadata_and_tags() {
+    let mlflow = mlflow::shared().await;
+    let (name, _) = mlflow.unique_experiment("context").await;
+    let provider = provider().await;
+    let work = tempfile::tempdir().unwrap();
+    let mut tap = LAUNCH
+        .start(
+            &provider.url(),
+            work.path(),
+            &[
+                ("MLFLOW_TRACKING_URI", mlflow.uri()),
+                ("MLFLOW_EXPERIMENT_NAME", &name),
+                ("OTEL_RESOURCE_ATTRIBUTES", "team=search,note=a%20b"),
+                ("LLMTAP_REGION", "eu-west-1"),
+            ],
+        )
+        .await;
+    let chat = tap.url("/v1/chat/completions");
+
+    // Headers, with a body that says otherwise: the headers win.
+    let body = json!({"model": "gpt-4o-mini", "user": "body-user",
+        "metadata": {"order": "O-9", "ticket": "from-body"},
+        "messages": [{"role": "user", "content": "hi"}]});
+    let headed = post(
+        &chat,
+        body.to_string().as_bytes(),
+        &[
+            ("x-llmtap-user", "alice"),
+            ("x-llmtap-session", "sess-42"),
+            ("x-llmtap-trace-name", "triage"),
+            ("x-llmtap-tag-env", "staging"),
+            ("x-llmtap-metadata-ticket", "T-1"),
+            ("x-request-id", "req-client-7"),
+        ],
+    )
+    .await;
+    assert_eq!(headed.status, 200);
+    // The body alone: safety_identifier names the user; no metadata here.
+    let body = json!({"model": "gpt-4o-mini", "safety_identifier": "sid-hash-1",
+        "prompt_cache_key": "pk-1", "messages": [{"role": "user", "content": "hi"}]});
+    let safety = post(&chat, body.to_string().as_bytes(), &[]).await;
+    // Anthropic: metadata.user_id names the user.
+    let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 64,
+        "metadata": {"user_id": "anthropic-user"},
+        "messages": [{"role": "user", "content": "hi"}]});
+    let anthropic = post(&tap.url("/v1/messages"), body.to_string().as_bytes(), &[]).await;
+    assert_eq!(
+        (safety.status.as_u16(), anthropic.status.as_u16()),
+        (200, 200)
+    );
+
+    for seen in provider.seen() {
+        let ours: Vec<_> = seen
+            .headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-llmtap-"))
+            .collect();
+        assert!(
+            ours.is_empty(),
+            "llmtap headers reached the provider: {ours:?}"
+        );
+    }
+
+    let info = trace_where(mlflow, &headed.trace_id(), |i| {
+        i["trace_metadata"]["ticket"].is_string()
+    })
+    .await;
+    assert_eq!(info["state"], "OK");
+    assert_eq!(
+        s(&info, "trace_metadata", "mlflow.trace.user"),
+        Some("alice")
+    );
+    assert_eq!(
+        s(&info, "trace_metadata", "mlflow.trace.session"),
+        Some("sess-42")
+    );
+    assert_eq!(
+        s(&info, "trace_metadata", "ticket"),
+        Some("T-1"),
+        "header wins"
+    );
+    assert_eq!(
+        s(&info, "trace_metadata", "order"),
+        Some("O-9"),
+        "body metadata"
+    );
+    assert_eq!(
+        s(&info, "trace_metadata", "mlflow.source.name"),
+        Some("llmtap")
+    );
+    assert_eq!(
+        s(&info, "trace_metadata", "mlflow.source.type"),
+        Some("UNKNOWN")
+    );
+    assert!(
+        info["trace_metadata"]["mlflow.trace.tokenUsage"].is_string(),
+        "the metadata call keeps the span-derived usage: {info}"
+    );
+    assert!(
+        info["request_preview"]
+            .as_str()
+            .is_some_and(|p| p.contains("hi")),
+        "the metadata call keeps the preview: {info}"
+    );
+    assert_eq!(info["client_request_id"], "req-client-7");
+    assert_eq!(s(&info, "tags", "mlflow.traceName"), Some("triage"));
+    assert_eq!(s(&info, "tags", "env"), Some("staging"));
+    assert_eq!(
+        s(&info, "tags", "llmtap.client_request_id"),
+        Some("req-client-7")
+    );
+    assert_eq!(
+        s(&info, "tags", "llmtap.provider_request_id"),
+        Some("req_openai_1")
+    );
+    assert_eq!(
+        s(&info, "tags", "deployment.environment.name"),
+        Some("prod")
+    );
+    assert_eq!(s(&info, "tags", "service.version"), Some("1.2.3"));
+    assert_eq!(s(&info, "tags", "cloud.region"), Some("eu-west-1"));
+    assert_eq!(s(&info, "tags", "team"), Some("search"));
+    assert_eq!(s(&info, "tags", "note"), Some("a b"));
+    assert_eq!(
+        info["tags"].get("service.name"),
+        None,
+        "opt-in only: {info}"
+    );
+
+    let info = mlflow.wait_trace(&safety.trace_id(), WAIT).await["trace_info"].clone();
+    assert_eq!(
+        s(&info, "trace_metadata", "mlflow.trace.user"),
+        Some("sid-hash-1")
+    );
+    assert_eq!(s(&info, "tags", "llmtap.prompt_cache_key"), Some("pk-1"));
+    assert_eq!(
+        info["trace_metadata"].get("mlflow.source.name"),
+        None,
+        "no metadata, no second call"
+    );
+
+    let info = mlflow.wait_trace(&anthropic.trace_id(), WAIT).await["trace_info"].clone();
+    assert_eq!(
+        s(&info, "trace_metadata", "mlflow.trace.user"),
+        Some("anthropic-user")
+    );
+    assert_eq!(
+        s(&info, "tags", "llmtap.provider_request_id"),
+        Some("req_anthropic_1")
+    );
+    tap.stop().await;
+}
+
+const TRACE_HEX: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_HEX: &str = "00f067aa0ba902b7";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_mode_puts_the_span_under_the_agents_parent() {
+    let mlflow = mlflow::shared().await;
+    let (name, experiment) = mlflow.unique_experiment("context-join").await;
+    let provider = provider().await;
+    let work = tempfile::tempdir().unwrap();
+    let mut tap = LAUNCH
+        .start(
+            &provider.url(),
+            work.path(),
+            &[
+                ("MLFLOW_TRACKING_URI", mlflow.uri()),
+                ("MLFLOW_EXPERIMENT_NAME", &name),
+                ("LLMTAP_JOIN_TRACEPARENT", "true"),
+                ("LLMTAP_MLFLOW_SERVICE_NAME_TAG", "true"),
+            ],
+        )
+        .await;
+    let chat = tap.url("/v1/chat/completions");
+    let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    let traceparent = format!("00-{TRACE_HEX}-{PARENT_HEX}-01");
+    let joined = post(&chat, body, &[("traceparent", &traceparent)]).await;
+    assert_eq!(
+        joined.trace_id(),
+        format!("tr-{TRACE_HEX}"),
+        "the agent's trace id"
+    );
+    let own = post(&chat, body, &[("traceparent", "00-not-a-valid-one-01")]).await;
+    assert_ne!(own.trace_id(), joined.trace_id());
+
+    // The agent exports its own root span to the same MLflow, as this mode expects.
+    let (status, text) = mlflow
+        .post_otlp_json(&experiment, &agent_root(TRACE_HEX, PARENT_HEX))
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let joined_trace = joined.trace_id();
+    let start = Instant::now();
+    let spans = loop {
+        let t = mlflow.wait_trace(&joined_trace, WAIT).await;
+        let spans = mlflow
+            .get_trace_with_spans(&joined_trace)
+            .await
+            .map(|t| t["spans"].clone())
+            .unwrap_or(Value::Null);
+        if spans.as_array().is_some_and(|a| a.len() == 2) {
+            break spans;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "llmtap's span never joined: {t} {spans}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let b64 = |v: &Value| {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap_or(""))
+            .unwrap_or_default();
+        raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let ours = spans
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "Completions")
+        .unwrap_or_else(|| panic!("no llmtap span in {spans}"));
+    assert_eq!(b64(&ours["parent_span_id"]), PARENT_HEX, "{ours}");
+    assert_eq!(b64(&ours["trace_id"]), TRACE_HEX);
+
+    let info = mlflow.wait_trace(&own.trace_id(), WAIT).await["trace_info"].clone();
+    assert_eq!(
+        s(&info, "tags", "service.name"),
+        Some("llmtap"),
+        "opted in: {info}"
+    );
+    assert!(
+        tap.log().contains("invalid traceparent ignored"),
+        "the bad traceparent is logged"
+    );
+    tap.stop().await;
+}
+
+/// The agent's own root span of the trace, as its OTLP exporter sends it.
+fn agent_root(trace: &str, span: &str) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    json!({"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"spans": [{
+        "traceId": trace, "spanId": span, "name": "agent", "kind": 1,
+        "startTimeUnixNano": (now - 5_000_000_000).to_string(),
+        "endTimeUnixNano": now.to_string(), "status": {"code": 1}
+    }]}]}]})
+}
