@@ -295,10 +295,11 @@ impl Proxy {
         let draft = match (api, &self.submitter) {
             (Some(api), Some(_)) => Some(Arc::new(Draft {
                 skipped: self.skip_capture(),
-                trace_id: crate::context::traceparent::trace_id_for(
+                trace_id: crate::context::traceparent::joined_trace_id(
                     context.traceparent.as_deref(),
                     self.cfg.context.join_client_trace,
-                ),
+                )
+                .unwrap_or_else(exchange::new_trace_id),
                 api,
                 provider: route::provider(upstream.base.host().unwrap_or(""), &forward_path, api),
                 deployment: route::azure_deployment(&path)

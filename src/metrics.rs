@@ -253,6 +253,7 @@ impl Metrics {
         self.render_journal(&mut out);
         self.render_capture(&mut out);
         self.connections.render(&mut out);
+        crate::context::traceparent::render_metrics(&mut out);
         let depth = self.queue_depth.load(Relaxed).max(0);
         let _ = writeln!(
             out,

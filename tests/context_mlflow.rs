@@ -302,6 +302,12 @@ async fn join_mode_puts_the_span_under_the_agents_parent() {
         tap.log().contains("invalid traceparent ignored"),
         "the bad traceparent is logged"
     );
+    let metrics = tap::get(&tap.admin_url("/metrics")).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("\nllmtap_traceparent_invalid_total 1\n"),
+        "counted: {text}"
+    );
     tap.stop().await;
 }
 

@@ -45,21 +45,28 @@ pub fn invalid_seen() -> u64 {
     INVALID.load(Relaxed)
 }
 
-/// The trace a call's span belongs to: with `join` and a valid
-/// `traceparent`, the agent's trace; otherwise a new one.
-pub fn trace_id_for(traceparent: Option<&str>, join: bool) -> [u8; 16] {
-    if let (true, Some(tp)) = (join, traceparent) {
-        match parse(tp) {
-            Some(p) => return p.trace_id,
-            None => {
-                INVALID.fetch_add(1, Relaxed);
-                if !LOGGED.swap(true, Relaxed) {
-                    tracing::warn!(traceparent = %tp.chars().take(80).collect::<String>(), "invalid traceparent ignored: the call gets a trace of its own (logged once)");
-                }
-            }
+/// The agent's trace a call's span joins: with `join` and a valid
+/// `traceparent`, its trace id; `None` means a trace of the call's own.
+pub fn joined_trace_id(traceparent: Option<&str>, join: bool) -> Option<[u8; 16]> {
+    let tp = traceparent.filter(|_| join)?;
+    let parent = parse(tp);
+    if parent.is_none() {
+        INVALID.fetch_add(1, Relaxed);
+        if !LOGGED.swap(true, Relaxed) {
+            tracing::warn!(traceparent = %tp.chars().take(80).collect::<String>(), "invalid traceparent ignored: the call gets a trace of its own (logged once)");
         }
     }
-    crate::exchange::new_trace_id()
+    parent.map(|p| p.trace_id)
+}
+
+/// `llmtap_traceparent_invalid_total`, in the Prometheus text format.
+pub fn render_metrics(out: &mut String) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "# HELP llmtap_traceparent_invalid_total Invalid traceparent headers ignored in join mode (context.join_client_trace).\n# TYPE llmtap_traceparent_invalid_total counter\nllmtap_traceparent_invalid_total {}",
+        invalid_seen()
+    );
 }
 
 /// The span llmtap's span is a child of: the `traceparent`'s parent id,
@@ -107,11 +114,15 @@ mod tests {
     #[test]
     fn joining_takes_the_agents_trace_only_when_asked_and_valid() {
         let p = parse(GOOD).unwrap();
-        assert_eq!(trace_id_for(Some(GOOD), true), p.trace_id);
-        assert_ne!(trace_id_for(Some(GOOD), false), p.trace_id);
+        assert_eq!(joined_trace_id(Some(GOOD), true), Some(p.trace_id));
+        assert_eq!(joined_trace_id(Some(GOOD), false), None);
+        assert_eq!(joined_trace_id(None, true), None);
         let before = invalid_seen();
-        assert_ne!(trace_id_for(Some("00-zz"), true), [0; 16]);
+        assert_eq!(joined_trace_id(Some("00-zz"), true), None);
         assert!(invalid_seen() > before);
+        let mut out = String::new();
+        render_metrics(&mut out);
+        assert!(out.contains("\nllmtap_traceparent_invalid_total "), "{out}");
         assert_eq!(parent_span(Some(GOOD), &p.trace_id), Some(p.span_id));
         assert_eq!(parent_span(Some(GOOD), &[1; 16]), None);
         assert_eq!(parent_span(None, &p.trace_id), None);

@@ -313,6 +313,36 @@ async fn request_tools_and_user_are_recorded() {
 }
 
 #[tokio::test]
+async fn body_context_under_the_headers_and_the_joined_parent() {
+    let req = json!({"model": "gpt-4o", "safety_identifier": "sid-1", "messages": [],
+        "prompt_cache_key": "pk", "metadata": {"ticket": "body", "order": "O-9", "n": 1}});
+    let mut ex = exchange(req.to_string().as_bytes()).await;
+    ex.context.metadata = vec![("ticket".into(), "header".into())];
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    ex.context.traceparent = Some(tp.into());
+    let (span, _) = run(&ex);
+    has!(span; "user.id" => "sid-1", "llmtap.metadata.ticket" => "header",
+        "llmtap.metadata.order" => "O-9", "mlflow.traceTag.llmtap.prompt_cache_key" => "pk",
+        "llmtap.context.body_dropped" => 1i64);
+    assert_eq!(
+        span.attributes
+            .iter()
+            .filter(|(k, _)| k == "llmtap.metadata.ticket")
+            .count(),
+        1,
+        "the header's value only"
+    );
+    assert_eq!(span.parent_span_id, None, "not joined: a trace of its own");
+    let parent = crate::context::traceparent::parse(tp).unwrap();
+    ex.trace_id = parent.trace_id;
+    ex.context.user = Some("alice".into());
+    // `run` checks a root span; this one is a child.
+    let (span, _) = build(&ex, CAP);
+    assert_eq!(span.parent_span_id, Some(parent.span_id));
+    has!(span; "user.id" => "alice");
+}
+
+#[tokio::test]
 async fn streamed_call_is_reconstructed_with_usage_and_ttft() {
     let sse = fixture("stream_include_usage.sse");
     let frames = sse_frames(&sse);
