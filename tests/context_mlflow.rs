@@ -70,7 +70,7 @@ fn s<'a>(v: &'a Value, map: &str, key: &str) -> Option<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn context_reaches_mlflow_as_metadata_and_tags() {
     let mlflow = mlflow::shared().await;
-    let (name, _) = mlflow.unique_experiment("context").await;
+    let (name, experiment) = mlflow.unique_experiment("context").await;
     let provider = provider().await;
     let work = tempfile::tempdir().unwrap();
     let mut tap = LAUNCH
@@ -207,6 +207,34 @@ async fn context_reaches_mlflow_as_metadata_and_tags() {
         info["trace_metadata"].get("mlflow.source.name"),
         None,
         "no metadata, no second call"
+    );
+
+    // A retried batch re-sends the spans after the metadata call: an upsert
+    // that keeps the metadata.
+    let hex = headed.trace_id()[3..].to_string();
+    let stored = mlflow
+        .get_trace_with_spans(&headed.trace_id())
+        .await
+        .expect("the trace");
+    let span_b64 = stored["spans"][0]["span_id"].as_str().unwrap_or("");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(span_b64)
+        .unwrap_or_default();
+    let span_hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(span_hex.len(), 16, "{stored}");
+    let (status, text) = mlflow
+        .post_otlp_json(&experiment, &agent_root(&hex, &span_hex))
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let again = mlflow.wait_trace(&headed.trace_id(), WAIT).await["trace_info"].clone();
+    assert_eq!(
+        s(&again, "trace_metadata", "ticket"),
+        Some("T-1"),
+        "{again}"
+    );
+    assert_eq!(
+        s(&again, "trace_metadata", "mlflow.trace.user"),
+        Some("alice")
     );
 
     let info = mlflow.wait_trace(&anthropic.trace_id(), WAIT).await["trace_info"].clone();

@@ -42,6 +42,8 @@ pub fn read(body: &Value) -> BodyContext {
     };
     for (k, v) in metadata.into_iter().flatten() {
         match v.as_str() {
+            // Anthropic's `metadata.user_id` is the user, not metadata.
+            Some(s) if k == "user_id" && ctx.user.as_deref() == Some(s) => {}
             Some(s) if ctx.metadata.len() < MAX_PAIRS && !k.is_empty() => {
                 ctx.metadata.push((cut(k, MAX_KEY), cut(s, MAX_VALUE)))
             }
@@ -82,6 +84,12 @@ mod tests {
         assert_eq!(c.user.as_deref(), Some("hash-9"));
         let c = read(&json!({"metadata": {"user_id": "anthropic-user"}}));
         assert_eq!(c.user.as_deref(), Some("anthropic-user"));
+        assert!(
+            c.metadata.is_empty() && c.dropped == 0,
+            "the user, not metadata"
+        );
+        let c = read(&json!({"user": "u", "metadata": {"user_id": "other"}}));
+        assert_eq!(c.metadata, [("user_id".to_string(), "other".to_string())]);
     }
 
     #[test]
