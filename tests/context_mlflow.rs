@@ -15,6 +15,7 @@ mod mlflow;
 #[path = "support/tap.rs"]
 mod tap;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -350,4 +351,96 @@ fn agent_root(trace: &str, span: &str) -> Value {
         "startTimeUnixNano": (now - 5_000_000_000).to_string(),
         "endTimeUnixNano": now.to_string(), "status": {"code": 1}
     }]}]}]})
+}
+
+/// A tracking-server stand-in: `/v1/traces` always 200, StartTraceV3
+/// answered with the scripted statuses in turn (then 200); both recorded.
+async fn stand_in(statuses: Vec<u16>) -> (FakeProvider, Arc<Mutex<Vec<fake_provider::Seen>>>) {
+    let script = Arc::new(Mutex::new(statuses.into_iter()));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let server = FakeProvider::start(move |s| {
+        log.lock().unwrap().push(s.clone());
+        if s.uri.ends_with("/v1/traces") {
+            return Reply::json(200, "").header("content-type", "application/x-protobuf");
+        }
+        let status = script.lock().unwrap().next().unwrap_or(200);
+        Reply::json(status, "{\"error_code\":\"X\"}")
+    })
+    .await;
+    (server, seen)
+}
+
+fn calls_to(seen: &Mutex<Vec<fake_provider::Seen>>, path: &str) -> Vec<Value> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.uri.ends_with(path))
+        .map(|s| serde_json::from_slice(&s.body).unwrap_or(Value::Null))
+        .collect()
+}
+
+async fn until(what: &str, ok: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_call_failures_retry_or_are_dropped_by_class() {
+    const START: &str = "/api/3.0/mlflow/traces";
+    let chat = fixture("openai_chat/plain.json");
+    let provider = FakeProvider::start(move |_| Reply::json(200, chat.clone())).await;
+    let body = br#"{"model":"gpt-4o-mini","messages":[]}"#;
+    for (script, otlp_posts, verdict) in [(vec![503], 2, "retried"), (vec![400], 1, "dropped")] {
+        let (server, seen) = stand_in(script).await;
+        let tap = tap::Tap::start(
+            &provider.url(),
+            &[
+                ("MLFLOW_TRACKING_URI", &server.url()),
+                ("MLFLOW_EXPERIMENT_ID", "1"),
+            ],
+        )
+        .await;
+        // Without metadata: spans only.
+        post(&tap.url("/v1/chat/completions"), body, &[]).await;
+        let m = &tap.running.metrics;
+        until("the plain trace", || {
+            m.render().contains("llmtap_traces_exported_total 1\n")
+        })
+        .await;
+        assert!(calls_to(&seen, START).is_empty(), "no metadata, no call");
+        let with = post(
+            &tap.url("/v1/chat/completions"),
+            body,
+            &[("x-llmtap-metadata-ticket", "T-1")],
+        )
+        .await;
+        until("the trace with metadata", || {
+            m.render().contains("llmtap_traces_exported_total 2\n")
+        })
+        .await;
+        let starts = calls_to(&seen, START);
+        assert_eq!(starts.len(), otlp_posts, "{verdict}: {starts:?}");
+        let info = &starts[0]["trace"]["trace_info"];
+        assert_eq!(info["trace_id"], with.trace_id().as_str());
+        assert_eq!(info["trace_metadata"]["ticket"], "T-1");
+        assert_eq!(
+            info["trace_location"]["mlflow_experiment"]["experiment_id"],
+            "1"
+        );
+        // The spans went once, plus once more when the batch was retried.
+        assert_eq!(
+            calls_to(&seen, "/v1/traces").len(),
+            1 + otlp_posts,
+            "{verdict}"
+        );
+        assert!(m.render().contains("llmtap_traces_dead_lettered_total 0\n"));
+        tap.running.shutdown().await;
+    }
 }
