@@ -153,6 +153,7 @@ fn record(name: &str, cap: usize) -> (usize, Vec<u8>) {
             content_type: Some(ctype.into()),
             content_encoding: enc.map(str::to_string),
             at: started,
+            request_id: None,
         }),
         response: Some(body(resp, ctype, enc, cap)),
         proxy_error: None,

@@ -116,6 +116,9 @@ pub struct Config {
     pub feedback: FeedbackSettings,
     /// Capture modes, redaction and sampling (`[privacy]`).
     pub privacy: crate::privacy::Settings,
+    /// `[environment]` resource attributes and the `[context]` switches
+    /// ([`crate::environment`]).
+    pub context: crate::environment::ContextSettings,
 }
 
 impl Config {
@@ -192,6 +195,8 @@ const KNOWN: &[(&str, &[&str])] = &[
     ("sessions", sessions::KEYS),
     ("cost", cost::KEYS),
     ("trace", &["chunk_events"]),
+    ("environment", crate::environment::ENVIRONMENT_KEYS),
+    ("context", crate::environment::CONTEXT_KEYS),
     (
         "spool",
         &[
@@ -279,12 +284,14 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
         &["LLMTAP_LOG_FORMAT"],
         ("server", "log_format"),
     );
+    let context = crate::environment::resolve(&mut l);
     let service_name = l
         .string(
             None,
             &["LLMTAP_SERVICE_NAME", "OTEL_SERVICE_NAME"],
             ("server", "service_name"),
         )
+        .or_else(|| context.resource_service_name.clone())
         .unwrap_or_else(|| "llmtap".to_string());
 
     let listen =
@@ -477,6 +484,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 cost,
                 feedback,
                 privacy,
+                context,
             })
         }
         (listen, admin, upstream, log_format) => {

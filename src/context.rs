@@ -9,8 +9,15 @@
 //! Pure and bounded: at most [`MAX_PAIRS`] tags and as many metadata
 //! entries, keys cut at [`MAX_KEY`] bytes and values at [`MAX_VALUE`]
 //! (on a character boundary); a value that is not UTF-8 is kept lossily.
+//!
+//! Next to it: the context a request body states ([`body`]), the W3C
+//! `traceparent` a call may join ([`traceparent`]), and the provider's own
+//! request id from the response headers ([`provider_request_id`]).
 
 use http::HeaderMap;
+
+pub mod body;
+pub mod traceparent;
 
 /// Tags (and, separately, metadata entries) kept per call at most.
 pub const MAX_PAIRS: usize = 32;
@@ -21,6 +28,11 @@ pub const MAX_KEY: usize = 128;
 pub const MAX_VALUE: usize = 1024;
 
 const PREFIX: &str = "x-llmtap-";
+
+/// The span attributes that carry a call's trace metadata
+/// (`llmtap.metadata.<key>`): the MLflow and Databricks sinks make them
+/// trace metadata; OTLP backends keep them as attributes.
+pub const METADATA_ATTR: &str = "llmtap.metadata.";
 
 /// What a call's headers said about its context.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,6 +115,24 @@ fn push(list: &mut Vec<(String, String)>, dropped: &mut usize, key: &str, value:
     list.push((cut(key, MAX_KEY), value));
 }
 
+/// Response headers that carry the provider's request id, in the order
+/// they are tried: OpenAI and Databricks (`x-request-id`), Anthropic
+/// (`request-id`), Azure API Management (`apim-request-id`), Azure
+/// (`x-ms-request-id`).
+const PROVIDER_REQUEST_ID: [&str; 4] = [
+    "x-request-id",
+    "request-id",
+    "apim-request-id",
+    "x-ms-request-id",
+];
+
+/// The provider's id for the call, from its response headers (bounded).
+pub fn provider_request_id(headers: &HeaderMap) -> Option<String> {
+    PROVIDER_REQUEST_ID
+        .iter()
+        .find_map(|name| value_of(headers, name))
+}
+
 fn value_of(headers: &HeaderMap, name: &str) -> Option<String> {
     let v = headers.get(name)?;
     let v = cut(&String::from_utf8_lossy(v.as_bytes()), MAX_VALUE);
@@ -110,7 +140,7 @@ fn value_of(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// `s` cut to at most `max` bytes on a character boundary.
-fn cut(s: &str, max: usize) -> String {
+pub(crate) fn cut(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
@@ -197,5 +227,26 @@ mod tests {
         assert_eq!(c.user, None);
         assert_eq!(c.tags, [("bin".to_string(), "caf\u{fffd}".to_string())]);
         assert_eq!(cut("é", 1), "");
+    }
+
+    #[test]
+    fn the_providers_request_id() {
+        let id = |pairs: &[(&str, &[u8])]| provider_request_id(&headers(pairs));
+        assert_eq!(
+            id(&[("x-request-id", b"req_openai")]).as_deref(),
+            Some("req_openai")
+        );
+        assert_eq!(
+            id(&[("request-id", b"req_ant")]).as_deref(),
+            Some("req_ant")
+        );
+        assert_eq!(
+            id(&[("x-ms-request-id", b"ms"), ("apim-request-id", b"apim")]).as_deref(),
+            Some("apim")
+        );
+        assert_eq!(id(&[("x-request-id", b"")]), None);
+        assert_eq!(id(&[("content-type", b"json")]), None);
+        let long = vec![b'a'; 5000];
+        assert_eq!(id(&[("request-id", &long)]).unwrap().len(), MAX_VALUE);
     }
 }

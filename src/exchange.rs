@@ -31,6 +31,9 @@ pub struct ResponseHead {
     pub content_encoding: Option<String>,
     /// When the head arrived.
     pub at: Instant,
+    /// The provider's id for the call, from its response headers
+    /// ([`crate::context::provider_request_id`]).
+    pub request_id: Option<String>,
 }
 
 /// Everything known about one traced call when it ended.

@@ -326,7 +326,11 @@ impl Proxy {
                 privacy: privacy.plan(mode),
                 sampled: crate::privacy::sample::draw(privacy.sample),
                 skipped: self.skip_capture(),
-                trace_id: exchange::new_trace_id(),
+                trace_id: crate::context::traceparent::joined_trace_id(
+                    context.traceparent.as_deref(),
+                    self.cfg.context.join_client_trace,
+                )
+                .unwrap_or_else(exchange::new_trace_id),
                 api,
                 provider: route::provider(upstream.base.host().unwrap_or(""), &forward_path, api),
                 deployment: route::azure_deployment(&path)
@@ -445,6 +449,7 @@ impl Proxy {
                     content_type: text(&rparts.headers, header::CONTENT_TYPE),
                     content_encoding: text(&rparts.headers, header::CONTENT_ENCODING),
                     at: Instant::now(),
+                    request_id: crate::context::provider_request_id(&rparts.headers),
                 };
                 let hide = injected
                     && crate::hide_usage::applies(

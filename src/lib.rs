@@ -46,6 +46,9 @@
 //! - [`session`]: which conversation a call belongs to (recognised in the
 //!   parse stage, `pipeline::enrich`); [`cost`]: prices and a call's cost;
 //!   [`cost_header`]: the optional `x-llmtap-cost-usd` response header.
+//! - [`context`], [`environment`]: a call's production context (headers,
+//!   body fields, traceparent, provider request id) and where llmtap runs
+//!   (resource attributes).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -58,6 +61,7 @@ pub mod cost_header;
 pub mod credentials;
 pub mod databricks;
 pub mod deadline;
+pub mod environment;
 pub mod exchange;
 pub mod feedback;
 pub mod forward;

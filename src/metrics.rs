@@ -283,6 +283,7 @@ impl Metrics {
         self.connections.render(&mut out);
         self.cost.render(&mut out);
         self.feedback.render(&mut out);
+        crate::context::traceparent::render_metrics(&mut out);
         let depth = self.queue_depth.load(Relaxed).max(0);
         let _ = writeln!(
             out,

@@ -83,15 +83,28 @@ pub fn to_span(r: &SpanRecord) -> Span {
 
 /// Wraps spans in one export request with llmtap's resource and scope.
 pub fn request(service_name: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    request_with(
+        &[("service.name".to_string(), AttrValue::from(service_name))],
+        spans,
+    )
+}
+
+/// Wraps spans in one export request whose resource holds `attributes`
+/// ([`crate::environment::resource`]) and llmtap's `telemetry.sdk.*`.
+pub fn request_with(
+    attributes: &[(String, AttrValue)],
+    spans: Vec<Span>,
+) -> ExportTraceServiceRequest {
+    let mut attributes = attributes.to_vec();
+    attributes.extend([
+        ("telemetry.sdk.name".to_string(), AttrValue::from("llmtap")),
+        (
+            "telemetry.sdk.version".to_string(),
+            AttrValue::from(env!("CARGO_PKG_VERSION")),
+        ),
+    ]);
     let resource = Resource {
-        attributes: key_values(&vec![
-            ("service.name".to_string(), AttrValue::from(service_name)),
-            ("telemetry.sdk.name".to_string(), AttrValue::from("llmtap")),
-            (
-                "telemetry.sdk.version".to_string(),
-                AttrValue::from(env!("CARGO_PKG_VERSION")),
-            ),
-        ]),
+        attributes: key_values(&attributes),
         dropped_attributes_count: 0,
         entity_refs: Vec::new(),
     };

@@ -140,7 +140,7 @@ fn set_context(span: &mut SpanRecord, c: &crate::context::CallContext) {
         span.set(format!("mlflow.traceTag.{k}"), v.as_str());
     }
     for (k, v) in &c.metadata {
-        span.set(format!("llmtap.metadata.{k}"), v.as_str());
+        span.set(format!("{}{k}", crate::context::METADATA_ATTR), v.as_str());
     }
     if let Some(id) = &c.client_request_id {
         span.set("mlflow.traceTag.llmtap.client_request_id", id.as_str());
@@ -150,6 +150,27 @@ fn set_context(span: &mut SpanRecord, c: &crate::context::CallContext) {
     }
     if c.dropped > 0 {
         span.set("llmtap.context.dropped", c.dropped as i64);
+    }
+}
+
+/// What the request body adds to the headers' context: its `metadata`
+/// entries (`llmtap.metadata.<key>`, a header's value wins) and OpenAI's
+/// `prompt_cache_key` as a trace tag.
+fn set_body_context(
+    span: &mut SpanRecord,
+    headers: &crate::context::CallContext,
+    body: &crate::context::body::BodyContext,
+) {
+    for (k, v) in &body.metadata {
+        if !headers.metadata.iter().any(|(hk, _)| hk == k) {
+            span.set(format!("{}{k}", crate::context::METADATA_ATTR), v.as_str());
+        }
+    }
+    if let Some(key) = &body.prompt_cache_key {
+        span.set("mlflow.traceTag.llmtap.prompt_cache_key", key.as_str());
+    }
+    if body.dropped > 0 {
+        span.set("llmtap.context.body_dropped", body.dropped as i64);
     }
 }
 
@@ -167,7 +188,11 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     let mut span = SpanRecord {
         trace_id: ex.trace_id,
         span_id: ex.span_id,
-        parent_span_id: None,
+        // Set only when the call joined the agent's trace (`traceparent`).
+        parent_span_id: crate::context::traceparent::parent_span(
+            ex.context.traceparent.as_deref(),
+            &ex.trace_id,
+        ),
         name: api.span_name().to_string(),
         start_unix_nano: unix_nanos(ex, ex.started),
         end_unix_nano: unix_nanos(ex, ex.ended),
@@ -211,11 +236,13 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     {
         span.set("mlflow.chat.tools", tools.to_string());
     }
-    let user = req_field("user")
-        .or_else(|| req_field("metadata").and_then(|m| m.get("user_id")))
-        .and_then(Value::as_str);
-    // The header names the user when the body does not say otherwise.
-    if let Some(user) = ex.context.user.as_deref().or(user) {
+    let body_context = request_json
+        .as_ref()
+        .map(crate::context::body::read)
+        .unwrap_or_default();
+    // The header names the user; else the body (`user`, `safety_identifier`,
+    // Anthropic's `metadata.user_id`).
+    if let Some(user) = ex.context.user.as_deref().or(body_context.user.as_deref()) {
         span.set("user.id", user);
     }
 
@@ -289,6 +316,14 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
         ex.context.trace_name.as_deref().unwrap_or(api.span_name()),
     );
     set_context(&mut span, &ex.context);
+    set_body_context(&mut span, &ex.context, &body_context);
+    if let Some(id) = ex
+        .response_head
+        .as_ref()
+        .and_then(|h| h.request_id.as_deref())
+    {
+        span.set("mlflow.traceTag.llmtap.provider_request_id", id);
+    }
 
     // OpenTelemetry GenAI semantic conventions.
     span.set("gen_ai.operation.name", api.operation());

@@ -11,7 +11,7 @@ mod mlflow;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use llmtap::otlp::{request, to_span};
+use llmtap::otlp::{request_with, to_span};
 use llmtap::record::{AttrValue, SpanEvent, SpanRecord, SpanStatus};
 use llmtap::sinks::databricks::{group, span_doc, trace_info};
 use serde_json::{json, Value};
@@ -134,7 +134,8 @@ fn records() -> Vec<SpanRecord> {
 #[test]
 fn trace_info_equals_what_the_mlflow_client_computes() {
     let spans: Vec<_> = records().iter().map(to_span).collect();
-    let batch = request("llmtap", spans);
+    // As the pipeline sends to Databricks by default: no service.name.
+    let batch = request_with(&[], spans);
     let groups = group::by_trace(&batch);
     assert_eq!(groups.len(), 7);
     let loc = trace_info::Location::Experiment("4242".into());
@@ -160,7 +161,8 @@ fn trace_info_equals_what_the_mlflow_client_computes() {
 #[test]
 fn uc_trace_info_equals_what_the_mlflow_client_computes() {
     let spans: Vec<_> = records().iter().map(to_span).collect();
-    let batch = request("llmtap", spans);
+    // As the pipeline sends to Databricks by default: no service.name.
+    let batch = request_with(&[], spans);
     let groups = group::by_trace(&batch);
     let loc = trace_info::Location::UcSchema {
         catalog: "main".into(),

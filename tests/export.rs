@@ -110,6 +110,8 @@ async fn spans_go_out_as_gzip_protobuf_with_experiment_and_bearer_auth() {
             ("MLFLOW_EXPERIMENT_ID", "42"),
             ("MLFLOW_TRACKING_TOKEN", "mlflow-token-xyz"),
             ("LLMTAP_SERVICE_NAME", "agent-7"),
+            // MLflow gets service.name only when asked (autolog traces have none).
+            ("LLMTAP_MLFLOW_SERVICE_NAME_TAG", "true"),
         ],
     )
     .await;

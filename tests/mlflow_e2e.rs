@@ -149,7 +149,11 @@ async fn openai_sdk_calls_land_in_mlflow_as_autolog_shaped_traces() {
         "Hello! How can I assist you today?"
     );
     assert_eq!(info["tags"]["mlflow.traceName"], "Completions");
-    assert_eq!(info["tags"]["service.name"], "llmtap");
+    assert_eq!(
+        info["tags"].get("service.name"),
+        None,
+        "service.name is opt-in for MLflow (context.mlflow_service_name_tag)"
+    );
     assert_eq!(info["trace_metadata"]["mlflow.trace.user"], "alice");
     let experiment = mlflow
         .experiment_id_by_name("e2e-openai-sdk")

@@ -79,6 +79,7 @@ fn exchange(
             content_type: Some(ctype.into()),
             content_encoding: None,
             at: started,
+            request_id: None,
         }),
         response: Some(body(response, ctype)),
         proxy_error: None,

@@ -81,7 +81,8 @@ pub struct Deliverer {
     /// This sink's own counters (the unlabelled totals are in `metrics`).
     counters: Arc<SinkCounters>,
     cfg: ExportConfig,
-    service_name: String,
+    /// The resource of every export to this sink ([`crate::environment::resource`]).
+    resource: Vec<(String, crate::record::AttrValue)>,
     metrics: Arc<Metrics>,
     dead_letter: DeadLetter,
     rate: Option<RateLimit>,
@@ -117,11 +118,12 @@ impl Deliverer {
             0 | 1 => e.dead_letter_dir.clone(),
             _ => e.dead_letter_dir.join(sink.name()),
         };
+        let resource = crate::environment::resource(&cfg.service_name, &cfg.context, sink.kind());
         Deliverer {
             counters: metrics.sinks.get(sink.name()),
             sink,
             cfg: e.clone(),
-            service_name: cfg.service_name.clone(),
+            resource,
             metrics,
             dead_letter: DeadLetter::new(
                 dead_letter_dir,
@@ -209,7 +211,7 @@ impl Deliverer {
     async fn send(&mut self, start: usize, batch: Vec<Span>) -> Sent {
         let n = batch.len() as u64;
         let range = start..start + batch.len();
-        let req = crate::otlp::request(&self.service_name, batch);
+        let req = crate::otlp::request_with(&self.resource, batch);
         let mut attempt = 0;
         loop {
             let result = self.sink.send(&req).await;

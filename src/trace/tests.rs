@@ -141,6 +141,7 @@ fn respond(ex: &mut Exchange, status: u16, response: CapturedBody) {
         content_type,
         content_encoding,
         at: ex.started,
+        request_id: None,
     });
     ex.response = Some(response);
 }
@@ -310,6 +311,36 @@ async fn request_tools_and_user_are_recorded() {
     // An empty tools list is not worth an attribute.
     let ex = exchange(br#"{"model":"gpt-4o","tools":[],"messages":[]}"#).await;
     lacks!(run(&ex).0; "mlflow.chat.tools", "user.id");
+}
+
+#[tokio::test]
+async fn body_context_under_the_headers_and_the_joined_parent() {
+    let req = json!({"model": "gpt-4o", "safety_identifier": "sid-1", "messages": [],
+        "prompt_cache_key": "pk", "metadata": {"ticket": "body", "order": "O-9", "n": 1}});
+    let mut ex = exchange(req.to_string().as_bytes()).await;
+    ex.context.metadata = vec![("ticket".into(), "header".into())];
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    ex.context.traceparent = Some(tp.into());
+    let (span, _) = run(&ex);
+    has!(span; "user.id" => "sid-1", "llmtap.metadata.ticket" => "header",
+        "llmtap.metadata.order" => "O-9", "mlflow.traceTag.llmtap.prompt_cache_key" => "pk",
+        "llmtap.context.body_dropped" => 1i64);
+    assert_eq!(
+        span.attributes
+            .iter()
+            .filter(|(k, _)| k == "llmtap.metadata.ticket")
+            .count(),
+        1,
+        "the header's value only"
+    );
+    assert_eq!(span.parent_span_id, None, "not joined: a trace of its own");
+    let parent = crate::context::traceparent::parse(tp).unwrap();
+    ex.trace_id = parent.trace_id;
+    ex.context.user = Some("alice".into());
+    // `run` checks a root span; this one is a child.
+    let (span, _) = build(&ex, CAP);
+    assert_eq!(span.parent_span_id, Some(parent.span_id));
+    has!(span; "user.id" => "alice");
 }
 
 #[tokio::test]

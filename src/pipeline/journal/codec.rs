@@ -177,6 +177,9 @@ struct HeadRecord {
     content_encoding: Option<String>,
     #[prost(uint64, tag = "4")]
     at_nanos: u64,
+    /// The provider's request id.
+    #[prost(string, optional, tag = "5")]
+    request_id: Option<String>,
 }
 
 /// Only the trace id of an [`ExchangeRecord`]: every other field is skipped
@@ -270,6 +273,7 @@ pub fn encode(ex: &Exchange, body_limit: usize) -> Vec<u8> {
             content_type: h.content_type.clone(),
             content_encoding: h.content_encoding.clone(),
             at_nanos: since(start, h.at),
+            request_id: h.request_id.clone(),
         }),
         response: ex
             .response
@@ -337,6 +341,7 @@ pub fn decode(bytes: &[u8]) -> Result<Exchange, DecodeError> {
             content_type: h.content_type,
             content_encoding: h.content_encoding,
             at: started + Duration::from_nanos(h.at_nanos),
+            request_id: h.request_id,
         }),
         None => None,
     };
@@ -396,6 +401,7 @@ mod tests {
                 content_type: Some("text/event-stream".into()),
                 content_encoding: Some("gzip".into()),
                 at: started + Duration::from_millis(200),
+                request_id: Some("req_provider_1".into()),
             }),
             response: Some(body(
                 b"event: x\ndata: {}\n\n",
@@ -438,6 +444,7 @@ mod tests {
         assert_eq!(head.status, 200);
         assert_eq!(head.at - back.started, Duration::from_millis(200));
         assert_eq!(head.content_encoding.as_deref(), Some("gzip"));
+        assert_eq!(head.request_id.as_deref(), Some("req_provider_1"));
         let req = back.request.as_ref().unwrap();
         assert_eq!(&req.bytes()[..], b"{\"model\":\"m\"}");
         assert_eq!(req.end, BodyEnd::Complete);
@@ -462,6 +469,28 @@ mod tests {
             crate::otlp::to_span(&b),
             "the trace is the one the live exchange would have made"
         );
+    }
+
+    #[test]
+    fn a_record_written_before_the_provider_request_id_still_decodes() {
+        // A head as an older build wrote it: tags 1-4 only.
+        #[derive(Clone, PartialEq, Message)]
+        struct OldHead {
+            #[prost(uint32, tag = "1")]
+            status: u32,
+            #[prost(uint64, tag = "4")]
+            at_nanos: u64,
+        }
+        let old = OldHead {
+            status: 201,
+            at_nanos: 5,
+        };
+        let head = HeadRecord::decode(&old.encode_to_vec()[..]).unwrap();
+        assert_eq!((head.status, head.request_id.clone()), (201, None));
+        let mut r = ExchangeRecord::decode(&encode(&sample(), usize::MAX)[..]).unwrap();
+        r.response_head = Some(head);
+        let back = decode(&r.encode_to_vec()).unwrap();
+        assert_eq!(back.response_head.unwrap().request_id, None);
     }
 
     #[test]

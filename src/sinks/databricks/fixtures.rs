@@ -5,14 +5,16 @@
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
-use crate::otlp::{request, to_span};
+use crate::otlp::{request_with, to_span};
 use crate::record::{AttrValue, SpanEvent, SpanRecord, SpanStatus};
 
 /// 2025-11-24T16:00:00.123Z
 pub const START: u64 = 1_764_000_000_123_456_789;
 
+/// A batch as the pipeline sends it to Databricks by default: no
+/// `service.name` (`context.mlflow_service_name_tag`), no environment.
 pub fn batch(spans: Vec<Span>) -> ExportTraceServiceRequest {
-    request("llmtap", spans)
+    request_with(&[], spans)
 }
 
 fn record(trace_id: [u8; 16], span_id: [u8; 8], inputs: &str) -> SpanRecord {

@@ -3,6 +3,7 @@
 //! takes traces one at a time (a trace info, then its span document).
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 /// The spans of one trace in a batch.
@@ -11,6 +12,9 @@ pub struct TraceSpans<'a> {
     /// The OTLP trace id (16 bytes in a well-formed span).
     pub trace_id: &'a [u8],
     pub spans: Vec<&'a Span>,
+    /// The resource attributes its first span came with (environment,
+    /// `service.name` when asked for): trace tags, as MLflow makes them.
+    pub resource: &'a [KeyValue],
 }
 
 impl TraceSpans<'_> {
@@ -38,12 +42,14 @@ impl TraceSpans<'_> {
 /// Groups the batch's spans by trace id.
 pub fn by_trace(batch: &ExportTraceServiceRequest) -> Vec<TraceSpans<'_>> {
     let mut out: Vec<TraceSpans<'_>> = Vec::new();
-    let spans = batch
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans);
-    for span in spans {
+    let spans = batch.resource_spans.iter().flat_map(|r| {
+        let resource = r.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        r.scope_spans
+            .iter()
+            .flat_map(|s| &s.spans)
+            .map(move |span| (resource, span))
+    });
+    for (resource, span) in spans {
         match out
             .iter_mut()
             .find(|t| t.trace_id == span.trace_id.as_slice())
@@ -52,6 +58,7 @@ pub fn by_trace(batch: &ExportTraceServiceRequest) -> Vec<TraceSpans<'_>> {
             None => out.push(TraceSpans {
                 trace_id: &span.trace_id,
                 spans: vec![span],
+                resource,
             }),
         }
     }

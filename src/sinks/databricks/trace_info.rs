@@ -10,6 +10,7 @@
 //! `mlflow.trace.cost` (the sum of the spans' `mlflow.llm.cost`, which the
 //! parse stage sets on every priced call: `crate::pipeline::enrich`).
 
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{status, Span};
 use serde_json::{json, Map, Value};
 
@@ -137,7 +138,7 @@ pub fn build(trace: &TraceSpans<'_>, loc: &Location, doc: &Value) -> Value {
     info.insert("execution_duration".into(), duration_ms(duration).into());
     info.insert("state".into(), state(root).into());
     let mut meta = metadata(trace, loc);
-    info.insert("tags".into(), tags(root));
+    info.insert("tags".into(), tags(root, trace.resource));
     add_size_stats(&mut meta, &info, &loc.trace_id(&hex), duration, doc);
     let meta: Map<String, Value> = meta
         .0
@@ -194,6 +195,18 @@ fn metadata(trace: &TraceSpans<'_>, loc: &Location) -> Ordered {
             m.0.push((key.into(), meta_value(v)));
         }
     }
+    // A call's own metadata (`x-llmtap-metadata-*`, body `metadata`).
+    for kv in &root.attributes {
+        let Some(key) = kv.key.strip_prefix(crate::context::METADATA_ATTR) else {
+            continue;
+        };
+        if key.is_empty() || key.starts_with("mlflow.") {
+            continue;
+        }
+        if let Some(v) = string_attribute(root, &kv.key) {
+            m.0.push((key.into(), meta_value(v)));
+        }
+    }
     if let Some(usage) = aggregate::usage(&trace.spans) {
         m.0.push((
             "mlflow.trace.tokenUsage".into(),
@@ -210,10 +223,25 @@ fn metadata(trace: &TraceSpans<'_>, loc: &Location) -> Ordered {
 /// `SpanAttributeKey.TRACE_TAG_PREFIX`).
 pub const TRACE_TAG_PREFIX: &str = "mlflow.traceTag.";
 
-/// Tags: the root span's `mlflow.traceTag.*`, then `mlflow.traceName` (the
-/// root span's name, which always wins); keys and values cut.
-fn tags(root: &Span) -> Value {
+/// Tags: the resource's attributes (but `telemetry.sdk.*` and `mlflow.*`,
+/// as MLflow's OTLP ingestion skips them), then the root span's
+/// `mlflow.traceTag.*`, then `mlflow.traceName` (the root span's name,
+/// which always wins); keys and values cut.
+fn tags(root: &Span, resource: &[KeyValue]) -> Value {
     let mut tags = Map::new();
+    for kv in resource {
+        if kv.key.starts_with("telemetry.sdk.") || kv.key.starts_with("mlflow.") {
+            continue;
+        }
+        if let Some(any_value::Value::StringValue(v)) =
+            kv.value.as_ref().and_then(|v| v.value.as_ref())
+        {
+            tags.insert(
+                cut(&kv.key, TAG_KEY_MAX).into(),
+                cut(v, TAG_VALUE_MAX).into(),
+            );
+        }
+    }
     for kv in &root.attributes {
         let Some(key) = kv.key.strip_prefix(TRACE_TAG_PREFIX) else {
             continue;

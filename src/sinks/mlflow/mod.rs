@@ -2,9 +2,12 @@
 //! to `{tracking_uri}/v1/traces` with `x-mlflow-experiment-id`, after
 //! resolving the experiment by id or by name ([`resolve`]); feedback to
 //! `/api/3.0/mlflow/traces/{id}/assessments`. See mlflow-wire.md §2–3, §7.
+//! Trace metadata OTLP cannot carry goes through StartTraceV3 once a
+//! batch's spans are in ([`trace_info`], mlflow-wire.md §6).
 
 pub mod config;
 mod resolve;
+pub mod trace_info;
 
 use std::time::Duration;
 
@@ -15,7 +18,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 use super::http::{call, gzip, Answer, HttpClient};
-use super::{Assessment, Attempt, Sink, SinkFuture};
+use super::{Assessment, Attempt, Sink, SinkFuture, Verdict};
 use config::MlflowAuth;
 pub use config::MlflowConfig;
 
@@ -90,13 +93,16 @@ impl MlflowSink {
         Attempt::from_answer(verdict, a.status.as_u16(), &a.body, what)
     }
 
-    /// Sends one encoded `ExportTraceServiceRequest`.
-    async fn send_protobuf(&self, protobuf: &[u8]) -> Attempt {
-        let experiment = match self
-            .experiment
+    /// The experiment id, given or looked up by name (once).
+    async fn experiment_id(&self) -> Result<String, Attempt> {
+        self.experiment
             .id(|n| async move { resolve::resolve(self, &n).await })
             .await
-        {
+    }
+
+    /// Sends one encoded `ExportTraceServiceRequest`.
+    async fn send_protobuf(&self, protobuf: &[u8]) -> Attempt {
+        let experiment = match self.experiment_id().await {
             Ok(id) => id,
             Err(a) => return a,
         };
@@ -112,6 +118,46 @@ impl MlflowSink {
             .header("x-mlflow-experiment-id", experiment);
         match self.call(req, Bytes::from(body)).await {
             Ok(a) => self.answer(&a, "exporting spans"),
+            Err(e) => Attempt::transient(e),
+        }
+    }
+
+    /// StartTraceV3 for the traces of an accepted batch that carry trace
+    /// metadata ([`trace_info`]), a few at a time. A transient failure makes
+    /// the whole batch retried (both calls are upserts); a refusal loses
+    /// only that trace's metadata, and is logged.
+    async fn send_metadata(&self, batch: &ExportTraceServiceRequest) -> Attempt {
+        use futures_util::StreamExt;
+        let experiment = match self.experiment_id().await {
+            Ok(id) => id,
+            Err(a) => return a,
+        };
+        let bodies = trace_info::start_trace_bodies(batch, &experiment);
+        let results: Vec<(String, Attempt)> = futures_util::stream::iter(bodies)
+            .map(|(id, body)| async move { (id, self.start_trace(body).await) })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        for (trace_id, a) in results {
+            match a.verdict {
+                Verdict::Success => {}
+                Verdict::Retry { .. } => return a,
+                Verdict::Split | Verdict::DontRetry => {
+                    tracing::warn!(sink = %self.name, %trace_id, reason = %a.reason, "MLflow refused the trace's metadata; the trace keeps its spans")
+                }
+            }
+        }
+        Attempt::ok()
+    }
+
+    /// One StartTraceV3 call (mlflow-wire.md §6).
+    async fn start_trace(&self, body: serde_json::Value) -> Attempt {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(self.url("/api/3.0/mlflow/traces"))
+            .header(header::CONTENT_TYPE, "application/json");
+        match self.call(req, Bytes::from(body.to_string())).await {
+            Ok(a) => self.answer(&a, "setting trace metadata"),
             Err(e) => Attempt::transient(e),
         }
     }
@@ -155,7 +201,13 @@ impl Sink for MlflowSink {
     }
 
     fn send<'a>(&'a self, batch: &'a ExportTraceServiceRequest) -> SinkFuture<'a, Attempt> {
-        Box::pin(async move { self.send_protobuf(&batch.encode_to_vec()).await })
+        Box::pin(async move {
+            let spans = self.send_protobuf(&batch.encode_to_vec()).await;
+            if spans.verdict != Verdict::Success {
+                return spans;
+            }
+            self.send_metadata(batch).await
+        })
     }
 
     fn assess<'a>(&'a self, assessment: &'a Assessment) -> SinkFuture<'a, Attempt> {

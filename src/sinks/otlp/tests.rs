@@ -57,6 +57,7 @@ fn canonical(api: Api, provider: &'static str, req: &str, status: u16, resp: &[u
             content_type: Some(ctype.into()),
             content_encoding: None,
             at: started,
+            request_id: None,
         }),
         response: Some(body(resp, ctype)),
         proxy_error: None,

@@ -151,3 +151,45 @@ fn percentiles_interpolate() {
     assert_eq!(percentile(&[10], 0.75), 10.0);
     assert_eq!(percentile(&[], 0.25), 0.0);
 }
+
+#[test]
+fn environment_tags_and_call_metadata_reach_the_trace_info() {
+    use crate::otlp::request_with;
+    use crate::record::AttrValue;
+    let mut span = chat_span([0xab; 16], [1; 8]);
+    let mut extra = crate::record::SpanRecord {
+        trace_id: [0; 16],
+        span_id: [1; 8],
+        parent_span_id: None,
+        name: String::new(),
+        start_unix_nano: 0,
+        end_unix_nano: 0,
+        status: crate::record::SpanStatus::Ok,
+        attributes: vec![],
+        events: vec![],
+    };
+    extra.set("llmtap.metadata.ticket", "T-1");
+    extra.set("llmtap.metadata.mlflow.trace.user", "spoof");
+    span.attributes
+        .extend(crate::otlp::to_span(&extra).attributes);
+    let resource = [
+        (
+            "deployment.environment.name".to_string(),
+            AttrValue::from("prod"),
+        ),
+        ("service.name".to_string(), AttrValue::from("svc")),
+    ];
+    let req = request_with(&resource, vec![span]);
+    let groups = by_trace(&req);
+    let loc = exp();
+    let doc = document(&groups[0], &loc.trace_id(&groups[0].hex_id()));
+    let info = build(&groups[0], &loc, &doc);
+    assert_eq!(
+        info["tags"],
+        json!({"mlflow.traceName": "Completions", "team": "search",
+            "deployment.environment.name": "prod", "service.name": "svc"}),
+        "telemetry.sdk.* is left out"
+    );
+    assert_eq!(info["trace_metadata"]["ticket"], "T-1");
+    assert_eq!(info["trace_metadata"]["mlflow.trace.user"], "alice");
+}
