@@ -111,7 +111,10 @@ impl Diff<'_> {
                 }
             }
             (Value::Number(w), Value::Number(g)) => {
-                let (w, g) = (w.as_f64().unwrap_or(f64::NAN), g.as_f64().unwrap_or(f64::NAN));
+                let (w, g) = (
+                    w.as_f64().unwrap_or(f64::NAN),
+                    g.as_f64().unwrap_or(f64::NAN),
+                );
                 if !close(w, g) {
                     self.push(path, format!("autolog {w} != llmtap {g} (beyond 1e-9)"));
                 }
