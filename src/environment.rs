@@ -149,20 +149,9 @@ pub fn resource(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::layers::Env;
 
     fn settings(env: &[(&str, &str)], toml: &str) -> (ContextSettings, Vec<String>) {
-        let env: Env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut l = Layers {
-            env: &env,
-            file: toml::from_str(toml).unwrap(),
-            errors: vec![],
-        };
-        let s = resolve(&mut l);
-        (s, l.errors)
+        crate::config::layers::resolve_in(env, toml, resolve)
     }
 
     #[test]

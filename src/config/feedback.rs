@@ -59,17 +59,7 @@ mod tests {
     use super::*;
 
     fn resolve_with(env: &[(&str, &str)], file: &str) -> (FeedbackSettings, Vec<String>) {
-        let env: crate::config::Env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut l = Layers {
-            env: &env,
-            file: toml::from_str(file).unwrap(),
-            errors: vec![],
-        };
-        let s = resolve(&mut l);
-        (s, l.errors)
+        crate::config::layers::resolve_in(env, file, resolve)
     }
 
     #[test]

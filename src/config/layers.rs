@@ -40,6 +40,27 @@ pub struct Layers<'a> {
     pub errors: Vec<String>,
 }
 
+/// Runs one section's `resolve` over `env` and the TOML text `file`:
+/// what it read and the errors it reported (the config modules' tests).
+#[cfg(test)]
+pub fn resolve_in<T>(
+    env: &[(&str, &str)],
+    file: &str,
+    resolve: impl FnOnce(&mut Layers) -> T,
+) -> (T, Vec<String>) {
+    let env: Env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut l = Layers {
+        env: &env,
+        file: toml::from_str(file).expect("test TOML"),
+        errors: vec![],
+    };
+    let out = resolve(&mut l);
+    (out, l.errors)
+}
+
 impl<'a> Layers<'a> {
     /// The settings of one `[[sinks]]` entry: its table alone, read under
     /// `at` (`sinks.<name>`), with no environment (`empty`).

@@ -195,22 +195,12 @@ fn file_rules(l: &mut Layers<'_>) -> Vec<Result<RawRule, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Env;
 
     fn settings(env: &[(&str, &str)], file: &str) -> Result<Settings, Vec<String>> {
-        let env: Env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut l = Layers {
-            env: &env,
-            file: toml::from_str(file).unwrap(),
-            errors: vec![],
-        };
-        let s = resolve(&mut l);
-        match l.errors.is_empty() {
+        let (s, errors) = crate::config::layers::resolve_in(env, file, resolve);
+        match errors.is_empty() {
             true => Ok(s),
-            false => Err(l.errors),
+            false => Err(errors),
         }
     }
 
