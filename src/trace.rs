@@ -203,24 +203,8 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     let mut built = Built::default();
     span.set("mlflow.spanType", api.span_type());
 
-    // The request.
     if let Some(req) = &request {
-        let inputs = match (api, &request_json) {
-            // Token-array inputs can run to megabytes: summarised.
-            (Api::Embeddings, Some(v)) => python_style(
-                openai_embeddings::request_summary(v).to_string().as_bytes(),
-                true,
-            ),
-            _ => python_style(&req.text, request_fits),
-        };
-        span.set("mlflow.spanInputs", inputs);
-        if request_fits && params::recorded(api) {
-            span.attributes.extend(params::attributes(&req.text));
-        }
-        body_facts(&mut span, "request", req);
-        if !request_fits {
-            span.set("llmtap.request.unparsed", OVER_BUDGET);
-        }
+        set_request(&mut span, api, req, request_json.as_ref(), request_fits);
     }
     let skipped = [&ex.request, &ex.response]
         .into_iter()
@@ -236,61 +220,38 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     {
         span.set("mlflow.chat.tools", tools.to_string());
     }
-    let body_context = request_json
-        .as_ref()
-        .map(crate::context::body::read)
-        .unwrap_or_default();
-    // The header names the user; else the body (`user`, `safety_identifier`,
-    // Anthropic's `metadata.user_id`).
-    if let Some(user) = ex.context.user.as_deref().or(body_context.user.as_deref()) {
-        span.set("user.id", user);
-    }
 
-    // The response.
-    let mut outcome = Outcome::default();
-    let mut stream = false;
-    let mut response_partial = false;
     let response = ex.response.as_ref().map(|b| (b, decode(b, cap)));
-    if let Some((body, dec)) = &response {
-        stream = is_event_stream(body);
-        let fits = body_cost(&dec.text, stream) <= budget;
-        if fits {
-            outcome = parse_response(api, &dec.text, stream);
-        } else {
-            span.set("llmtap.response.unparsed", OVER_BUDGET);
-        }
-        // Only a whole, parsed stream can be said to lack its end.
-        response_partial = dec.truncated.is_some() || !fits;
-        match &outcome.response {
-            // Streams are reconstructed; embeddings lose their vectors.
-            Some(v) if stream || api == Api::Embeddings => span.set(
-                "mlflow.spanOutputs",
-                python_style(v.to_string().as_bytes(), true),
-            ),
-            _ if !dec.text.is_empty() => {
-                span.set("mlflow.spanOutputs", python_style(&dec.text, fits))
-            }
-            _ => {}
-        }
-        body_facts(&mut span, "response", dec);
-        // Token offsets index the decoded text; frame times index wire bytes.
-        let identity = body.content_encoding.as_deref().is_none_or(|e| {
-            e.split(',')
-                .all(|t| t.trim().is_empty() || t.trim().eq_ignore_ascii_case("identity"))
-        });
-        if let (Some(facts), true, true) = (&outcome.stream, stream, identity) {
-            let first = facts
-                .first_token_offset
-                .and_then(|o| body.capture.arrival_of(o as u64));
-            if let Some(at) = first {
-                let ttft = at.saturating_duration_since(ex.started);
-                built.time_to_first_token = Some(ttft);
-                span.set("llmtap.time_to_first_token_ms", ttft.as_secs_f64() * 1000.0);
-            }
-        }
-    }
+    let read = match &response {
+        Some((body, dec)) => read_response(&mut span, ex, api, body, dec, budget),
+        None => ResponseRead::default(),
+    };
+    let (outcome, stream, response_partial) = (read.outcome, read.stream, read.partial);
+    built.time_to_first_token = read.time_to_first_token;
     span.set("llmtap.stream", stream || streamed_request);
 
+    set_llm(&mut span, ex, api, request_model, &outcome);
+    set_who(&mut span, ex, request_json.as_ref());
+
+    set_genai(&mut span, api, ex.provider, request_json.as_ref(), &outcome);
+    set_http(&mut span, ex);
+
+    let response_text = response.as_ref().map_or(&[][..], |(_, d)| &d.text[..]);
+    let failed = failure(ex, api, &outcome, stream, response_partial, response_text);
+    set_failure(&mut span, failed);
+    built.call = facts::CallFacts::of(api, request_json, &outcome, ex.deployment.as_deref());
+    (span, built)
+}
+
+/// MLflow's LLM attributes: token usage, model, provider, message format,
+/// trace name.
+fn set_llm(
+    span: &mut SpanRecord,
+    ex: &Exchange,
+    api: Api,
+    request_model: Option<&str>,
+    outcome: &Outcome,
+) {
     if let Some(usage) = &outcome.usage {
         span.set("mlflow.chat.tokenUsage", usage.to_mlflow_json().to_string());
         span.set("gen_ai.usage.input_tokens", usage.input_tokens);
@@ -305,8 +266,7 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
         Api::Messages => (request_model, outcome.model.as_deref()),
         _ => (outcome.model.as_deref(), request_model),
     };
-    let model = first.or(second).or(ex.deployment.as_deref());
-    if let Some(m) = model {
+    if let Some(m) = first.or(second).or(ex.deployment.as_deref()) {
         span.set("mlflow.llm.model", m);
     }
     span.set("mlflow.llm.provider", ex.provider);
@@ -315,8 +275,18 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
         "mlflow.traceTag.mlflow.traceName",
         ex.context.trace_name.as_deref().unwrap_or(api.span_name()),
     );
-    set_context(&mut span, &ex.context);
-    set_body_context(&mut span, &ex.context, &body_context);
+}
+
+/// Who and what the call was for: the user (the header, else the body's
+/// `user`, `safety_identifier`, Anthropic's `metadata.user_id`), the
+/// context headers and body fields, the provider's request id.
+fn set_who(span: &mut SpanRecord, ex: &Exchange, request: Option<&Value>) {
+    let body_context = request.map(crate::context::body::read).unwrap_or_default();
+    if let Some(user) = ex.context.user.as_deref().or(body_context.user.as_deref()) {
+        span.set("user.id", user);
+    }
+    set_context(span, &ex.context);
+    set_body_context(span, &ex.context, &body_context);
     if let Some(id) = ex
         .response_head
         .as_ref()
@@ -324,11 +294,102 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     {
         span.set("mlflow.traceTag.llmtap.provider_request_id", id);
     }
+}
 
-    // OpenTelemetry GenAI semantic conventions.
+/// The request's attributes: inputs (embeddings' token arrays summarised),
+/// the OpenAI request parameters, body facts, the over-budget mark.
+fn set_request(span: &mut SpanRecord, api: Api, req: &Decoded, json: Option<&Value>, fits: bool) {
+    let inputs = match (api, json) {
+        // Token-array inputs can run to megabytes: summarised.
+        (Api::Embeddings, Some(v)) => python_style(
+            openai_embeddings::request_summary(v).to_string().as_bytes(),
+            true,
+        ),
+        _ => python_style(&req.text, fits),
+    };
+    span.set("mlflow.spanInputs", inputs);
+    if fits && params::recorded(api) {
+        span.attributes.extend(params::attributes(&req.text));
+    }
+    body_facts(span, "request", req);
+    if !fits {
+        span.set("llmtap.request.unparsed", OVER_BUDGET);
+    }
+}
+
+/// What reading the response gave [`build`].
+#[derive(Default)]
+struct ResponseRead {
+    outcome: Outcome,
+    stream: bool,
+    /// Cut or over budget: only a whole, parsed stream can lack its end.
+    partial: bool,
+    time_to_first_token: Option<Duration>,
+}
+
+/// Parses the response (within `budget`) and sets its attributes: outputs
+/// (streams rebuilt, embeddings without vectors), body facts, time to first
+/// token.
+fn read_response(
+    span: &mut SpanRecord,
+    ex: &Exchange,
+    api: Api,
+    body: &CapturedBody,
+    dec: &Decoded,
+    budget: usize,
+) -> ResponseRead {
+    let stream = is_event_stream(body);
+    let fits = body_cost(&dec.text, stream) <= budget;
+    let mut read = ResponseRead {
+        stream,
+        partial: dec.truncated.is_some() || !fits,
+        ..ResponseRead::default()
+    };
+    if fits {
+        read.outcome = parse_response(api, &dec.text, stream);
+    } else {
+        span.set("llmtap.response.unparsed", OVER_BUDGET);
+    }
+    match &read.outcome.response {
+        // Streams are reconstructed; embeddings lose their vectors.
+        Some(v) if stream || api == Api::Embeddings => span.set(
+            "mlflow.spanOutputs",
+            python_style(v.to_string().as_bytes(), true),
+        ),
+        _ if !dec.text.is_empty() => span.set("mlflow.spanOutputs", python_style(&dec.text, fits)),
+        _ => {}
+    }
+    body_facts(span, "response", dec);
+    // Token offsets index the decoded text; frame times index wire bytes.
+    let identity = body.content_encoding.as_deref().is_none_or(|e| {
+        e.split(',')
+            .all(|t| t.trim().is_empty() || t.trim().eq_ignore_ascii_case("identity"))
+    });
+    if let (Some(facts), true, true) = (&read.outcome.stream, stream, identity) {
+        let first = facts
+            .first_token_offset
+            .and_then(|o| body.capture.arrival_of(o as u64));
+        if let Some(at) = first {
+            let ttft = at.saturating_duration_since(ex.started);
+            read.time_to_first_token = Some(ttft);
+            span.set("llmtap.time_to_first_token_ms", ttft.as_secs_f64() * 1000.0);
+        }
+    }
+    read
+}
+
+/// OpenTelemetry GenAI semantic conventions.
+fn set_genai(
+    span: &mut SpanRecord,
+    api: Api,
+    provider: &str,
+    request: Option<&Value>,
+    outcome: &Outcome,
+) {
+    let req_field = |k: &str| request.and_then(|v| v.get(k));
     span.set("gen_ai.operation.name", api.operation());
-    span.set("gen_ai.provider.name", ex.provider);
-    if let Some(m) = request_model {
+    span.set("gen_ai.provider.name", provider);
+    if let Some(m) = req_field("model").and_then(Value::as_str) {
         span.set("gen_ai.request.model", m);
     }
     for (key, attr) in [
@@ -355,8 +416,10 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
             AttrValue::StrArray(outcome.finish_reasons.clone()),
         );
     }
+}
 
-    // HTTP facts.
+/// HTTP facts: method, path, status, a usage-hiding failure.
+fn set_http(span: &mut SpanRecord, ex: &Exchange) {
     span.set("http.request.method", ex.method.as_str());
     span.set("url.path", ex.path.as_str());
     let status = ex
@@ -370,9 +433,10 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     if let Some(reason) = &ex.usage_hiding_failed {
         span.set("llmtap.usage_hiding.failed", reason.as_str());
     }
+}
 
-    let response_text = response.as_ref().map_or(&[][..], |(_, d)| &d.text[..]);
-    let failed = failure(ex, api, &outcome, stream, response_partial, response_text);
+/// The log level, and for a failed call its exception event and status.
+fn set_failure(span: &mut SpanRecord, failed: Option<(&'static str, String)>) {
     let level = match failed {
         Some(_) => LOG_LEVEL_ERROR,
         None => LOG_LEVEL_INFO,
@@ -392,8 +456,6 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
         // none, which llmtap does not copy (other backends show this one).
         span.status = SpanStatus::Error(format!("{kind}: {message}"));
     }
-    built.call = facts::CallFacts::of(api, request_json, &outcome, ex.deployment.as_deref());
-    (span, built)
 }
 
 /// A body as text for `mlflow.spanInputs` / `mlflow.spanOutputs`: JSON in
