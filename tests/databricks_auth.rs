@@ -231,6 +231,9 @@ async fn callers_waiting_on_a_failed_fetch_share_its_error() {
     let c = creds(&dbx, true);
     c.org_id().await; // discovery state warm; only the grant is in question
     dbx.set_outage(true);
+    // A slow failure: every caller arrives while the first fetch is in
+    // flight (a fast one could fail before the last task is even polled).
+    dbx.set_latency(Duration::from_millis(300));
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let c = c.clone();

@@ -174,6 +174,8 @@ pub(crate) struct Inner {
     /// (path prefix, status, remaining).
     pub faults: Vec<(String, u16, usize)>,
     pub outage: bool,
+    /// How long every answer waits before it is sent.
+    pub latency: Duration,
     /// Trace-creation QPS limit and the start times of recent creations.
     pub rate_qps: Option<u32>,
     pub recent_creations: Vec<Instant>,
@@ -229,6 +231,7 @@ impl Databricks {
                 throttle: None,
                 faults: Vec::new(),
                 outage: false,
+                latency: Duration::ZERO,
                 rate_qps: None,
                 recent_creations: Vec::new(),
                 next_id: 1,
@@ -281,6 +284,11 @@ impl Databricks {
     /// While on, every request gets 503 `TEMPORARILY_UNAVAILABLE` (the port stays open).
     pub fn set_outage(&self, on: bool) {
         self.shared.lock().outage = on;
+    }
+
+    /// Every answer waits this long first (a slow workspace).
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.lock().latency = latency;
     }
 
     /// Closes the port and every open connection (a workspace that is gone).

@@ -67,6 +67,10 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Ful
             return error(413, "RESOURCE_EXHAUSTED", "request body too large").into_response()
         }
     };
+    let latency = shared.lock().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     // HTTP/1.1 names the host in `Host`, HTTP/2 in the URI's authority.
     let host = parts
         .uri
