@@ -11,6 +11,7 @@
 //!      + connections x PER_CONNECTION     hyper's buffers (HTTP/2: PER_H2_CONNECTION)
 //!      + cap x injected calls             requests read whole to add usage
 //!      + (max_histories + max_responses) x PER_SESSION_ENTRY   the session recogniser
+//!      + feedback sinks x feedback.max_pending_bytes            feedback waiting (mlflow, databricks)
 //! ```
 
 use crate::config::Config;
@@ -59,12 +60,19 @@ pub fn worst_case_rss(cfg: &Config, connections: usize, injected: usize) -> u64 
     let sessions = (cfg.sessions.max_prefixes as u64)
         .saturating_add(cfg.sessions.max_responses as u64)
         .saturating_mul(PER_SESSION_ENTRY);
+    let feedback_sinks = cfg
+        .sinks
+        .iter()
+        .filter(|s| crate::feedback::takes_feedback(s.spec.kind()))
+        .count() as u64;
+    let feedback = feedback_sinks.saturating_mul(cfg.feedback.max_pending_bytes as u64);
     BASE.saturating_add(cfg.max_inflight_capture_bytes as u64)
         .saturating_add(workers.saturating_mul(parse))
         .saturating_add(journal_writer + span_queue + delivery)
         .saturating_add(connections as u64 * PER_CONNECTION)
         .saturating_add(injected as u64 * cap)
         .saturating_add(sessions)
+        .saturating_add(feedback)
 }
 
 #[cfg(test)]
@@ -80,5 +88,16 @@ mod tests {
         assert_eq!(mib, 32 + 256 + (20 + 240) + 40 + (8 + 60) + 16);
         let more = worst_case_rss(&cfg, 1000, 10) - worst_case_rss(&cfg, 0, 0);
         assert_eq!(more, 1000 * PER_CONNECTION + 10 * (10 << 20));
+    }
+
+    #[test]
+    fn feedback_counts_once_per_sink_that_takes_it() {
+        let env =
+            |uri: &str| -> Env { [("MLFLOW_TRACKING_URI".to_string(), uri.to_string())].into() };
+        let files = resolve(&Flags::default(), &Env::new(), None).expect("defaults");
+        let mlflow =
+            resolve(&Flags::default(), &env("http://127.0.0.1:5000"), None).expect("mlflow");
+        let more = worst_case_rss(&mlflow, 0, 0) - worst_case_rss(&files, 0, 0);
+        assert_eq!(more, mlflow.feedback.max_pending_bytes as u64);
     }
 }
