@@ -313,76 +313,24 @@ impl Proxy {
         context.agent_session = crate::session::agents::from_headers(&parts.headers);
         let (upstream_index, forward_path) = self.pick(&parts.headers, &parts.uri);
         let upstream = &self.upstreams[upstream_index];
-        let privacy = &self.cfg.privacy;
-        let mode = privacy.mode(upstream_index.checked_sub(1), asked);
-        let traced = api.is_some() && self.submitter.is_some();
-        if traced && mode == crate::privacy::CaptureMode::None {
-            self.metrics.traces_not_captured.fetch_add(1, Relaxed);
-        }
-        // Capture mode none: not traced at all, like an untraced path.
-        let captured = api.filter(|_| mode != crate::privacy::CaptureMode::None);
-        let draft = match (captured, &self.submitter) {
-            (Some(api), Some(_)) => Some(Arc::new(Draft {
-                privacy: privacy.plan(mode),
-                sampled: crate::privacy::sample::draw(privacy.sample),
-                skipped: self.skip_capture(),
-                trace_id: crate::context::traceparent::joined_trace_id(
-                    context.traceparent.as_deref(),
-                    self.cfg.context.join_client_trace,
-                )
-                .unwrap_or_else(exchange::new_trace_id),
-                api,
-                provider: route::provider(upstream.base.host().unwrap_or(""), &forward_path, api),
-                deployment: route::azure_deployment(&path)
-                    .or_else(|| route::serving_endpoint(&path))
-                    .map(str::to_string),
-                method: method.to_string(),
-                path: path.clone(),
-                started_wall: SystemTime::now(),
-                started,
-                request: Mutex::new(None),
-                context,
-            })),
-            _ => None,
-        };
+        let mode = self.cfg.privacy.mode(upstream_index.checked_sub(1), asked);
+        let draft = self.draft(api, mode, context, upstream, &forward_path, &parts, started);
         let trace_header = draft
             .as_ref()
             .map(|d| exchange::mlflow_trace_id(&d.trace_id));
-        // llmtap's own answer; like a proxied response's end, it waits for the
-        // trace to be durable when the journal asks for that.
         let fail = |status: StatusCode, message: String, draft: &Option<Arc<Draft>>| {
-            self.metrics.request(label, status.as_u16());
-            tracing::warn!(api = label, path = %path, status = status.as_u16(), error = %message, trace_id = trace_header.as_deref().unwrap_or("-"), "upstream call failed");
-            let hold = match (draft, &self.submitter) {
-                (Some(d), Some(s)) => {
-                    s.submit(d.finish(None, None, Some((status.as_u16(), message.clone()))))
-                }
-                _ => None,
-            };
-            let response = answer(status, &message, trace_header.as_deref());
-            async move {
-                if let Some(hold) = hold {
-                    let _ = hold.await;
-                }
-                response
-            }
+            let at = (label, path.as_str(), trace_header.as_deref());
+            self.fail(status, message, draft.clone(), at)
         };
 
         let upstream_base = upstream.base.clone();
-        parts.uri = match upstream.uri(&forward_path, parts.uri.query()) {
-            Ok(u) => u,
+        match upstream.uri(&forward_path, parts.uri.query()) {
+            Ok(uri) => retarget(&mut parts, upstream, uri),
             Err(e) => {
-                return fail(
-                    StatusCode::BAD_REQUEST,
-                    format!("bad request target: {e}"),
-                    &draft,
-                )
-                .await
+                let message = format!("bad request target: {e}");
+                return fail(StatusCode::BAD_REQUEST, message, &draft).await;
             }
-        };
-        parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
-        parts.headers.insert(header::HOST, upstream.host.clone());
+        }
         let credential = match self
             .add_credential(upstream_index, &mut parts.headers, parts.uri.path(), api)
             .await
@@ -403,20 +351,7 @@ impl Proxy {
             .cfg
             .request_timeout
             .map(|t| tokio::time::Instant::from_std(started) + t);
-        let head_limit = match (self.cfg.idle_timeout, total_at) {
-            (Some(idle), Some(at)) => Some(at.min(tokio::time::Instant::now() + idle)),
-            (Some(idle), None) => Some(tokio::time::Instant::now() + idle),
-            (None, at) => at,
-        };
-        let sent = self.client.request(Request::from_parts(parts, body));
-        let result = match head_limit {
-            Some(at) => match tokio::time::timeout_at(at, sent).await {
-                Ok(r) => r.map_err(Failure::from),
-                Err(_) => Err(Failure::HeadTimeout),
-            },
-            None => sent.await.map_err(Failure::from),
-        };
-        let resp = match result {
+        let resp = match self.send(Request::from_parts(parts, body), total_at).await {
             Ok(resp) => resp,
             Err(failure) => {
                 let (status, message) = failure.describe(&upstream_base);
@@ -437,75 +372,8 @@ impl Proxy {
         let body = Deadline::new(rbody, self.cfg.idle_timeout, total_at);
         let body: ProxyBody = match (draft, &self.submitter) {
             (Some(d), Some(submitter)) => {
-                let (api_of, deployment) = (d.api, d.deployment.clone());
-                if let Some(id) = trace_header
-                    .as_deref()
-                    .and_then(|t| HeaderValue::from_str(t).ok())
-                {
-                    rparts.headers.insert(TRACE_ID_HEADER, id);
-                }
-                let head = ResponseHead {
-                    status,
-                    content_type: text(&rparts.headers, header::CONTENT_TYPE),
-                    content_encoding: text(&rparts.headers, header::CONTENT_ENCODING),
-                    at: Instant::now(),
-                    request_id: crate::context::provider_request_id(&rparts.headers),
-                };
-                let hide = injected
-                    && crate::hide_usage::applies(
-                        status,
-                        head.content_type.as_deref(),
-                        head.content_encoding.as_deref(),
-                    );
-                if hide {
-                    // The filtered stream has another length.
-                    rparts.headers.remove(header::CONTENT_LENGTH);
-                }
-                let (body, hiding) = if hide {
-                    let (scan, hiding) = hide_usage(body);
-                    (scan.boxed_unsync(), Some(hiding))
-                } else {
-                    (body.boxed_unsync(), None)
-                };
-                let submitter = submitter.clone();
-                let metrics = self.metrics.clone();
-                let hidden = hiding.clone();
-                let tee = Tee::with_capture(body, self.capture(&d), move |capture, end| {
-                    log_end(&d, status, &end, &capture);
-                    // Sampled out and fine: nothing is submitted, written or sent.
-                    if !crate::privacy::sample::keep(d.sampled, status, &end) {
-                        metrics.traces_unsampled.fetch_add(1, Relaxed);
-                        return None;
-                    }
-                    let response = CapturedBody {
-                        capture,
-                        end,
-                        content_type: head.content_type.clone(),
-                        content_encoding: head.content_encoding.clone(),
-                    };
-                    let mut ex = d.finish(Some(head), Some(response), None);
-                    ex.usage_hiding_failed = hidden.as_ref().and_then(Hiding::failure);
-                    if let Some(reason) = &ex.usage_hiding_failed {
-                        metrics.usage_hiding_failures.fetch_add(1, Relaxed);
-                        tracing::warn!(trace_id = %exchange::mlflow_trace_id(&d.trace_id), reason = %reason, "the injected usage could not be hidden from the client");
-                    }
-                    submitter.submit(ex)
-                });
-                let body = match hiding {
-                    Some(hiding) => hiding
-                        .reveal(tee)
-                        .map_err(|e| Box::new(e) as BoxError)
-                        .boxed_unsync(),
-                    None => tee.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
-                };
-                let cap = self.cfg.max_capture_bytes;
-                if self.cfg.cost.response_header && crate::cost_header::applies(&rparts, cap) {
-                    let table = &self.cfg.cost.prices;
-                    let at = deployment.as_deref();
-                    crate::cost_header::hold(&mut rparts, body, table, api_of, at, cap).await
-                } else {
-                    body
-                }
+                self.traced_body(d, submitter, &mut rparts, body, injected)
+                    .await
             }
             _ => {
                 tracing::info!(api = label, method = %method, path = %path, status, "proxied");
@@ -514,6 +382,188 @@ impl Proxy {
         };
         Response::from_parts(rparts, body)
     }
+
+    /// llmtap's own answer to a call it could not forward (`at`: the API
+    /// label, path and trace id header); like a proxied response's end, it
+    /// waits for the trace to be durable when the journal asks for that.
+    async fn fail(
+        &self,
+        status: StatusCode,
+        message: String,
+        draft: Option<Arc<Draft>>,
+        (label, path, trace_header): (&'static str, &str, Option<&str>),
+    ) -> Response<ProxyBody> {
+        self.metrics.request(label, status.as_u16());
+        tracing::warn!(api = label, path = %path, status = status.as_u16(), error = %message, trace_id = trace_header.unwrap_or("-"), "upstream call failed");
+        let hold = match (&draft, &self.submitter) {
+            (Some(d), Some(s)) => {
+                s.submit(d.finish(None, None, Some((status.as_u16(), message.clone()))))
+            }
+            _ => None,
+        };
+        let response = answer(status, &message, trace_header);
+        if let Some(hold) = hold {
+            let _ = hold.await;
+        }
+        response
+    }
+
+    /// Sends the request upstream; its response head must arrive within
+    /// the idle timeout and before `total_at` (the request timeout).
+    async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+        total_at: Option<tokio::time::Instant>,
+    ) -> Result<Response<Incoming>, Failure> {
+        let head_limit = match (self.cfg.idle_timeout, total_at) {
+            (Some(idle), Some(at)) => Some(at.min(tokio::time::Instant::now() + idle)),
+            (Some(idle), None) => Some(tokio::time::Instant::now() + idle),
+            (None, at) => at,
+        };
+        let sent = self.client.request(req);
+        match head_limit {
+            Some(at) => match tokio::time::timeout_at(at, sent).await {
+                Ok(r) => r.map_err(Failure::from),
+                Err(_) => Err(Failure::HeadTimeout),
+            },
+            None => sent.await.map_err(Failure::from),
+        }
+    }
+
+    /// The draft of a traced call (None when it is not traced: no API, no
+    /// pipeline, or capture mode `none`).
+    #[allow(clippy::too_many_arguments)]
+    fn draft(
+        &self,
+        api: Option<Api>,
+        mode: crate::privacy::CaptureMode,
+        context: crate::context::CallContext,
+        upstream: &Upstream,
+        forward_path: &str,
+        parts: &http::request::Parts,
+        started: Instant,
+    ) -> Option<Arc<Draft>> {
+        let api = api?;
+        self.submitter.as_ref()?;
+        if mode == crate::privacy::CaptureMode::None {
+            // Not traced at all, like an untraced path.
+            self.metrics.traces_not_captured.fetch_add(1, Relaxed);
+            return None;
+        }
+        let privacy = &self.cfg.privacy;
+        let path = parts.uri.path();
+        Some(Arc::new(Draft {
+            privacy: privacy.plan(mode),
+            sampled: crate::privacy::sample::draw(privacy.sample),
+            skipped: self.skip_capture(),
+            trace_id: crate::context::traceparent::joined_trace_id(
+                context.traceparent.as_deref(),
+                self.cfg.context.join_client_trace,
+            )
+            .unwrap_or_else(exchange::new_trace_id),
+            api,
+            provider: route::provider(upstream.base.host().unwrap_or(""), forward_path, api),
+            deployment: route::azure_deployment(path)
+                .or_else(|| route::serving_endpoint(path))
+                .map(str::to_string),
+            method: parts.method.to_string(),
+            path: path.to_string(),
+            started_wall: SystemTime::now(),
+            started,
+            request: Mutex::new(None),
+            context,
+        }))
+    }
+
+    /// A traced response's body: usage hidden when llmtap injected it, the
+    /// tee that submits the exchange at the body's end (unless sampled
+    /// out), and the optional cost header (which holds the body).
+    async fn traced_body(
+        &self,
+        d: Arc<Draft>,
+        submitter: &Submitter,
+        rparts: &mut http::response::Parts,
+        body: Deadline<Incoming>,
+        injected: bool,
+    ) -> ProxyBody {
+        let status = rparts.status.as_u16();
+        let (api_of, deployment) = (d.api, d.deployment.clone());
+        let trace_id = exchange::mlflow_trace_id(&d.trace_id);
+        if let Ok(id) = HeaderValue::from_str(&trace_id) {
+            rparts.headers.insert(TRACE_ID_HEADER, id);
+        }
+        let head = ResponseHead {
+            status,
+            content_type: text(&rparts.headers, header::CONTENT_TYPE),
+            content_encoding: text(&rparts.headers, header::CONTENT_ENCODING),
+            at: Instant::now(),
+            request_id: crate::context::provider_request_id(&rparts.headers),
+        };
+        let hide = injected
+            && crate::hide_usage::applies(
+                status,
+                head.content_type.as_deref(),
+                head.content_encoding.as_deref(),
+            );
+        if hide {
+            // The filtered stream has another length.
+            rparts.headers.remove(header::CONTENT_LENGTH);
+        }
+        let (body, hiding) = if hide {
+            let (scan, hiding) = hide_usage(body);
+            (scan.boxed_unsync(), Some(hiding))
+        } else {
+            (body.boxed_unsync(), None)
+        };
+        let submitter = submitter.clone();
+        let metrics = self.metrics.clone();
+        let hidden = hiding.clone();
+        let tee = Tee::with_capture(body, self.capture(&d), move |capture, end| {
+            log_end(&d, status, &end, &capture);
+            // Sampled out and fine: nothing is submitted, written or sent.
+            if !crate::privacy::sample::keep(d.sampled, status, &end) {
+                metrics.traces_unsampled.fetch_add(1, Relaxed);
+                return None;
+            }
+            let response = CapturedBody {
+                capture,
+                end,
+                content_type: head.content_type.clone(),
+                content_encoding: head.content_encoding.clone(),
+            };
+            let mut ex = d.finish(Some(head), Some(response), None);
+            ex.usage_hiding_failed = hidden.as_ref().and_then(Hiding::failure);
+            if let Some(reason) = &ex.usage_hiding_failed {
+                metrics.usage_hiding_failures.fetch_add(1, Relaxed);
+                tracing::warn!(trace_id = %exchange::mlflow_trace_id(&d.trace_id), reason = %reason, "the injected usage could not be hidden from the client");
+            }
+            submitter.submit(ex)
+        });
+        let body = match hiding {
+            Some(hiding) => hiding
+                .reveal(tee)
+                .map_err(|e| Box::new(e) as BoxError)
+                .boxed_unsync(),
+            None => tee.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
+        };
+        let cap = self.cfg.max_capture_bytes;
+        if self.cfg.cost.response_header && crate::cost_header::applies(rparts, cap) {
+            let table = &self.cfg.cost.prices;
+            let at = deployment.as_deref();
+            crate::cost_header::hold(rparts, body, table, api_of, at, cap).await
+        } else {
+            body
+        }
+    }
+}
+
+/// Points the request at `upstream` (`uri` on it): HTTP/1.1, no
+/// hop-by-hop headers, its `Host`.
+fn retarget(parts: &mut http::request::Parts, upstream: &Upstream, uri: Uri) {
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(header::HOST, upstream.host.clone());
 }
 
 fn log_end(d: &Draft, status: u16, end: &BodyEnd, capture: &Capture) {
