@@ -189,6 +189,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "experiment_name",
             "enabled",
             "tracking_server_cert_path",
+            "source_metadata",
         ],
     ),
     ("file_sink", &["dir", "max_file_bytes", "max_files"]),

@@ -268,6 +268,7 @@ async fn join_mode_puts_the_span_under_the_agents_parent() {
                 ("MLFLOW_EXPERIMENT_NAME", &name),
                 ("LLMTAP_JOIN_TRACEPARENT", "true"),
                 ("LLMTAP_MLFLOW_SERVICE_NAME_TAG", "true"),
+                ("LLMTAP_MLFLOW_SOURCE_METADATA", "true"),
             ],
         )
         .await;
@@ -326,6 +327,24 @@ async fn join_mode_puts_the_span_under_the_agents_parent() {
         s(&info, "tags", "service.name"),
         Some("llmtap"),
         "opted in: {info}"
+    );
+    // Source metadata on every trace, asked for: a call with no metadata.
+    let start = Instant::now();
+    let info = loop {
+        let info = mlflow.wait_trace(&own.trace_id(), WAIT).await["trace_info"].clone();
+        if s(&info, "trace_metadata", "mlflow.source.name").is_some() || start.elapsed() > WAIT {
+            break info;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        s(&info, "trace_metadata", "mlflow.source.name"),
+        Some("llmtap"),
+        "{info}"
+    );
+    assert_eq!(
+        s(&info, "trace_metadata", "mlflow.source.type"),
+        Some("UNKNOWN")
     );
     assert!(
         tap.log().contains("invalid traceparent ignored"),

@@ -7,7 +7,7 @@
 
 use http::Uri;
 
-use crate::config::layers::{parse_http_url, unknown_keys, Env, ExtraRoots, Layers};
+use crate::config::layers::{parse_bool, parse_http_url, unknown_keys, Env, ExtraRoots, Layers};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MlflowConfig {
@@ -17,6 +17,11 @@ pub struct MlflowConfig {
     pub auth: MlflowAuth,
     /// Extra CAs trusted for the tracking server (`MLFLOW_TRACKING_SERVER_CERT_PATH`).
     pub server_ca: ExtraRoots,
+    /// Source metadata (`mlflow.source.name` / `.type`) on every trace, at
+    /// one StartTraceV3 call per trace (`source_metadata`,
+    /// `LLMTAP_MLFLOW_SOURCE_METADATA`); off: only on traces whose
+    /// metadata needs that call anyway.
+    pub source_metadata: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +60,7 @@ pub const TABLE_KEYS: &[&str] = &[
     "token_env",
     "username_env",
     "password_env",
+    "source_metadata",
 ];
 
 /// The shortcut: an MLflow sink when `MLFLOW_TRACKING_URI` (or
@@ -124,11 +130,12 @@ pub fn from_table(name: &str, t: &toml::Table, env: &Env) -> Result<MlflowConfig
     }
 }
 
-/// The `[mlflow]`-style keys: experiment id, name, CA file.
-const MLFLOW_KEYS: [&str; 3] = [
+/// The `[mlflow]`-style keys: experiment id, name, CA file, source metadata.
+const MLFLOW_KEYS: [&str; 4] = [
     "experiment_id",
     "experiment_name",
     "tracking_server_cert_path",
+    "source_metadata",
 ];
 
 /// Credentials from the environment: the MLflow client's variables (the
@@ -145,7 +152,7 @@ fn read(
     l: &mut Layers<'_>,
     uri: &str,
     uri_source: &str,
-    (table, keys): (&str, [&str; 3]),
+    (table, keys): (&str, [&str; 4]),
     secrets: &Secrets,
     env: &Env,
 ) -> Option<MlflowConfig> {
@@ -187,11 +194,18 @@ fn read(
         (None, None, None) => MlflowAuth::None,
     };
     let server_ca = l.roots("MLFLOW_TRACKING_SERVER_CERT_PATH", (table, keys[2]));
+    let source_metadata = l.parsed(
+        Some("LLMTAP_MLFLOW_SOURCE_METADATA"),
+        (table, keys[3]),
+        false,
+        parse_bool,
+    );
     Some(MlflowConfig {
         tracking_uri,
         experiment,
         auth,
         server_ca,
+        source_metadata,
     })
 }
 

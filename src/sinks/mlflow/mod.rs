@@ -132,7 +132,8 @@ impl MlflowSink {
             Ok(id) => id,
             Err(a) => return a,
         };
-        let bodies = trace_info::start_trace_bodies(batch, &experiment);
+        let always = self.cfg.source_metadata;
+        let bodies = trace_info::start_trace_bodies(batch, &experiment, always);
         let results: Vec<(String, Attempt)> = futures_util::stream::iter(bodies)
             .map(|(id, body)| async move { (id, self.start_trace(body).await) })
             .buffer_unordered(4)

@@ -14,6 +14,7 @@ fn cfg(auth: MlflowAuth) -> MlflowConfig {
         experiment: ExperimentRef::Name("agents".into()),
         auth,
         server_ca: Default::default(),
+        source_metadata: false,
     }
 }
 

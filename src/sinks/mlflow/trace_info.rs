@@ -10,7 +10,8 @@
 //! span-derived ones); name, previews, user, session and usage stay.
 //!
 //! Cost: one extra call per trace that carries such metadata, none for the
-//! others; source metadata rides along on those calls only. Spans with a
+//! others; source metadata rides along on those calls only, unless the
+//! sink's `source_metadata` asks for it on every trace (one call each). Spans with a
 //! parent (joined to the agent's trace) get none: the trace is the agent's.
 //!
 //! Pure: spans in, request bodies out.
@@ -55,23 +56,25 @@ pub fn custom_metadata(span: &Span) -> Vec<(String, String)> {
 }
 
 /// The StartTraceV3 bodies for the root spans of `req` that carry trace
-/// metadata, each with its MLflow trace id.
+/// metadata (every root span with `always`: source metadata on each), each
+/// with its MLflow trace id.
 pub fn start_trace_bodies(
     req: &ExportTraceServiceRequest,
     experiment_id: &str,
+    always: bool,
 ) -> Vec<(String, Value)> {
     req.resource_spans
         .iter()
         .flat_map(|r| &r.scope_spans)
         .flat_map(|s| &s.spans)
         .filter(|s| s.parent_span_id.is_empty())
-        .filter_map(|s| body(s, experiment_id))
+        .filter_map(|s| body(s, experiment_id, always))
         .collect()
 }
 
-fn body(span: &Span, experiment_id: &str) -> Option<(String, Value)> {
+fn body(span: &Span, experiment_id: &str, always: bool) -> Option<(String, Value)> {
     let custom = custom_metadata(span);
-    if custom.is_empty() {
+    if custom.is_empty() && !always {
         return None;
     }
     let trace_id = <[u8; 16]>::try_from(span.trace_id.as_slice()).ok()?;
@@ -153,7 +156,7 @@ mod tests {
                 span(&[("llmtap.metadata.ticket", "T-2")], Some([2; 8]), false),
             ],
         );
-        let bodies = start_trace_bodies(&req, "7");
+        let bodies = start_trace_bodies(&req, "7", false);
         assert_eq!(bodies.len(), 1, "{bodies:?}");
         let (id, body) = &bodies[0];
         assert_eq!(id, &format!("tr-{}", "ab".repeat(16)));
@@ -172,5 +175,14 @@ mod tests {
             json!({"ticket": "T-1", "mlflow.source.name": "llmtap", "mlflow.source.type": "UNKNOWN"})
         );
         assert!(info.get("tags").is_none() && info.get("request_preview").is_none());
+
+        // Asked for on every trace: the other root span gets source metadata
+        // alone; the child (in the agent's trace) still none.
+        let bodies = start_trace_bodies(&req, "7", true);
+        assert_eq!(bodies.len(), 2, "{bodies:?}");
+        assert_eq!(
+            bodies[1].1["trace"]["trace_info"]["trace_metadata"],
+            json!({"mlflow.source.name": "llmtap", "mlflow.source.type": "UNKNOWN"})
+        );
     }
 }
