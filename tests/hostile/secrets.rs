@@ -129,9 +129,10 @@ async fn query_secrets_reach_the_provider_and_nothing_else() {
     kit::assert_traced(&bin, &[id], SERVE_LIMIT, "the call with a query secret").await;
 
     // llmtap's own 502 names the upstream without query or userinfo.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    // Port 1: refused, and never handed out by bind(0) — a port released by
+    // this test could be taken by a concurrent test's listener that never
+    // answers (a full CI run once saw no answer within 20 s here).
+    let dead = "http://127.0.0.1:1".to_string();
     let dir2 = tempfile::tempdir().unwrap();
     let (mut dead_bin, _) = start(&dead, dir2.path(), &[("RUST_LOG", "debug")]).await;
     let got = kit::post(
