@@ -48,6 +48,34 @@ async fn provider() -> FakeProvider {
     .await
 }
 
+/// A fresh experiment, the provider, and llmtap sending to both.
+struct Setup {
+    experiment: String,
+    provider: FakeProvider,
+    tap: bin::Bin,
+    _work: tempfile::TempDir,
+}
+
+/// Starts llmtap (with `env` besides the tracking server and a new
+/// experiment named after `prefix`) in front of [`provider`].
+async fn setup(mlflow: &mlflow::Mlflow, prefix: &str, env: &[(&str, &str)]) -> Setup {
+    let (name, experiment) = mlflow.unique_experiment(prefix).await;
+    let provider = provider().await;
+    let work = tempfile::tempdir().unwrap();
+    let mut all = vec![
+        ("MLFLOW_TRACKING_URI", mlflow.uri()),
+        ("MLFLOW_EXPERIMENT_NAME", name.as_str()),
+    ];
+    all.extend_from_slice(env);
+    let tap = LAUNCH.start(&provider.url(), work.path(), &all).await;
+    Setup {
+        experiment,
+        provider,
+        tap,
+        _work: work,
+    }
+}
+
 /// Polls the trace until `ready` holds (metadata arrives after the spans).
 async fn trace_where(mlflow: &mlflow::Mlflow, id: &str, ready: impl Fn(&Value) -> bool) -> Value {
     let start = Instant::now();
@@ -71,21 +99,16 @@ fn s<'a>(v: &'a Value, map: &str, key: &str) -> Option<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn context_reaches_mlflow_as_metadata_and_tags() {
     let mlflow = mlflow::shared().await;
-    let (name, experiment) = mlflow.unique_experiment("context").await;
-    let provider = provider().await;
-    let work = tempfile::tempdir().unwrap();
-    let mut tap = LAUNCH
-        .start(
-            &provider.url(),
-            work.path(),
-            &[
-                ("MLFLOW_TRACKING_URI", mlflow.uri()),
-                ("MLFLOW_EXPERIMENT_NAME", &name),
-                ("OTEL_RESOURCE_ATTRIBUTES", "team=search,note=a%20b"),
-                ("LLMTAP_REGION", "eu-west-1"),
-            ],
-        )
-        .await;
+    let env = [
+        ("OTEL_RESOURCE_ATTRIBUTES", "team=search,note=a%20b"),
+        ("LLMTAP_REGION", "eu-west-1"),
+    ];
+    let Setup {
+        experiment,
+        provider,
+        mut tap,
+        _work,
+    } = setup(mlflow, "context", &env).await;
     let chat = tap.url("/v1/chat/completions");
 
     // Headers, with a body that says otherwise: the headers win.
@@ -256,22 +279,17 @@ const PARENT_HEX: &str = "00f067aa0ba902b7";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_mode_puts_the_span_under_the_agents_parent() {
     let mlflow = mlflow::shared().await;
-    let (name, experiment) = mlflow.unique_experiment("context-join").await;
-    let provider = provider().await;
-    let work = tempfile::tempdir().unwrap();
-    let mut tap = LAUNCH
-        .start(
-            &provider.url(),
-            work.path(),
-            &[
-                ("MLFLOW_TRACKING_URI", mlflow.uri()),
-                ("MLFLOW_EXPERIMENT_NAME", &name),
-                ("LLMTAP_JOIN_TRACEPARENT", "true"),
-                ("LLMTAP_MLFLOW_SERVICE_NAME_TAG", "true"),
-                ("LLMTAP_MLFLOW_SOURCE_METADATA", "true"),
-            ],
-        )
-        .await;
+    let env = [
+        ("LLMTAP_JOIN_TRACEPARENT", "true"),
+        ("LLMTAP_MLFLOW_SERVICE_NAME_TAG", "true"),
+        ("LLMTAP_MLFLOW_SOURCE_METADATA", "true"),
+    ];
+    let Setup {
+        experiment,
+        provider: _provider,
+        mut tap,
+        _work,
+    } = setup(mlflow, "context-join", &env).await;
     let chat = tap.url("/v1/chat/completions");
     let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
     let traceparent = format!("00-{TRACE_HEX}-{PARENT_HEX}-01");
@@ -329,14 +347,10 @@ async fn join_mode_puts_the_span_under_the_agents_parent() {
         "opted in: {info}"
     );
     // Source metadata on every trace, asked for: a call with no metadata.
-    let start = Instant::now();
-    let info = loop {
-        let info = mlflow.wait_trace(&own.trace_id(), WAIT).await["trace_info"].clone();
-        if s(&info, "trace_metadata", "mlflow.source.name").is_some() || start.elapsed() > WAIT {
-            break info;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let info = trace_where(mlflow, &own.trace_id(), |i| {
+        s(i, "trace_metadata", "mlflow.source.name").is_some()
+    })
+    .await;
     assert_eq!(
         s(&info, "trace_metadata", "mlflow.source.name"),
         Some("llmtap"),
