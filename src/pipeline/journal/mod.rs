@@ -156,6 +156,18 @@ impl Wake {
     }
 }
 
+/// Tells the parse workers the writer is gone however it ends: a runtime
+/// shutting down cancels it mid-loop, and a worker waiting for it (or a
+/// shutdown joining the workers on a blocking thread, which the runtime's
+/// drop waits for) would wait forever.
+struct FinishOnDrop(Arc<Wake>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
 /// Appends exchanges as they come, one group commit at a time (fsynced per
 /// group with `fsync = "always"`, else on the interval), then releases the
 /// responses waiting for them and wakes the parse workers.
@@ -167,6 +179,7 @@ pub async fn writer(
     metrics: Arc<Metrics>,
     settings: SpoolSettings,
 ) {
+    let _finish = FinishOnDrop(wake.clone());
     let always = settings.fsync_interval.is_none();
     let idle = Idle::new(vec![(journal.clone(), Slot::Journal)], &metrics, &settings);
     while let Some(group) = next_group(&mut rx, &idle, GROUP, GROUP_BYTES, |e| e.len).await {
@@ -195,7 +208,6 @@ pub async fn writer(
         wake.bump();
     }
     with_spool(&journal, &metrics, Slot::Journal, |j| j.flush()).await;
-    wake.finish();
 }
 
 /// One record read back: the exchange (None when the record cannot be

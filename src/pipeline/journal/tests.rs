@@ -224,3 +224,29 @@ async fn a_reader_waits_for_the_writer_and_ends_with_it() {
     r.writer.await.unwrap();
     assert_eq!(got.await.unwrap(), 1, "one record, then the end");
 }
+
+/// A writer cancelled mid-loop (a runtime shutting down) still tells the
+/// readers it is gone: they hand out what is on disk and stop, instead of
+/// waiting for it forever (which hung a test's runtime drop).
+#[tokio::test]
+async fn readers_stop_when_the_writer_is_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path(), true);
+    let (tx, rx) = oneshot::channel();
+    r.tx.send(entry(1, Some(tx))).await.unwrap();
+    rx.await.unwrap();
+    r.writer.abort();
+    let _ = r.writer.await;
+    let mut reader = Reader::new(r.journal.clone(), r.wake.clone(), r.metrics.clone());
+    // A plain thread: if it waited forever, the test fails instead of
+    // hanging the runtime's drop.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send((reader.next(), reader.next()));
+    });
+    let (first, second) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the readers waited for a writer that is gone");
+    assert_eq!(first.unwrap().exchange.unwrap().trace_id[0], 1);
+    assert!(second.is_none(), "nothing more, and no wait");
+}
