@@ -196,16 +196,8 @@ fn metadata(trace: &TraceSpans<'_>, loc: &Location) -> Ordered {
         }
     }
     // A call's own metadata (`x-llmtap-metadata-*`, body `metadata`).
-    for kv in &root.attributes {
-        let Some(key) = kv.key.strip_prefix(crate::context::METADATA_ATTR) else {
-            continue;
-        };
-        if key.is_empty() || key.starts_with("mlflow.") {
-            continue;
-        }
-        if let Some(v) = string_attribute(root, &kv.key) {
-            m.0.push((key.into(), meta_value(v)));
-        }
+    for (key, v) in crate::sinks::mlflow::trace_info::custom_metadata(root) {
+        m.0.push((key.into(), meta_value(v)));
     }
     if let Some(usage) = aggregate::usage(&trace.spans) {
         m.0.push((

@@ -22,6 +22,7 @@ use opentelemetry_proto::tonic::trace::v1::{status, Span};
 use serde_json::{json, Map, Value};
 
 use crate::sinks::databricks::protojson::{duration_ms, timestamp_ms};
+use crate::sinks::databricks::span_doc::string_attribute;
 
 use crate::context::METADATA_ATTR;
 /// `mlflow.source.name`: what wrote the trace, as far as llmtap knows.
@@ -30,18 +31,10 @@ pub const SOURCE_NAME: &str = "llmtap";
 /// the agent runs (notebook, job, local script).
 pub const SOURCE_TYPE: &str = "UNKNOWN";
 
-fn string_attr<'a>(span: &'a Span, key: &str) -> Option<&'a str> {
-    span.attributes
-        .iter()
-        .find_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) if kv.key == key => Some(s.as_str()),
-            _ => None,
-        })
-}
-
-/// The trace metadata a span carries (`llmtap.metadata.<key>`), without
-/// keys in MLflow's reserved `mlflow.` namespace.
-pub fn custom_metadata(span: &Span) -> Vec<(String, String)> {
+/// The trace metadata a span carries (`llmtap.metadata.<key>`, string
+/// values), without keys in MLflow's reserved `mlflow.` namespace. The
+/// Databricks sink reads the same.
+pub fn custom_metadata(span: &Span) -> Vec<(&str, &str)> {
     span.attributes
         .iter()
         .filter_map(|kv| {
@@ -49,8 +42,10 @@ pub fn custom_metadata(span: &Span) -> Vec<(String, String)> {
             if key.is_empty() || key.starts_with("mlflow.") {
                 return None;
             }
-            let value = string_attr(span, &kv.key)?;
-            Some((key.to_string(), value.to_string()))
+            match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some((key, s.as_str())),
+                _ => None,
+            }
         })
         .collect()
 }
@@ -81,7 +76,7 @@ fn body(span: &Span, experiment_id: &str, always: bool) -> Option<(String, Value
     let id = crate::exchange::mlflow_trace_id(&trace_id);
     let mut metadata: Map<String, Value> = custom
         .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
         .collect();
     metadata.insert("mlflow.source.name".into(), SOURCE_NAME.into());
     metadata.insert("mlflow.source.type".into(), SOURCE_TYPE.into());
@@ -105,7 +100,7 @@ fn body(span: &Span, experiment_id: &str, always: bool) -> Option<(String, Value
         "state": if failed { "ERROR" } else { "OK" },
         "trace_metadata": metadata,
     });
-    if let Some(c) = string_attr(span, "mlflow.traceTag.llmtap.client_request_id") {
+    if let Some(c) = string_attribute(span, "mlflow.traceTag.llmtap.client_request_id") {
         info["client_request_id"] = c.into();
     }
     Some((id, json!({ "trace": { "trace_info": info } })))
