@@ -1,6 +1,7 @@
 //! The facts of one proxied call, as captured on the request path and handed
 //! to the parse workers once the exchange has ended. Nothing here is parsed.
 
+use std::fmt::Write as _;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -97,7 +98,7 @@ pub fn mlflow_trace_id(trace_id: &[u8; 16]) -> String {
     let mut s = String::with_capacity(35);
     s.push_str("tr-");
     for b in trace_id {
-        s.push_str(&format!("{b:02x}"));
+        let _ = write!(s, "{b:02x}");
     }
     s
 }

@@ -8,6 +8,7 @@
 //!      + 4 x cap                          the journal writer, one record
 //!      + 2 x batch_max_bytes + 6 x cap    parsed spans waiting to be spooled
 //!      + 4 x batch_max_bytes              one batch in delivery
+//!      + (1 + sinks) x 4 MiB               the spools' tails (spool on)
 //!      + connections x PER_CONNECTION     hyper's buffers (HTTP/2: PER_H2_CONNECTION)
 //!      + cap x injected calls             requests read whole to add usage
 //!      + (max_histories + max_responses) x PER_SESSION_ENTRY   the session recogniser
@@ -17,6 +18,7 @@
 use crate::config::Config;
 use crate::parse::budget::PARSE_FACTOR;
 use crate::pipeline::journal::READ_BYTES;
+use crate::pipeline::spool::TAIL_BYTES;
 use crate::pipeline::SPAN_QUEUE_BATCHES;
 
 /// The process at rest: binary, runtime, TLS roots, allocator (17 MiB
@@ -66,6 +68,11 @@ pub fn worst_case_rss(cfg: &Config, connections: usize, injected: usize) -> u64 
         .filter(|s| crate::feedback::takes_feedback(s.spec.kind()))
         .count() as u64;
     let feedback = feedback_sinks.saturating_mul(cfg.feedback.max_pending_bytes as u64);
+    // The journal's and each sink's spool's latest appends, kept for reading.
+    let tails = match cfg.spool {
+        Some(_) => (1 + cfg.sinks.len() as u64) * TAIL_BYTES as u64,
+        None => 0,
+    };
     BASE.saturating_add(cfg.max_inflight_capture_bytes as u64)
         .saturating_add(workers.saturating_mul(parse))
         .saturating_add(journal_writer + span_queue + delivery)
@@ -73,6 +80,7 @@ pub fn worst_case_rss(cfg: &Config, connections: usize, injected: usize) -> u64 
         .saturating_add(injected as u64 * cap)
         .saturating_add(sessions)
         .saturating_add(feedback)
+        .saturating_add(tails)
 }
 
 #[cfg(test)]
@@ -85,7 +93,7 @@ mod tests {
         let cfg = resolve(&Flags::default(), &Env::new(), None).expect("defaults");
         let sessions = 100_000 * PER_SESSION_ENTRY;
         let mib = (worst_case_rss(&cfg, 0, 0) - sessions) >> 20;
-        assert_eq!(mib, 32 + 256 + (20 + 240) + 40 + (8 + 60) + 16);
+        assert_eq!(mib, 32 + 256 + (20 + 240) + 40 + (8 + 60) + 16 + 2 * 4);
         let more = worst_case_rss(&cfg, 1000, 10) - worst_case_rss(&cfg, 0, 0);
         assert_eq!(more, 1000 * PER_CONNECTION + 10 * (10 << 20));
     }

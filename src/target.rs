@@ -50,6 +50,10 @@ pub fn refusal(method: &Method, uri: &Uri) -> Option<(StatusCode, &'static str)>
 
 /// True when some segment of `path`, in any spelling, is `.` or `..`.
 fn has_dot_segment(path: &str) -> bool {
+    // Every spelling of a dot segment holds a '.' or a percent-encoding.
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return false;
+    }
     let mut p = path.to_ascii_lowercase();
     // Undo percent-encoding of '%' itself (double, triple encoding); a fixed
     // number of rounds keeps this linear in the path's length.

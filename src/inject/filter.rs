@@ -219,6 +219,11 @@ fn block_data(block: &[u8]) -> String {
 }
 
 fn is_usage_only(block: &[u8]) -> bool {
+    // Most events carry choices: only one whose "choices" may be an empty
+    // array is parsed (a content chunk costs a byte scan, not a parse).
+    if !may_have_empty_choices(block) {
+        return false;
+    }
     let Ok(v) = serde_json::from_str::<Value>(&block_data(block)) else {
         return false;
     };
@@ -226,6 +231,18 @@ fn is_usage_only(block: &[u8]) -> bool {
         .and_then(Value::as_array)
         .is_some_and(Vec::is_empty)
         && v.get("usage").is_some_and(Value::is_object)
+}
+
+/// Whether some `"choices"` in the event is followed by `: []` (any
+/// whitespace): the cheap test before [`is_usage_only`]'s parse.
+fn may_have_empty_choices(block: &[u8]) -> bool {
+    memchr::memmem::find_iter(block, b"\"choices\"").any(|at| {
+        let rest = block[at + 9..]
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace());
+        rest.take(3).eq(b":[]".iter().copied())
+    })
 }
 
 /// Writes `line`, turning `data: {...,"usage":null}` into `data: {...}`.

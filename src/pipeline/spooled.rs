@@ -37,6 +37,9 @@ use crate::metrics::{Metrics, SinkCounters};
 /// Spans written per group commit at most.
 const GROUP: usize = 512;
 
+/// How long a small group waits for company ([`linger`]).
+const LINGER: Duration = Duration::from_millis(1);
+
 /// One sink's share of the spool: its own spool (directory), the wake-up
 /// its delivery task waits on, and its counters. A dead sink's lane fills
 /// while the others flow.
@@ -67,7 +70,8 @@ pub async fn writer(
     let always = settings.fsync_interval.is_none();
     let spools = lanes.iter().map(|l| (l.spool.clone(), l.slot())).collect();
     let idle = Idle::new(spools, &metrics, &settings);
-    while let Some(group) = next_group(&mut rx, &idle, GROUP, usize::MAX, |_| 0).await {
+    while let Some(mut group) = next_group(&mut rx, &idle, GROUP, usize::MAX, |_| 0).await {
+        linger(&mut rx, &mut group).await;
         let journaled: Vec<_> = group.iter().filter_map(|p| p.journal).collect();
         let payloads: Vec<Vec<u8>> = group
             .iter()
@@ -102,6 +106,23 @@ pub async fn writer(
     done.store(true, Relaxed);
     for lane in &lanes {
         lane.notify.notify_one();
+    }
+}
+
+/// A group short of [`GROUP`] waits [`LINGER`] for more spans: at a steady
+/// rate that turns one spool write (a blocking-thread hop, a write per
+/// spool, a journal ack) per span into one per millisecond. The journal
+/// already holds these calls, so a crash in the meantime loses nothing.
+async fn linger(rx: &mut mpsc::Receiver<Parsed>, group: &mut Vec<Parsed>) {
+    if group.len() >= GROUP {
+        return;
+    }
+    tokio::time::sleep(LINGER).await;
+    while group.len() < GROUP {
+        match rx.try_recv() {
+            Ok(p) => group.push(p),
+            Err(_) => break,
+        }
     }
 }
 
@@ -150,23 +171,39 @@ pub async fn deliver(
         max_bytes,
         interval,
     } = limits;
-    // When the first record of a not-yet-full batch was seen: a batch goes
+    // When the first record of a not-yet-full batch was taken: a batch goes
     // out when full, or `interval` after that, like the in-memory batcher.
+    // The records taken so far stay in hand (in flight in the spool, so a
+    // crash resends them), and each wake-up only tops the batch up.
     let mut partial_since: Option<tokio::time::Instant> = None;
+    let mut batch = Held::default();
     let Lane { spool, notify, .. } = lane.clone();
     let slot = || lane.slot();
     loop {
-        let batch = with_spool(&spool, &metrics, slot(), move |s| {
-            s.next_batch(max_spans, max_bytes)
-        })
-        .await
-        .and_then(|r| {
-            r.map_err(|e| tracing::error!(error = %e, "spool: read failed"))
-                .ok()
-        })
-        .unwrap_or_default();
-        if batch.is_empty() {
-            if writer_done.load(Relaxed) {
+        // Read `done` first: if the writer finished before this read, the
+        // read sees all it wrote.
+        let done = writer_done.load(Relaxed);
+        let want = batch.room(max_spans, max_bytes);
+        let full = match want {
+            None => true,
+            Some((n, bytes, first)) => {
+                let read = with_spool(&spool, &metrics, slot(), move |s| match first {
+                    true => s.next_batch(n, bytes).map(|b| (b, false)),
+                    false => s.next_batch_within(n, bytes),
+                });
+                let (records, full) = read
+                    .await
+                    .and_then(|r| {
+                        r.map_err(|e| tracing::error!(error = %e, "spool: read failed"))
+                            .ok()
+                    })
+                    .unwrap_or_default();
+                batch.add(records);
+                full || batch.records.len() >= max_spans
+            }
+        };
+        if batch.records.is_empty() {
+            if done {
                 return;
             }
             tokio::select! {
@@ -175,22 +212,16 @@ pub async fn deliver(
             }
             continue;
         }
-        let done = writer_done.load(Relaxed);
-        if batch.len() < max_spans && !done {
+        if !full && !done {
             let since = *partial_since.get_or_insert_with(tokio::time::Instant::now);
             if since.elapsed() < interval {
-                let ids: Vec<_> = batch.iter().map(|(id, _)| *id).collect();
-                with_spool(&spool, &metrics, slot(), move |s| s.nack(&ids)).await;
-                tokio::select! {
-                    _ = notify.notified() => {}
-                    _ = tokio::time::sleep_until(since + interval) => {}
-                }
+                top_up_pause(&notify, since + interval, interval / TOP_UPS).await;
                 continue;
             }
         }
         partial_since = None;
         // Records that are not spans are acked with the batch: they never will be.
-        let (mut ids, span_ids, spans) = decode(batch);
+        let (mut ids, span_ids, spans) = decode(std::mem::take(&mut batch).records);
         let outcome = match spans.is_empty() {
             true => None,
             false => Some(deliverer.deliver(spans).await),
@@ -215,6 +246,49 @@ pub async fn deliver(
             }
         })
         .await;
+    }
+}
+
+/// A partial batch is topped up at most this many times per batch interval
+/// (each top-up is a read of the spool on a blocking thread).
+const TOP_UPS: u32 = 20;
+
+/// Waits for new records (then a little longer, so that a busy writer's
+/// groups are read together) or for the batch's deadline.
+async fn top_up_pause(notify: &Notify, deadline: tokio::time::Instant, settle: Duration) {
+    tokio::select! {
+        _ = notify.notified() => {
+            let at = (tokio::time::Instant::now() + settle).min(deadline);
+            tokio::time::sleep_until(at).await;
+        }
+        _ = tokio::time::sleep_until(deadline) => {}
+    }
+}
+
+/// The records a delivery task holds for its next batch.
+#[derive(Default)]
+struct Held {
+    records: Vec<(RecordId, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl Held {
+    /// What the next read may add: records, bytes, and whether it is the
+    /// batch's first read (which takes one record whatever its size);
+    /// `None` when the batch is full.
+    fn room(&self, max_spans: usize, max_bytes: usize) -> Option<(usize, usize, bool)> {
+        let n = max_spans.saturating_sub(self.records.len());
+        let bytes = max_bytes.saturating_sub(self.bytes);
+        match self.records.is_empty() {
+            true => Some((max_spans, max_bytes, true)),
+            false if n == 0 || bytes == 0 => None,
+            false => Some((n, bytes, false)),
+        }
+    }
+
+    fn add(&mut self, records: Vec<(RecordId, Vec<u8>)>) {
+        self.bytes += records.iter().map(|(_, p)| p.len()).sum::<usize>();
+        self.records.extend(records);
     }
 }
 

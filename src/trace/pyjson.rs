@@ -65,8 +65,15 @@ fn render(text: &str, style: &Style) -> Option<String> {
             }
             b'"' => {
                 let end = string_end(bytes, i)?;
-                let s: String = serde_json::from_str(text.get(i..end)?).ok()?;
-                (style.string)(&s, &mut out);
+                let token = text.get(i..end)?;
+                // Without escapes, the text between the quotes is the string.
+                match token.get(1..token.len() - 1).filter(|s| !s.contains('\\')) {
+                    Some(plain) => (style.string)(plain, &mut out),
+                    None => {
+                        let s: String = serde_json::from_str(token).ok()?;
+                        (style.string)(&s, &mut out);
+                    }
+                }
                 i = end;
             }
             b't' => {
@@ -112,7 +119,15 @@ fn json_str(s: &str, out: &mut String) {
     // serde_json escapes exactly what Python does with ensure_ascii=False
     // (", \, and control characters; \u007f and non-ASCII kept), except that
     // Python writes control characters other than \b\f\n\r\t as \u00XX too.
-    out.push_str(&serde_json::Value::from(s).to_string());
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
+    if let Ok(quoted) = serde_json::to_string(s) {
+        out.push_str(&quoted);
+    }
 }
 
 /// A string as Python's `repr()` writes it: single quotes unless the text

@@ -34,6 +34,7 @@ pub fn open_at(s: &SpoolSettings, dir: std::path::PathBuf) -> Result<Spool<RealF
             fsync: Fsync::Interval(s.fsync_interval.unwrap_or(Duration::from_secs(3600))),
             max_bytes: s.max_bytes,
             segment_bytes: s.segment_bytes,
+            tail_bytes: super::TAIL_BYTES,
         },
         RealFs::new(),
     )
@@ -188,7 +189,7 @@ pub fn append_group(
         error: None,
     };
     for p in payloads {
-        if let Err(e) = s.append(&p) {
+        if let Err(e) = s.append_owned(p) {
             lost.count += 1;
             if lost.error.is_none() && !matches!(e, SpoolError::Full { .. }) {
                 lost.error = Some(e.to_string());

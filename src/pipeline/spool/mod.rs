@@ -91,6 +91,7 @@ mod read;
 mod record;
 mod scan;
 mod segment;
+mod tail;
 mod write;
 
 #[cfg(test)]
@@ -103,6 +104,7 @@ use std::time::{Duration, Instant};
 
 pub use fs::{RealFs, SpoolFs};
 pub use record::MAX_PAYLOAD;
+pub use tail::TAIL_BYTES;
 use segment::Segment;
 
 /// When appended records are made durable.
@@ -124,16 +126,20 @@ pub struct SpoolConfig {
     /// A segment is sealed once it would grow past this (clamped to
     /// 4 KiB..=1 GiB and to at most half of `max_bytes`).
     pub segment_bytes: u64,
+    /// Payload bytes of this process's latest appends kept in memory for
+    /// the read pass ([`tail`]); 0 reads every record back from the file.
+    pub tail_bytes: usize,
 }
 
 impl SpoolConfig {
-    /// Defaults: fsync every 100 ms, 1 GiB cap, 16 MiB segments.
+    /// Defaults: fsync every 100 ms, 1 GiB cap, 16 MiB segments, a 4 MiB tail.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         SpoolConfig {
             dir: dir.into(),
             fsync: Fsync::Interval(Duration::from_millis(100)),
             max_bytes: 1 << 30,
             segment_bytes: 16 << 20,
+            tail_bytes: TAIL_BYTES,
         }
     }
 }
@@ -237,6 +243,8 @@ pub struct Spool<F: SpoolFs = RealFs> {
     /// Consecutive read failures at one place, to skip it eventually.
     strikes: Option<(RecordId, u32)>,
     stats: SpoolStats,
+    /// Records appended by this process, kept for the read pass ([`tail`]).
+    tail: tail::Tail,
 }
 
 impl<F: SpoolFs> Spool<F> {

@@ -37,6 +37,7 @@ impl<F: SpoolFs> Spool<F> {
             files.entry(seq).or_default().insert(kind);
         }
         let next_seq = files.keys().next_back().map_or(1, |s| s.saturating_add(1));
+        let tail = super::tail::Tail::with_capacity(cfg.tail_bytes);
         let mut spool = Spool {
             cfg,
             fs,
@@ -52,6 +53,7 @@ impl<F: SpoolFs> Spool<F> {
             last_sync: Instant::now(),
             strikes: None,
             stats: SpoolStats::default(),
+            tail,
         };
         for (seq, kinds) in files {
             if !kinds.contains(&Kind::Segment) {

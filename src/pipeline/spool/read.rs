@@ -23,24 +23,50 @@ impl<F: SpoolFs> Spool<F> {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Batch, SpoolError> {
+        let want = Want {
+            records: max_records,
+            bytes: max_bytes,
+            at_least_one: true,
+        };
+        self.read(want).map(|(batch, _)| batch)
+    }
+
+    /// Like [`Spool::next_batch`], for topping up a batch the caller already
+    /// holds: never more than `max_bytes` (so possibly nothing), and whether
+    /// it stopped at a limit with records left (`true`: the caller's batch
+    /// is full).
+    pub fn next_batch_within(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<(Batch, bool), SpoolError> {
+        let want = Want {
+            records: max_records,
+            bytes: max_bytes,
+            at_least_one: false,
+        };
+        self.read(want)
+    }
+
+    fn read(&mut self, want: Want) -> Result<(Batch, bool), SpoolError> {
         let mut out = Vec::new();
-        if max_records == 0 {
-            return Ok(out);
+        if want.records == 0 {
+            return Ok((out, true));
         }
         let mut bytes = 0;
-        let r = self.take_redelivered(&mut out, &mut bytes, max_records, max_bytes);
+        let r = self.take_redelivered(&mut out, &mut bytes, want);
         let r = r.and_then(|full| match full {
-            true => Ok(()),
-            false => self.read_forward(&mut out, &mut bytes, max_records, max_bytes),
+            true => Ok(true),
+            false => self.read_forward(&mut out, &mut bytes, want),
         });
         let _ = self.gc();
         match r {
             Err(e) if out.is_empty() => Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "spool: read error; returning a partial batch");
-                Ok(out)
+                Ok((out, false))
             }
-            Ok(()) => Ok(out),
+            Ok(full) => Ok((out, full)),
         }
     }
 
@@ -59,17 +85,10 @@ impl<F: SpoolFs> Spool<F> {
         &mut self,
         out: &mut Batch,
         bytes: &mut usize,
-        max_records: usize,
-        max_bytes: usize,
+        want: Want,
     ) -> Result<bool, SpoolError> {
         while let Some((&id, &meta)) = self.redeliver.first_key_value() {
-            if !fits(
-                out,
-                *bytes,
-                max_records,
-                max_bytes,
-                meta.payload_len as usize,
-            ) {
+            if !want.fits(out, *bytes, meta.payload_len as usize) {
                 return Ok(true);
             }
             let path = segment_path(&self.cfg.dir, id.segment);
@@ -109,15 +128,19 @@ impl<F: SpoolFs> Spool<F> {
         Ok(false)
     }
 
-    /// The forward read pass, segment by segment from where it left off.
+    /// The forward read pass, segment by segment from where it left off:
+    /// from the tail in memory while it has the next record, else from the
+    /// file. `Ok(true)` when the batch is full.
     fn read_forward(
         &mut self,
         out: &mut Batch,
         bytes: &mut usize,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<(), SpoolError> {
+        want: Want,
+    ) -> Result<bool, SpoolError> {
         for i in 0..self.segments.len() {
+            if self.read_tail(i, out, bytes, want) {
+                return Ok(true);
+            }
             let seg = &mut self.segments[i];
             if seg.read_off >= seg.end {
                 continue;
@@ -160,9 +183,9 @@ impl<F: SpoolFs> Spool<F> {
                             continue;
                         }
                         let (written_ms, payload) = split_body(sc.body(body));
-                        if !fits(out, *bytes, max_records, max_bytes, payload.len()) {
+                        if !want.fits(out, *bytes, payload.len()) {
                             self.cursor_ms = Some(written_ms);
-                            return Ok(());
+                            return Ok(true);
                         }
                         let id = RecordId {
                             segment: seg.seq,
@@ -183,7 +206,38 @@ impl<F: SpoolFs> Spool<F> {
             }
         }
         self.cursor_ms = None;
-        Ok(())
+        Ok(false)
+    }
+
+    /// Hands out segment `i`'s records from the tail in memory, from its
+    /// read place on, for as long as the tail has the very next one (see
+    /// [`super::tail`]); `true` when the batch is full.
+    fn read_tail(&mut self, i: usize, out: &mut Batch, bytes: &mut usize, want: Want) -> bool {
+        let seg = &mut self.segments[i];
+        while seg.read_off < seg.end {
+            let Some(e) = self.tail.front_at(seg.seq, seg.read_off) else {
+                break;
+            };
+            if seg.acked.contains(e.id.offset) {
+                break; // an earlier process's ack: the file path skips it
+            }
+            if !want.fits(out, *bytes, e.payload.len()) {
+                self.cursor_ms = Some(e.written_ms);
+                return true;
+            }
+            let Some(e) = self.tail.pop() else { break };
+            let meta = Meta {
+                payload_len: e.payload.len() as u32,
+                written_ms: e.written_ms,
+            };
+            *bytes += e.payload.len();
+            self.in_flight.insert(e.id, meta);
+            seg.outstanding += 1;
+            seg.read_off = e.next;
+            self.strikes = None;
+            out.push((e.id, e.payload));
+        }
+        false
     }
 
     /// Counts a read failure at `id`; true once it has failed too often.
@@ -201,7 +255,19 @@ fn strike(strikes: &mut Option<(RecordId, u32)>, id: RecordId) -> bool {
     n >= MAX_STRIKES
 }
 
-/// Whether a payload of `len` bytes still fits the batch (the first always does).
-fn fits(out: &Batch, bytes: usize, max_records: usize, max_bytes: usize, len: usize) -> bool {
-    out.is_empty() || (out.len() < max_records && bytes + len <= max_bytes)
+/// How much one read may hand out.
+#[derive(Clone, Copy)]
+struct Want {
+    records: usize,
+    bytes: usize,
+    /// A first record is handed out whatever its size.
+    at_least_one: bool,
+}
+
+impl Want {
+    /// Whether a payload of `len` bytes still fits the batch.
+    fn fits(&self, out: &Batch, bytes: usize, len: usize) -> bool {
+        (self.at_least_one && out.is_empty())
+            || (out.len() < self.records && bytes + len <= self.bytes)
+    }
 }

@@ -5,7 +5,15 @@ use std::time::Instant;
 
 use super::record::{self, file_header, FILE_HEADER_LEN, MAX_PAYLOAD, SEGMENT_MAGIC};
 use super::segment::{acks_path, segment_path, Segment};
+use super::tail::Entry;
 use super::{io_err, Fsync, RecordId, Spool, SpoolError, SpoolFs};
+
+/// A stored record: where it is, where the next one starts, when written.
+struct Appended {
+    id: RecordId,
+    next: u64,
+    written_ms: u64,
+}
 
 impl<F: SpoolFs> Spool<F> {
     /// Appends one record. Fails with [`SpoolError::Full`] (counted) when it
@@ -14,15 +22,45 @@ impl<F: SpoolFs> Spool<F> {
     /// record is not stored and later appends work once the fault clears.
     pub fn append(&mut self, payload: &[u8]) -> Result<RecordId, SpoolError> {
         let appended = self.try_append(payload);
-        if let Err(e) = &appended {
-            if !matches!(e, SpoolError::Full { .. }) {
-                self.stats.records_dropped_error += 1;
-            }
-        }
-        appended
+        let keep = self.tail.keeps(payload.len()).then(|| payload.to_vec());
+        self.appended(appended, keep)
     }
 
-    fn try_append(&mut self, payload: &[u8]) -> Result<RecordId, SpoolError> {
+    /// [`Spool::append`], taking the payload: the read pass hands this very
+    /// buffer out again ([`super::tail`]), without reading it back.
+    pub fn append_owned(&mut self, payload: Vec<u8>) -> Result<RecordId, SpoolError> {
+        let appended = self.try_append(&payload);
+        self.appended(appended, Some(payload))
+    }
+
+    /// Counts a failed append; keeps a stored record in the tail.
+    fn appended(
+        &mut self,
+        appended: Result<Appended, SpoolError>,
+        payload: Option<Vec<u8>>,
+    ) -> Result<RecordId, SpoolError> {
+        match appended {
+            Ok(a) => {
+                if let Some(payload) = payload {
+                    self.tail.push(Entry {
+                        id: a.id,
+                        next: a.next,
+                        written_ms: a.written_ms,
+                        payload,
+                    });
+                }
+                Ok(a.id)
+            }
+            Err(e) => {
+                if !matches!(e, SpoolError::Full { .. }) {
+                    self.stats.records_dropped_error += 1;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn try_append(&mut self, payload: &[u8]) -> Result<Appended, SpoolError> {
         if payload.len() > MAX_PAYLOAD {
             return Err(SpoolError::TooLarge {
                 len: payload.len(),
@@ -91,9 +129,13 @@ impl<F: SpoolFs> Spool<F> {
         if self.cursor_ms.is_none() {
             self.cursor_ms = Some(written_ms);
         }
-        Ok(RecordId {
-            segment: seq,
-            offset: at as u32,
+        Ok(Appended {
+            id: RecordId {
+                segment: seq,
+                offset: at as u32,
+            },
+            next: at + rec_len,
+            written_ms,
         })
     }
 
