@@ -256,30 +256,44 @@ async fn header_overrides_and_bad_input() {
     assert_eq!(got.status, 404);
     assert!(serde_json::from_slice::<Value>(&got.body).is_ok());
 
-    let addr = sim.url.strip_prefix("http://").unwrap().to_string();
-    let status = tokio::task::spawn_blocking(move || huge_chunked_body(&addr))
-        .await
-        .unwrap();
-    assert_eq!(status, "HTTP/1.1 413 Payload Too Large");
+    for chunked in [false, true] {
+        let addr = sim.url.strip_prefix("http://").unwrap().to_string();
+        let status = tokio::task::spawn_blocking(move || huge_body(&addr, chunked))
+            .await
+            .unwrap();
+        let how = if chunked { "chunked" } else { "content-length" };
+        assert_eq!(status, "HTTP/1.1 413 Payload Too Large", "{how}");
+    }
 }
 
-/// Sends 9 MiB in chunked encoding (no length announced); the status line.
-fn huge_chunked_body(addr: &str) -> String {
+/// Sends a 9 MiB body, its length announced or chunked; the status line.
+fn huge_body(addr: &str, chunked: bool) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let framing = if chunked {
+        "transfer-encoding: chunked".to_string()
+    } else {
+        format!("content-length: {}", 9 << 20)
+    };
     let head = format!(
-        "POST /v1/messages HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        "POST /v1/messages HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n{framing}\r\n\r\n"
     );
     s.write_all(head.as_bytes()).unwrap();
     let piece = vec![b' '; 64 << 10];
     for _ in 0..144 {
-        let chunk = [format!("{:x}\r\n", piece.len()).as_bytes(), &piece, b"\r\n"].concat();
+        let chunk = if chunked {
+            [format!("{:x}\r\n", piece.len()).as_bytes(), &piece, b"\r\n"].concat()
+        } else {
+            piece.clone()
+        };
         if s.write_all(&chunk).is_err() {
             break; // the simulator answered and closed
         }
     }
-    let _ = s.write_all(b"0\r\n\r\n");
+    if chunked {
+        let _ = s.write_all(b"0\r\n\r\n");
+    }
     let mut answer = Vec::new();
     let _ = s.read_to_end(&mut answer);
     let text = String::from_utf8_lossy(&answer);

@@ -211,38 +211,60 @@ fn target(args: &StreamsArgs) -> Result<Target, String> {
 async fn worker(shared: Arc<Shared>, stop: watch::Receiver<bool>, cap: usize) -> Recorder {
     let mut rec = Recorder::new(cap);
     let mut conn: Option<SendRequest<Full<Bytes>>> = None;
-    loop {
-        if shared
-            .total
-            .is_some_and(|t| shared.claimed.fetch_add(1, Relaxed) >= t)
-            || shared.deadline.is_some_and(|d| Instant::now() >= d)
-        {
-            break;
-        }
-        let outcome = match conn.take() {
-            Some(sender) if shared.reuse && !sender.is_closed() => Ok(sender),
-            _ => connect(&shared.target.addr).await,
-        };
-        let result = match outcome {
-            Ok(mut sender) => {
-                let r = stream_once(&shared, &mut sender, &mut rec, stop.clone()).await;
-                if r.is_ok() && shared.reuse {
-                    conn = Some(sender);
-                }
-                r
+    while claim(&shared) {
+        let result = if shared.hold {
+            // Polled first, so a stream that is being read sees `stop` itself.
+            let mut cut = stop.clone();
+            tokio::select! {
+                biased;
+                r = attempt(&shared, &mut conn, &mut rec, stop.clone()) => r,
+                _ = cut.changed() => Err("cut before its first chunk".into()),
             }
-            Err(e) => Err(e),
+        } else {
+            attempt(&shared, &mut conn, &mut rec, stop.clone()).await
         };
         match result {
             Ok(()) => rec.streams += 1,
             Err(_) => {
                 rec.errors += 1;
                 shared.failed.fetch_add(1, Relaxed);
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                if !shared.hold {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
+        }
+        if shared.hold {
+            break;
         }
     }
     rec
+}
+
+/// Takes the next stream, if the run is not over.
+fn claim(shared: &Shared) -> bool {
+    let over_total = shared
+        .total
+        .is_some_and(|t| shared.claimed.fetch_add(1, Relaxed) >= t);
+    let over_time = shared.deadline.is_some_and(|d| Instant::now() >= d);
+    !over_total && !over_time
+}
+
+/// One stream over the kept connection (if it is still open) or a new one.
+async fn attempt(
+    shared: &Shared,
+    conn: &mut Option<SendRequest<Full<Bytes>>>,
+    rec: &mut Recorder,
+    stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut sender = match conn.take() {
+        Some(sender) if shared.reuse && !sender.is_closed() => sender,
+        _ => connect(&shared.target.addr).await?,
+    };
+    let result = stream_once(shared, &mut sender, rec, stop).await;
+    if result.is_ok() && shared.reuse {
+        *conn = Some(sender);
+    }
+    result
 }
 
 async fn connect(addr: &str) -> Result<SendRequest<Full<Bytes>>, String> {
@@ -313,7 +335,12 @@ async fn read_events(
     loop {
         let frame = tokio::select! {
             frame = body.frame() => frame,
-            _ = stop.changed() => return Ok(()),
+            _ = stop.changed() => {
+                return match last {
+                    Some(_) => Ok(()),
+                    None => Err("cut before its first chunk".into()),
+                }
+            }
         };
         let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| e.to_string())?;
