@@ -8,6 +8,7 @@
 
 use std::convert::Infallible;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,7 +21,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde::Deserialize;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::bodies::{self, Call, Texts};
 use crate::cli::ServeArgs;
@@ -29,6 +30,8 @@ use crate::stream_body::SimBody;
 
 /// Largest request body read.
 const MAX_REQUEST: usize = 8 << 20;
+/// Pending connections the kernel may queue (capped by net.core.somaxconn).
+const BACKLOG: u32 = 8192;
 /// How long a request body may take to arrive.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -68,9 +71,8 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         texts: Texts::new(bodies::text_len(defaults.body_bytes, defaults.chunks)),
         seq: AtomicU64::new(1),
     });
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let listener =
+        listen(args.listen).map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on http://{addr}");
@@ -98,6 +100,18 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
                 .await;
         });
     }
+}
+
+/// A listener with a backlog for thousands of connections opened at once.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 fn route<'a>(method: &Method, path: &'a str) -> Option<(Api, Option<&'a str>)> {
