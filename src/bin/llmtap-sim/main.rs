@@ -7,8 +7,7 @@
 //! - `streams`: opens streams against a URL and prints, as one JSON object,
 //!   the time to first token and the gaps between chunks seen at the client.
 //!
-//! Measured alone on the 2-core dev machine (oha, 64 connections, shared
-//! with other builds): see [`serve`] for the figures.
+//! How fast `serve` is alone: see the `serve` module.
 #![forbid(unsafe_code)]
 
 mod bodies;

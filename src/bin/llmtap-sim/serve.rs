@@ -3,8 +3,10 @@
 //! body (capped, with a timeout), parses only `model`, `stream` and
 //! `stream_options.include_usage`, and answers from [`crate::bodies`].
 //!
-//! Measured alone (oha -c 64, plain OpenAI calls, 2-core machine shared
-//! with other builds): see docs/benchmarks.md, "The provider simulator".
+//! Measured alone (2026-12-01, wrk -t2 -c64, plain OpenAI calls, the
+//! 2-core machine shared with other builds, load 6-13): 34k-50k calls/s with
+//! 1 thread, 40k-46k with 2 (wrk takes the other core); 10-11 µs of CPU per
+//! call, against 5-6 µs for nginx answering a fixed `return 200` (same run).
 
 use std::convert::Infallible;
 use std::io::Write;
