@@ -55,15 +55,13 @@ struct State {
 #[derive(Deserialize)]
 struct Ask {
     model: Option<String>,
-    #[serde(default)]
-    stream: bool,
+    stream: Option<bool>,
     stream_options: Option<StreamOptions>,
 }
 
 #[derive(Deserialize)]
 struct StreamOptions {
-    #[serde(default)]
-    include_usage: bool,
+    include_usage: Option<bool>,
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), String> {
@@ -161,12 +159,14 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<SimBody> {
             .map_or(0, |d| d.as_secs()),
         prompt_tokens: (body.len() as u64 / 4).max(1),
         chunks: params.chunks,
-        include_usage: ask.stream_options.is_some_and(|o| o.include_usage),
+        include_usage: ask
+            .stream_options
+            .is_some_and(|o| o.include_usage == Some(true)),
     };
     let text = state
         .texts
         .get(bodies::text_len(params.body_bytes, params.chunks));
-    if ask.stream {
+    if ask.stream == Some(true) {
         let plan = match api {
             Api::OpenAi => bodies::openai_stream(&call, text),
             Api::Anthropic => bodies::anthropic_stream(&call, text),
