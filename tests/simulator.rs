@@ -235,6 +235,32 @@ fn streams_hold_keeps_the_streams_open_then_reports() {
     assert_eq!(r["chunks"], 20, "one chunk each while held: {r}");
 }
 
+#[test]
+fn streams_counts_what_fails_and_says_why() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let r = report(&streams(&[
+        "--url",
+        &url,
+        "--concurrency",
+        "2",
+        "--total",
+        "4",
+    ]));
+    assert_eq!(r["streams"], 0, "{r}");
+    assert_eq!(r["errors"], 4, "{r}");
+    assert_eq!(r["ttft_us"]["p50"], Value::Null, "nothing measured: {r}");
+    let why = r["first_error"].as_str().unwrap_or_default();
+    assert!(why.starts_with("connect"), "{r}");
+
+    let sim = Sim::start(&[]);
+    let args = ["--url", &sim.url, "--total", "2", "--chunks", "0"];
+    let r = report(&streams(&args));
+    assert_eq!(r["errors"], 2, "the simulator refuses 0 chunks: {r}");
+    assert_eq!(r["first_error"], "status 400 Bad Request", "{r}");
+}
+
 #[tokio::test]
 async fn header_overrides_and_bad_input() {
     let sim = Sim::start(&["--chunks", "20"]);

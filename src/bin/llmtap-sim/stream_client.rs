@@ -48,6 +48,8 @@ struct Recorder {
     chunks: u64,
     streams: u64,
     errors: u64,
+    /// Why the first failed stream failed.
+    first_error: Option<String>,
 }
 
 impl Recorder {
@@ -58,6 +60,7 @@ impl Recorder {
             chunks: 0,
             streams: 0,
             errors: 0,
+            first_error: None,
         }
     }
 
@@ -67,6 +70,7 @@ impl Recorder {
         self.chunks += other.chunks;
         self.streams += other.streams;
         self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
     }
 }
 
@@ -86,9 +90,7 @@ struct Shared {
 }
 
 pub async fn run(args: StreamsArgs) -> Result<(), String> {
-    if args.concurrency == 0 {
-        return Err("--concurrency must be at least 1".into());
-    }
+    check(&args)?;
     let target = target(&args)?;
     let started = Instant::now();
     let duration = match (args.hold, args.duration, args.total) {
@@ -132,11 +134,31 @@ pub async fn run(args: StreamsArgs) -> Result<(), String> {
         "ttft_us": all.ttft.summary(),
         "gap_us": all.gap.summary(),
         "chunks": all.chunks,
+        "first_error": all.first_error,
         "seconds": started.elapsed().as_secs_f64(),
     });
     let mut out = std::io::stdout();
     let _ = writeln!(out, "{report}");
     let _ = out.flush();
+    Ok(())
+}
+
+/// Refuses what would make no sense (or panic) later.
+fn check(args: &StreamsArgs) -> Result<(), String> {
+    if args.concurrency == 0 {
+        return Err("--concurrency must be at least 1".into());
+    }
+    let secs = [
+        ("--duration", args.duration.unwrap_or(0.0)),
+        ("--hold", args.hold.unwrap_or(0.0)),
+        ("--ttft-ms", args.ttft_ms / 1000.0),
+        ("--chunk-delay-ms", args.chunk_delay_ms / 1000.0),
+    ];
+    for (name, v) in secs {
+        if !(0.0..=1e6).contains(&v) {
+            return Err(format!("{name}: out of range"));
+        }
+    }
     Ok(())
 }
 
@@ -225,8 +247,9 @@ async fn worker(shared: Arc<Shared>, stop: watch::Receiver<bool>, cap: usize) ->
         };
         match result {
             Ok(()) => rec.streams += 1,
-            Err(_) => {
+            Err(e) => {
                 rec.errors += 1;
+                rec.first_error.get_or_insert(e);
                 shared.failed.fetch_add(1, Relaxed);
                 if !shared.hold {
                     tokio::time::sleep(Duration::from_millis(10)).await;
