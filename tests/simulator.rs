@@ -81,12 +81,19 @@ fn streams(args: &[&str]) -> Vec<String> {
     while let Ok(line) = lines.recv_timeout(Duration::from_secs(60)) {
         out.push(line);
     }
-    let status = child.wait().unwrap();
-    assert!(
-        status.success(),
-        "streams {args:?}: {status}, printed {out:?}"
-    );
-    out
+    // Its stdout is closed (or silent for 60 s): it has exited, or must.
+    for _ in 0..500 {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "streams {args:?}: {status}, printed {out:?}"
+            );
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    panic!("streams {args:?} did not exit; printed {out:?}");
 }
 
 fn report(lines: &[String]) -> Value {
