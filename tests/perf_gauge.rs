@@ -251,14 +251,14 @@ fn per_call(setup: &Run, direct: &Run) -> Figures {
 fn print_figures(direct: &Run, off: &Run, on: &Run, off_f: &Figures, on_f: &Figures) {
     let n = N as f64;
     println!("perf gauge: {N} sequential calls per kind; per call, allocations / bytes allocated");
-    println!(
-        "  direct (client + provider):       json {:>8.1} / {:>9.0}   sse {:>8.1} / {:>9.0}",
-        direct.json.allocations / n,
-        direct.json.bytes / n,
-        direct.sse.allocations / n,
-        direct.sse.bytes / n
-    );
+    let direct_f = Figures {
+        json_allocations: direct.json.allocations / n,
+        json_bytes: direct.json.bytes / n,
+        sse_allocations: direct.sse.allocations / n,
+        sse_bytes: direct.sse.bytes / n,
+    };
     for (what, f) in [
+        ("direct (test client + provider)", &direct_f),
         ("request_path (tracing off) - direct", off_f),
         ("traced (tracing on) - direct", on_f),
     ] {
