@@ -3,8 +3,8 @@
 //! allocator (this test binary only). The same sequential calls (plain chat
 //! JSON, then a streamed chat) go to an in-process provider directly, through
 //! llmtap with tracing off, and through llmtap tracing to a file sink (spool
-//! on, defaults) — waiting there until every trace is in the sink, so the
-//! pipeline's work is counted. What a setup allocates beyond direct, divided
+//! on, defaults but a batch of one) — each call waiting there until its trace
+//! is in the sink, so the pipeline's work is counted. What a setup allocates beyond direct, divided
 //! by the number of calls, is checked against `tests/perf_budget.toml`;
 //! `LLMTAP_GAUGE_WRITE=1 cargo test --test perf_gauge` re-sets the budget.
 #![forbid(unsafe_code)]
@@ -41,7 +41,7 @@ const STREAM_REQUEST: &[u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"us
 /// connections, pools, lazily built state).
 const N: usize = 400;
 const WARM: usize = 50;
-/// Longest wait for one call, and for the traces of a batch of calls.
+/// Longest wait for one call, and for its trace.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const TRACES_TIMEOUT: Duration = Duration::from_secs(60);
 
