@@ -104,6 +104,8 @@ pub struct Config {
     pub spool: Option<SpoolSettings>,
     pub service_name: String,
     pub log_format: LogFormat,
+    /// One `proxied` line per call at `info` (`server.access_log`).
+    pub access_log: bool,
     /// On SIGTERM/SIGINT: how long in-flight calls, then trace export, may take.
     pub shutdown_grace: Duration,
     /// Client connection limits and timeouts of both listeners.
@@ -150,6 +152,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "admin_listen",
             "service_name",
             "log_format",
+            "access_log",
             "shutdown_grace",
             "max_connections",
             "admin_max_connections",
@@ -337,6 +340,12 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
         true,
         parse_bool,
     );
+    let access_log = l.parsed(
+        Some("LLMTAP_ACCESS_LOG"),
+        ("server", "access_log"),
+        false,
+        parse_bool,
+    );
     let chunk_events = l.parsed(
         Some("LLMTAP_CHUNK_EVENTS"),
         ("trace", "chunk_events"),
@@ -479,6 +488,7 @@ pub fn resolve(flags: &Flags, env: &Env, file_text: Option<&str>) -> Result<Conf
                 spool,
                 service_name,
                 log_format,
+                access_log,
                 shutdown_grace,
                 connections,
                 sessions,

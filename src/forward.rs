@@ -376,7 +376,9 @@ impl Proxy {
                     .await
             }
             _ => {
-                tracing::info!(api = label, method = %method, path = %path, status, "proxied");
+                if self.cfg.access_log {
+                    tracing::info!(api = label, method = %method, path = %path, status, "proxied");
+                }
                 body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
             }
         };
@@ -518,8 +520,11 @@ impl Proxy {
         let submitter = submitter.clone();
         let metrics = self.metrics.clone();
         let hidden = hiding.clone();
+        let access_log = self.cfg.access_log;
         let tee = Tee::with_capture(body, self.capture(&d), move |capture, end| {
-            log_end(&d, status, &end, &capture);
+            if access_log {
+                log_end(&d, status, &end, &capture);
+            }
             // Sampled out and fine: nothing is submitted, written or sent.
             if !crate::privacy::sample::keep(d.sampled, status, &end) {
                 metrics.traces_unsampled.fetch_add(1, Relaxed);

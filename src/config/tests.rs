@@ -476,6 +476,29 @@ fn inflight_capture_budget_defaults_env_file_and_errors() {
 }
 
 #[test]
+fn the_access_log_is_off_by_default_and_set_by_file_or_env() {
+    let c = resolve(&Flags::default(), &Env::new(), None).unwrap();
+    assert!(!c.access_log);
+    let file = "[server]\naccess_log = true\n";
+    assert!(
+        resolve(&Flags::default(), &Env::new(), Some(file))
+            .unwrap()
+            .access_log
+    );
+    let e = env(&[("LLMTAP_ACCESS_LOG", "false")]);
+    assert!(
+        !resolve(&Flags::default(), &e, Some(file))
+            .unwrap()
+            .access_log
+    );
+    let bad = env(&[("LLMTAP_ACCESS_LOG", "loud")]);
+    let err = resolve(&Flags::default(), &bad, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("LLMTAP_ACCESS_LOG"), "{err}");
+}
+
+#[test]
 fn chunk_events_are_off_by_default_and_set_by_file_or_env() {
     let c = resolve(&Flags::default(), &Env::new(), None).unwrap();
     assert!(!c.chunk_events);

@@ -73,7 +73,14 @@ pub struct PriceTable {
     /// Base-model key -> the dated entry it reaches (`claude-3-5-sonnet` ->
     /// `claude-3-5-sonnet-20241022`) when no entry has the base key itself.
     aliases: HashMap<String, String>,
+    /// Model names seen in calls -> the entry key they resolved to, so that
+    /// a model's name is normalised once, not on every call (bounded:
+    /// cleared when it reaches [`MAX_RESOLVED`] names).
+    resolved: dashmap::DashMap<String, Option<String>>,
 }
+
+/// Distinct model names remembered by [`PriceTable::price`].
+const MAX_RESOLVED: usize = 4096;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +150,7 @@ impl PriceTable {
             sources: raw.sources,
             entries: HashMap::new(),
             aliases: HashMap::new(),
+            resolved: Default::default(),
         };
         table.merge(entries, false)
     }
@@ -155,6 +163,7 @@ impl PriceTable {
     }
 
     fn insert(&mut self, p: Price, replace_snapshots: bool) {
+        self.resolved.clear();
         let key = p.model.trim().to_ascii_lowercase();
         if replace_snapshots {
             self.entries.retain(|k, _| *k == key || undated(k) != key);
@@ -204,10 +213,18 @@ impl PriceTable {
 
     /// The price of `model` (any spelling [`candidates`] knows), or `None`.
     pub fn price(&self, model: &str) -> Option<&Price> {
-        candidates(model).iter().find_map(|key| {
+        if let Some(key) = self.resolved.get(model) {
+            return key.as_deref().and_then(|k| self.entries.get(k));
+        }
+        let key = candidates(model).iter().find_map(|key| {
             let key = self.aliases.get(key).unwrap_or(key);
-            self.entries.get(key)
-        })
+            self.entries.get_key_value(key).map(|(k, _)| k.clone())
+        });
+        if self.resolved.len() >= MAX_RESOLVED {
+            self.resolved.clear();
+        }
+        self.resolved.insert(model.to_string(), key.clone());
+        key.and_then(|k| self.entries.get(&k))
     }
 
     /// Every price, in no particular order.

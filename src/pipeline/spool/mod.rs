@@ -104,8 +104,8 @@ use std::time::{Duration, Instant};
 
 pub use fs::{RealFs, SpoolFs};
 pub use record::MAX_PAYLOAD;
-pub use tail::TAIL_BYTES;
 use segment::Segment;
+pub use tail::TAIL_BYTES;
 
 /// When appended records are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -129,6 +129,10 @@ mod tests {
         assert_eq!(t.len(), 5, "five 20-byte payloads fit in 100 bytes");
         assert_eq!(t.front_at(1, 16 + 5 * 50).map(|e| e.id.offset), Some(266));
         t.push(entry(1, 10_000, 60));
-        assert_eq!(t.len(), 5, "a record over a quarter of the bound is not kept");
+        assert_eq!(
+            t.len(),
+            5,
+            "a record over a quarter of the bound is not kept"
+        );
     }
 }

@@ -16,7 +16,9 @@ fn a_caught_up_reader_never_reads_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let (fs, faults) = fault_fs();
     let mut s = Spool::open(with_tail(dir.path(), 1 << 20), fs).unwrap();
-    let ids: Vec<_> = (0..20).map(|k| s.append(&payload(k, 300)).unwrap()).collect();
+    let ids: Vec<_> = (0..20)
+        .map(|k| s.append(&payload(k, 300)).unwrap())
+        .collect();
     faults.set().fail_read = true;
     let got = drain(&mut s);
     assert_eq!(got.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids);
