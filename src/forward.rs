@@ -207,7 +207,7 @@ impl Proxy {
     /// True when a new call must go without a capture: the in-flight budget
     /// is spent. Counted; the call itself is proxied as ever.
     fn skip_capture(&self) -> bool {
-        let first_chunk = self.cfg.max_capture_bytes.clamp(1, crate::tee::CHUNK);
+        let first_chunk = self.cfg.max_capture_bytes.clamp(1, crate::tee::FIRST_CHUNK);
         if self.budget.has_room(first_chunk) {
             return false;
         }

@@ -34,6 +34,11 @@ const FRAME_TIMES_STEP: usize = 256;
 /// The largest chunk of a capture's copy.
 pub const CHUNK: usize = 64 << 10;
 
+/// The smallest: chunks grow from this, doubling with what was kept, so a
+/// small body (or a stream open for minutes with little in it yet) holds
+/// and reserves a few KiB, not [`CHUNK`].
+pub const FIRST_CHUNK: usize = 4 << 10;
+
 /// The captured copy of one body.
 #[derive(Debug)]
 pub struct Capture {
@@ -129,7 +134,7 @@ impl Capture {
         let room = self.cap - self.kept;
         let mut rest = data.get(..data.len().min(room)).unwrap_or_default();
         while !rest.is_empty() {
-            if self.open.len() == self.open.capacity() && !self.open_chunk() {
+            if self.open.len() == self.open.capacity() && !self.open_chunk(rest.len()) {
                 return;
             }
             let n = rest.len().min(self.open.capacity() - self.open.len());
@@ -140,10 +145,13 @@ impl Capture {
         }
     }
 
-    /// Starts a new chunk, reserving it first; false (and the capture stops
-    /// keeping, for good) when the budget has no room for it.
-    fn open_chunk(&mut self) -> bool {
-        let size = (self.cap - self.kept).min(CHUNK);
+    /// Starts a new chunk for `need` more bytes, reserving it first; false
+    /// (and the capture stops keeping, for good) when the budget has no room
+    /// for it. A chunk is as large as what was kept so far (at least
+    /// [`FIRST_CHUNK`]) or as `need`, at most [`CHUNK`] and the cap.
+    fn open_chunk(&mut self, need: usize) -> bool {
+        let grown = self.kept.max(FIRST_CHUNK).max(need);
+        let size = (self.cap - self.kept).min(CHUNK).min(grown);
         if let Some(r) = self.reservation.as_mut() {
             if !r.grow(size) {
                 self.cut = Some(Shortfall::MemoryBudget);
@@ -170,11 +178,13 @@ impl Capture {
             return;
         }
         if times.len() == times.capacity() {
-            let bytes = FRAME_TIMES_STEP * std::mem::size_of::<(u64, Instant)>();
+            // 16 at first, then doubling up to a step at a time.
+            let step = times.capacity().clamp(16, FRAME_TIMES_STEP);
+            let bytes = step * std::mem::size_of::<(u64, Instant)>();
             if self.reservation.as_mut().is_some_and(|r| !r.grow(bytes)) {
                 return;
             }
-            times.reserve_exact(FRAME_TIMES_STEP);
+            times.reserve_exact(step);
         }
         times.push((self.total_bytes, Instant::now()));
     }

@@ -211,8 +211,8 @@ fn a_budgeted_capture_reserves_by_the_chunk_and_releases_on_drop() {
     c.record(&Bytes::from_static(b"abc"));
     assert_eq!(
         budget.used(),
-        CHUNK + 256 * 24,
-        "one chunk and one step of frame times"
+        FIRST_CHUNK + 16 * 24,
+        "a first small chunk and the first frame times"
     );
     c.record(&Bytes::from(vec![1u8; 150 << 10]));
     c.record(&Bytes::from(vec![2u8; 100 << 10]));
