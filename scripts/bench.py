@@ -81,7 +81,6 @@ class Procs:
 
     def __init__(self):
         self.popens = []
-        self.nginx_pidfiles = []
         self.frozen_groups = set()
 
     def spawn(self, cmd, **kw):
@@ -101,13 +100,6 @@ class Procs:
                 p.wait(timeout=max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 signal_group(p.pid, signal.SIGKILL)
-        for pidfile in self.nginx_pidfiles:
-            pid = read_pid(pidfile)
-            if pid:
-                try:
-                    os.kill(pid, signal.SIGQUIT)
-                except ProcessLookupError:
-                    pass
 
 
 def signal_group(pgid, sig):
@@ -117,12 +109,10 @@ def signal_group(pgid, sig):
         pass
 
 
-def read_pid(path):
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
+def nofile():
+    """The open-file limit the benchmark's processes inherit."""
+    import resource
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def free_port():
@@ -269,8 +259,9 @@ def start_nginx(procs, sim_url, work):
     upstream = sim_url.split("//", 1)[1]
     conf = f"{work}/nginx.conf"
     with open(conf, "w") as f:
-        f.write(f"""worker_processes auto;
-worker_rlimit_nofile 65536;
+        f.write(f"""daemon off;
+worker_processes auto;
+worker_rlimit_nofile {nofile()};
 pid {work}/nginx.pid;
 error_log {work}/logs/nginx.err warn;
 events {{ worker_connections 20000; }}
@@ -293,11 +284,10 @@ http {{
     }}
 }}
 """)
-    subprocess.run(["nginx", "-c", conf, "-p", work], check=True, timeout=30)
-    procs.nginx_pidfiles.append(f"{work}/nginx.pid")
+    p = procs.spawn(["nginx", "-c", conf, "-p", work], stdout=subprocess.DEVNULL,
+                    stderr=open(f"{work}/logs/nginx.log", "w"))
     wait_port(port, "nginx")
-    master = read_pid(f"{work}/nginx.pid")
-    return Target("nginx", f"http://127.0.0.1:{port}", lambda: [master] + children(master))
+    return Target("nginx", f"http://127.0.0.1:{port}", lambda: [p.pid] + children(p.pid), proc=p)
 
 
 def start_llmtap(procs, name, sim_url, work, extra_env):
@@ -307,7 +297,7 @@ def start_llmtap(procs, name, sim_url, work, extra_env):
     env = dict(os.environ)
     env.update({
         "LLMTAP_LISTEN": f"127.0.0.1:{port}", "LLMTAP_ADMIN_LISTEN": f"127.0.0.1:{admin}",
-        "LLMTAP_UPSTREAM": sim_url, "LLMTAP_MAX_CONNECTIONS": "20000",
+        "LLMTAP_UPSTREAM": sim_url, "LLMTAP_MAX_CONNECTIONS": str(max(1024, (nofile() - 200) // 2)),
         "LLMTAP_SPOOL_DIR": f"{d}/spool", "LLMTAP_DEAD_LETTER_DIR": f"{d}/deadletter",
         "LLMTAP_LOG_FORMAT": "json",
     })
@@ -512,7 +502,10 @@ def soak_and_delivery(procs, cfg, work, sim_url, mlflow_url, results):
     exp = f"bench-soak-{int(time.time())}"
     t = start_llmtap(procs, "llmtap-mlflow-soak", sim_url, work,
                      {"MLFLOW_TRACKING_URI": mlflow_url, "MLFLOW_EXPERIMENT_NAME": exp})
-    time.sleep(1)
+    # One call, then wait for its trace: the sink has resolved (created)
+    # the experiment before the soak starts.
+    first = oha(cfg, t.url, n=1, conns=1)["ok"]
+    wait_drained(t, cfg.drain_secs)
     pids = t.pids()
     samples = [(0.0, rss_mb(pids))]
     log(f"soak: {cfg.soak_rate} calls/s for {cfg.soak_secs:.0f}s -> llmtap-mlflow (fresh instance)")
@@ -546,7 +539,7 @@ def soak_and_delivery(procs, cfg, work, sim_url, mlflow_url, results):
     results["delivery"] = {
         "burst_calls": cfg.burst_calls, "burst_ok": burst["ok"], "burst_rps": burst["rps"],
         "delivered": delivered, "secs": t1 - t0, "traces_per_s": delivered / max(1e-9, t1 - t0),
-        "drained": drained, "calls_completed": soak_ok + burst["ok"],
+        "drained": drained, "calls_completed": first + soak_ok + burst["ok"],
         "requests_seen": m_end.get("llmtap_requests_total", 0.0),
         "exported": m_end.get("llmtap_traces_exported_total", 0.0),
         "dropped": m_end.get("llmtap_traces_dropped_total", 0.0),
@@ -650,9 +643,17 @@ def main():
             "exported": fm.get("llmtap_traces_exported_total", 0.0),
             "spans_in_files": count_file_spans(f"{work}/llmtap-files/traces"),
         }
+        results["final_metrics"] = {
+            t.name: {k: v for k, v in t.metrics().items()
+                     if k.startswith(("llmtap_requests", "llmtap_traces", "llmtap_trace_export",
+                                      "llmtap_spool_records", "llmtap_journal_records"))}
+            for t in (off, files)}
+        pair.thaw()
+        results["final_metrics"][ml.name] = {
+            k: v for k, v in ml.metrics().items()
+            if k.startswith(("llmtap_requests", "llmtap_traces", "llmtap_trace_export"))}
         # The main MLflow-fed instance has served its phases; its backlog is
         # not counted. Stop it so the soak instance has the server alone.
-        pair.thaw()
         signal_group(ml.proc.pid, signal.SIGKILL)
         ml.proc.wait()
         soak_and_delivery(procs, cfg, work, direct.url, mlflow_url, results)

@@ -46,8 +46,7 @@ need_oha() {
     oha=$tools/bin/oha
     if [ -x "$oha" ] && "$oha" --version 2>/dev/null | grep -q " $OHA_VERSION"; then return; fi
     say "installing oha $OHA_VERSION into $tools (cargo install, a few minutes once)"
-    CARGO_INCREMENTAL=0 cargo install oha --locked --version "$OHA_VERSION" \
-        --no-default-features --root "$tools" >&2
+    CARGO_INCREMENTAL=0 cargo install oha --locked --version "$OHA_VERSION" --root "$tools" >&2
 }
 
 need_mlflow() {
@@ -78,7 +77,7 @@ command -v python3 >/dev/null || { say "needs python3"; exit 1; }
 
 # 5,000 open streams through a proxy hold ~10,000 sockets in it.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 30000 ]; then
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 12000 ]; then
     say "warning: open-file limit $(ulimit -n); the 5,000-stream phase may fail"
 fi
 

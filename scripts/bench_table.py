@@ -170,7 +170,8 @@ def rss_rows(res):
         g = soak["rss_end_mb"] - soak["rss_start_mb"]
         cells = ["", "", "", "", f"{soak['rss_start_mb']:.1f} → {soak['rss_end_mb']:.1f} MB "
                  f"({g:+.1f}; max {soak['rss_max_mb']:.1f})"]
-        out.append(row(cells, f"RSS over a {soak['secs'] / 60:.0f}-min soak at {soak['rate']} calls/s"))
+        span = f"{soak['secs'] / 60:.0f}-min" if soak["secs"] >= 60 else f"{soak['secs']:.0f}-s"
+        out.append(row(cells, f"RSS over a {span} soak at {soak['rate']} calls/s (MLflow)"))
     return out
 
 
