@@ -234,6 +234,16 @@ def parse_metrics(text):
     return out
 
 
+def dropped_by_reason(t):
+    """{reason: n} of llmtap_traces_dropped_total, from the admin /metrics."""
+    out = {}
+    text = http_get(f"http://127.0.0.1:{t.admin}/metrics")
+    for m in re.finditer(r'^llmtap_traces_dropped_total\{reason="([^"]*)"\}\s+(\S+)', text, re.M):
+        if float(m.group(2)):
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
 def accounted(m):
     """Calls whose trace has an outcome: exported, dropped, dead-lettered,
     sampled out or not captured."""
@@ -641,6 +651,7 @@ def main():
         results["files_loss"] = {
             "drained": drained, "requests_seen": fm.get("llmtap_requests_total", 0.0),
             "exported": fm.get("llmtap_traces_exported_total", 0.0),
+            "dropped": fm.get("llmtap_traces_dropped_total", 0.0),
             "spans_in_files": count_file_spans(f"{work}/llmtap-files/traces"),
         }
         results["final_metrics"] = {
@@ -648,10 +659,13 @@ def main():
                      if k.startswith(("llmtap_requests", "llmtap_traces", "llmtap_trace_export",
                                       "llmtap_spool_records", "llmtap_journal_records"))}
             for t in (off, files)}
+        for t in (off, files):
+            results["final_metrics"][t.name]["dropped_by_reason"] = dropped_by_reason(t)
         pair.thaw()
         results["final_metrics"][ml.name] = {
             k: v for k, v in ml.metrics().items()
             if k.startswith(("llmtap_requests", "llmtap_traces", "llmtap_trace_export"))}
+        results["final_metrics"][ml.name]["dropped_by_reason"] = dropped_by_reason(ml)
         # The main MLflow-fed instance has served its phases; its backlog is
         # not counted. Stop it so the soak instance has the server alone.
         signal_group(ml.proc.pid, signal.SIGKILL)

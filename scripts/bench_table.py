@@ -190,11 +190,27 @@ def delivery_rows(res):
     f = res.get("files_loss")
     if f:
         lost = f["requests_seen"] - f["spans_in_files"]
-        cells = ["", "", "", f"{max(0, lost):.0f} of {f['requests_seen']:.0f}"
-                 f" ({f['spans_in_files']} spans in files)", ""]
+        dropped = f.get("dropped", final(res, "llmtap-files").get("llmtap_traces_dropped_total", 0))
+        cells = ["", "", "", f"{max(0, lost):.0f} of {f['requests_seen']:.0f}: {dropped:.0f} counted"
+                 f" as dropped, {max(0, lost - dropped):.0f} missing", ""]
         out.append(row(cells, "traces lost (all phases, spans counted in files)", "0",
                        "met" if lost <= 0 else "missed"))
+    cells = ["", "", ""]
+    for c in TRACED:
+        fm = final(res, c)
+        if not fm:
+            cells.append("—")
+            continue
+        reasons = fm.get("dropped_by_reason") or {}
+        why = ", ".join(f"{k} {v:.0f}" for k, v in sorted(reasons.items()))
+        cells.append(f"{fm.get('llmtap_traces_dropped_total', 0):.0f} of "
+                     f"{fm.get('llmtap_requests_total', 0):.0f}" + (f" ({why})" if why else ""))
+    out.append(row(cells, "traces dropped by llmtap (its counter, all phases but the soak)"))
     return out
+
+
+def final(res, target):
+    return (res.get("final_metrics") or {}).get(target) or {}
 
 
 def error_row(res):
