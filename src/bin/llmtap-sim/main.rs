@@ -7,8 +7,7 @@
 //! - `streams`: opens streams against a URL and prints, as one JSON object,
 //!   the time to first token and the gaps between chunks seen at the client.
 //!
-//! Measured alone on the 2-core dev machine (oha, 64 connections, shared
-//! with other builds): see [`serve`] for the figures.
+//! How fast `serve` is alone: see the `serve` module.
 #![forbid(unsafe_code)]
 
 mod bodies;
@@ -32,11 +31,16 @@ fn main() -> ExitCode {
         cli::Command::Serve(a) => a.threads,
         cli::Command::Streams(a) => a.threads,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .enable_all()
-        .build()
-    {
+    // One thread: a current-thread runtime (no work-stealing, no wake-ups
+    // across threads), measurably faster than a one-worker pool.
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("llmtap-sim: cannot start the runtime: {e}");

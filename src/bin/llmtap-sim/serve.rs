@@ -3,11 +3,14 @@
 //! body (capped, with a timeout), parses only `model`, `stream` and
 //! `stream_options.include_usage`, and answers from [`crate::bodies`].
 //!
-//! Measured alone (oha -c 64, plain OpenAI calls, 2-core machine shared
-//! with other builds): see docs/benchmarks.md, "The provider simulator".
+//! Measured alone (2026-12-01, wrk -t2 -c64, plain OpenAI calls, the
+//! 2-core machine shared with other builds, load 6-13): 34k-50k calls/s with
+//! 1 thread, 40k-46k with 2 (wrk takes the other core); 10-11 µs of CPU per
+//! call, against 5-6 µs for nginx answering a fixed `return 200` (same run).
 
 use std::convert::Infallible;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,7 +23,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde::Deserialize;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::bodies::{self, Call, Texts};
 use crate::cli::ServeArgs;
@@ -29,6 +32,8 @@ use crate::stream_body::SimBody;
 
 /// Largest request body read.
 const MAX_REQUEST: usize = 8 << 20;
+/// Pending connections the kernel may queue (capped by net.core.somaxconn).
+const BACKLOG: u32 = 8192;
 /// How long a request body may take to arrive.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -50,15 +55,13 @@ struct State {
 #[derive(Deserialize)]
 struct Ask {
     model: Option<String>,
-    #[serde(default)]
-    stream: bool,
+    stream: Option<bool>,
     stream_options: Option<StreamOptions>,
 }
 
 #[derive(Deserialize)]
 struct StreamOptions {
-    #[serde(default)]
-    include_usage: bool,
+    include_usage: Option<bool>,
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), String> {
@@ -68,9 +71,8 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         texts: Texts::new(bodies::text_len(defaults.body_bytes, defaults.chunks)),
         seq: AtomicU64::new(1),
     });
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let listener =
+        listen(args.listen).map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on http://{addr}");
@@ -98,6 +100,18 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
                 .await;
         });
     }
+}
+
+/// A listener with a backlog for thousands of connections opened at once.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 fn route<'a>(method: &Method, path: &'a str) -> Option<(Api, Option<&'a str>)> {
@@ -145,12 +159,14 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<SimBody> {
             .map_or(0, |d| d.as_secs()),
         prompt_tokens: (body.len() as u64 / 4).max(1),
         chunks: params.chunks,
-        include_usage: ask.stream_options.is_some_and(|o| o.include_usage),
+        include_usage: ask
+            .stream_options
+            .is_some_and(|o| o.include_usage == Some(true)),
     };
     let text = state
         .texts
         .get(bodies::text_len(params.body_bytes, params.chunks));
-    if ask.stream {
+    if ask.stream == Some(true) {
         let plan = match api {
             Api::OpenAi => bodies::openai_stream(&call, text),
             Api::Anthropic => bodies::anthropic_stream(&call, text),

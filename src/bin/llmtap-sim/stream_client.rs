@@ -48,6 +48,8 @@ struct Recorder {
     chunks: u64,
     streams: u64,
     errors: u64,
+    /// Why the first failed stream failed.
+    first_error: Option<String>,
 }
 
 impl Recorder {
@@ -58,6 +60,7 @@ impl Recorder {
             chunks: 0,
             streams: 0,
             errors: 0,
+            first_error: None,
         }
     }
 
@@ -67,6 +70,7 @@ impl Recorder {
         self.chunks += other.chunks;
         self.streams += other.streams;
         self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
     }
 }
 
@@ -86,9 +90,7 @@ struct Shared {
 }
 
 pub async fn run(args: StreamsArgs) -> Result<(), String> {
-    if args.concurrency == 0 {
-        return Err("--concurrency must be at least 1".into());
-    }
+    check(&args)?;
     let target = target(&args)?;
     let started = Instant::now();
     let duration = match (args.hold, args.duration, args.total) {
@@ -132,11 +134,31 @@ pub async fn run(args: StreamsArgs) -> Result<(), String> {
         "ttft_us": all.ttft.summary(),
         "gap_us": all.gap.summary(),
         "chunks": all.chunks,
+        "first_error": all.first_error,
         "seconds": started.elapsed().as_secs_f64(),
     });
     let mut out = std::io::stdout();
     let _ = writeln!(out, "{report}");
     let _ = out.flush();
+    Ok(())
+}
+
+/// Refuses what would make no sense (or panic) later.
+fn check(args: &StreamsArgs) -> Result<(), String> {
+    if args.concurrency == 0 {
+        return Err("--concurrency must be at least 1".into());
+    }
+    let secs = [
+        ("--duration", args.duration.unwrap_or(0.0)),
+        ("--hold", args.hold.unwrap_or(0.0)),
+        ("--ttft-ms", args.ttft_ms / 1000.0),
+        ("--chunk-delay-ms", args.chunk_delay_ms / 1000.0),
+    ];
+    for (name, v) in secs {
+        if !(0.0..=1e6).contains(&v) {
+            return Err(format!("{name}: out of range"));
+        }
+    }
     Ok(())
 }
 
@@ -211,38 +233,61 @@ fn target(args: &StreamsArgs) -> Result<Target, String> {
 async fn worker(shared: Arc<Shared>, stop: watch::Receiver<bool>, cap: usize) -> Recorder {
     let mut rec = Recorder::new(cap);
     let mut conn: Option<SendRequest<Full<Bytes>>> = None;
-    loop {
-        if shared
-            .total
-            .is_some_and(|t| shared.claimed.fetch_add(1, Relaxed) >= t)
-            || shared.deadline.is_some_and(|d| Instant::now() >= d)
-        {
-            break;
-        }
-        let outcome = match conn.take() {
-            Some(sender) if shared.reuse && !sender.is_closed() => Ok(sender),
-            _ => connect(&shared.target.addr).await,
-        };
-        let result = match outcome {
-            Ok(mut sender) => {
-                let r = stream_once(&shared, &mut sender, &mut rec, stop.clone()).await;
-                if r.is_ok() && shared.reuse {
-                    conn = Some(sender);
-                }
-                r
+    while claim(&shared) {
+        let result = if shared.hold {
+            // Polled first, so a stream that is being read sees `stop` itself.
+            let mut cut = stop.clone();
+            tokio::select! {
+                biased;
+                r = attempt(&shared, &mut conn, &mut rec, stop.clone()) => r,
+                _ = cut.changed() => Err("cut before its first chunk".into()),
             }
-            Err(e) => Err(e),
+        } else {
+            attempt(&shared, &mut conn, &mut rec, stop.clone()).await
         };
         match result {
             Ok(()) => rec.streams += 1,
-            Err(_) => {
+            Err(e) => {
                 rec.errors += 1;
+                rec.first_error.get_or_insert(e);
                 shared.failed.fetch_add(1, Relaxed);
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                if !shared.hold {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
+        }
+        if shared.hold {
+            break;
         }
     }
     rec
+}
+
+/// Takes the next stream, if the run is not over.
+fn claim(shared: &Shared) -> bool {
+    let over_total = shared
+        .total
+        .is_some_and(|t| shared.claimed.fetch_add(1, Relaxed) >= t);
+    let over_time = shared.deadline.is_some_and(|d| Instant::now() >= d);
+    !over_total && !over_time
+}
+
+/// One stream over the kept connection (if it is still open) or a new one.
+async fn attempt(
+    shared: &Shared,
+    conn: &mut Option<SendRequest<Full<Bytes>>>,
+    rec: &mut Recorder,
+    stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut sender = match conn.take() {
+        Some(sender) if shared.reuse && !sender.is_closed() => sender,
+        _ => connect(&shared.target.addr).await?,
+    };
+    let result = stream_once(shared, &mut sender, rec, stop).await;
+    if result.is_ok() && shared.reuse {
+        *conn = Some(sender);
+    }
+    result
 }
 
 async fn connect(addr: &str) -> Result<SendRequest<Full<Bytes>>, String> {
@@ -313,7 +358,12 @@ async fn read_events(
     loop {
         let frame = tokio::select! {
             frame = body.frame() => frame,
-            _ = stop.changed() => return Ok(()),
+            _ = stop.changed() => {
+                return match last {
+                    Some(_) => Ok(()),
+                    None => Err("cut before its first chunk".into()),
+                }
+            }
         };
         let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| e.to_string())?;
