@@ -94,6 +94,8 @@ async fn serves_logs_json_without_secrets_and_stops_cleanly_on_sigterm() {
         .args(["--upstream", &provider.url()])
         .env("LLMTAP_TRACE_DIR", dir.path().join("t"))
         .env("RUST_LOG", "debug")
+        // The per-call access log is opt-in; it is what must carry no secret.
+        .env("LLMTAP_ACCESS_LOG", "true")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

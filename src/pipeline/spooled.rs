@@ -183,25 +183,9 @@ pub async fn deliver(
         // Read `done` first: if the writer finished before this read, the
         // read sees all it wrote.
         let done = writer_done.load(Relaxed);
-        let want = batch.room(max_spans, max_bytes);
-        let full = match want {
-            None => true,
-            Some((n, bytes, first)) => {
-                let read = with_spool(&spool, &metrics, slot(), move |s| match first {
-                    true => s.next_batch(n, bytes).map(|b| (b, false)),
-                    false => s.next_batch_within(n, bytes),
-                });
-                let (records, full) = read
-                    .await
-                    .and_then(|r| {
-                        r.map_err(|e| tracing::error!(error = %e, "spool: read failed"))
-                            .ok()
-                    })
-                    .unwrap_or_default();
-                batch.add(records);
-                full || batch.records.len() >= max_spans
-            }
-        };
+        let full = batch
+            .fill(&spool, &metrics, slot(), max_spans, max_bytes)
+            .await;
         if batch.records.is_empty() {
             if done {
                 return;
@@ -289,6 +273,34 @@ impl Held {
     fn add(&mut self, records: Vec<(RecordId, Vec<u8>)>) {
         self.bytes += records.iter().map(|(_, p)| p.len()).sum::<usize>();
         self.records.extend(records);
+    }
+
+    /// Tops the batch up from the spool (a read on a blocking thread);
+    /// whether it is now full.
+    async fn fill(
+        &mut self,
+        spool: &Shared,
+        metrics: &Arc<Metrics>,
+        slot: Slot,
+        max_spans: usize,
+        max_bytes: usize,
+    ) -> bool {
+        let Some((n, bytes, first)) = self.room(max_spans, max_bytes) else {
+            return true;
+        };
+        let read = with_spool(spool, metrics, slot, move |s| match first {
+            true => s.next_batch(n, bytes).map(|b| (b, false)),
+            false => s.next_batch_within(n, bytes),
+        });
+        let (records, full) = read
+            .await
+            .and_then(|r| {
+                r.map_err(|e| tracing::error!(error = %e, "spool: read failed"))
+                    .ok()
+            })
+            .unwrap_or_default();
+        self.add(records);
+        full || self.records.len() >= max_spans
     }
 }
 

@@ -55,6 +55,9 @@ pub fn config(upstream: &str, extra_env: &[(&str, &str)], trace_dir: &std::path:
     );
     let spool = trace_dir.parent().unwrap_or(trace_dir).join("spool");
     env.insert("LLMTAP_SPOOL_DIR".into(), spool.display().to_string());
+    // The per-call access log (opt-in) is on in tests, so that the tests
+    // that read the logs (no secret in them) see that line too.
+    env.insert("LLMTAP_ACCESS_LOG".into(), "true".into());
     for (k, v) in extra_env {
         env.insert(k.to_string(), v.to_string());
     }
