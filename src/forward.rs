@@ -255,7 +255,7 @@ impl Proxy {
             && content_encoding.is_none()
             && length.is_some_and(|l| l <= cap);
         if !may_inject {
-            let capture = self.capture(d);
+            let capture = self.capture(d).expecting(length);
             let d = d.clone();
             let tee = Tee::with_capture(body, capture, move |capture, end| {
                 d.set_request(CapturedBody {
@@ -507,6 +507,7 @@ impl Proxy {
                 head.content_type.as_deref(),
                 head.content_encoding.as_deref(),
             );
+        let length = text(&rparts.headers, header::CONTENT_LENGTH).and_then(|l| l.parse().ok());
         if hide {
             // The filtered stream has another length.
             rparts.headers.remove(header::CONTENT_LENGTH);
@@ -521,7 +522,8 @@ impl Proxy {
         let metrics = self.metrics.clone();
         let hidden = hiding.clone();
         let access_log = self.cfg.access_log;
-        let tee = Tee::with_capture(body, self.capture(&d), move |capture, end| {
+        let capture = self.capture(&d).expecting(length);
+        let tee = Tee::with_capture(body, capture, move |capture, end| {
             if access_log {
                 log_end(&d, status, &end, &capture);
             }

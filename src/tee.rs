@@ -57,6 +57,9 @@ pub struct Capture {
     pub total_bytes: u64,
     /// Byte offset where each frame ended, and when it arrived.
     pub frame_times: Vec<(u64, Instant)>,
+    /// The size of the first chunk: [`FIRST_CHUNK`], or less for a body
+    /// announced (or read) smaller ([`Capture::expecting`]).
+    first: usize,
 }
 
 impl Capture {
@@ -72,7 +75,20 @@ impl Capture {
             skipped: None,
             total_bytes: 0,
             frame_times: Vec::new(),
+            first: FIRST_CHUNK,
         }
+    }
+
+    /// This capture, for a body announced as `len` bytes long
+    /// (Content-Length): its first chunk is no larger than that, so a small
+    /// body holds its own size, not [`FIRST_CHUNK`]. The hint only ever
+    /// shrinks the first chunk — it is the sender's claim — and a longer
+    /// body grows the copy as usual.
+    pub fn expecting(mut self, len: Option<usize>) -> Self {
+        if let Some(len) = len {
+            self.first = len.clamp(1, FIRST_CHUNK);
+        }
+        self
     }
 
     /// A capture of at most `cap` bytes that reserves what it keeps in `r`.
@@ -98,6 +114,7 @@ impl Capture {
 
     /// This capture, having recorded `body` as one whole frame.
     pub fn with_body(mut self, body: &Bytes) -> Self {
+        self = self.expecting(Some(body.len()));
         self.record(body);
         self.seal();
         self
@@ -148,9 +165,10 @@ impl Capture {
     /// Starts a new chunk for `need` more bytes, reserving it first; false
     /// (and the capture stops keeping, for good) when the budget has no room
     /// for it. A chunk is as large as what was kept so far (at least
-    /// [`FIRST_CHUNK`]) or as `need`, at most [`CHUNK`] and the cap.
+    /// [`FIRST_CHUNK`], or the expected size) or as `need`, at most
+    /// [`CHUNK`] and the cap.
     fn open_chunk(&mut self, need: usize) -> bool {
-        let grown = self.kept.max(FIRST_CHUNK).max(need);
+        let grown = self.kept.max(self.first).max(need);
         let size = (self.cap - self.kept).min(CHUNK).min(grown);
         if let Some(r) = self.reservation.as_mut() {
             if !r.grow(size) {

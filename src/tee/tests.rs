@@ -227,6 +227,40 @@ fn a_budgeted_capture_reserves_by_the_chunk_and_releases_on_drop() {
 }
 
 #[test]
+fn a_body_announced_small_reserves_its_size_and_a_longer_one_still_grows() {
+    let budget = CaptureBudget::new(1 << 20);
+    let mut c = Capture::budgeted(200 << 10, budget.reservation()).expecting(Some(100));
+    c.record(&Bytes::from(vec![1u8; 100]));
+    assert_eq!(
+        budget.used(),
+        100 + 16 * 24,
+        "the announced size, not 4 KiB"
+    );
+    // A sender whose body is longer than it announced: kept all the same.
+    c.record(&Bytes::from(vec![2u8; 10_000]));
+    assert_eq!(c.kept(), 10_100);
+    let data = c.bytes();
+    assert_eq!(
+        (&data[..100], &data[100..]),
+        (&[1u8; 100][..], &[2u8; 10_000][..])
+    );
+    drop((c, data));
+    assert_eq!(budget.used(), 0);
+
+    // An announced length never makes the first chunk larger.
+    let mut c = Capture::budgeted(200 << 10, budget.reservation()).expecting(Some(1 << 30));
+    c.record(&Bytes::from_static(b"abc"));
+    assert_eq!(budget.used(), FIRST_CHUNK + 16 * 24);
+    drop(c);
+
+    // A body read whole is copied into a chunk of its own size.
+    let body = Bytes::from_static(br#"{"model":"m","stream":true}"#);
+    let c = Capture::budgeted(200 << 10, budget.reservation()).with_body(&body);
+    assert_eq!(budget.used(), body.len() + 16 * 24);
+    assert_eq!(c.bytes(), body);
+}
+
+#[test]
 fn a_capture_that_meets_the_budget_mid_body_stops_keeping_for_good() {
     let budget = CaptureBudget::new(CHUNK + 256 * 24);
     let mut c = Capture::budgeted(1 << 20, budget.reservation());
