@@ -83,38 +83,43 @@ fn excess(section: &str, name: &str, measured: f64, budget: f64, tolerance: f64)
     })
 }
 
-/// Every figure of `measured` above its budget plus the tolerance; empty when
-/// all are within it.
-pub fn check(budget: &Budget, measured_off: &Figures, measured_on: &Figures) -> Vec<String> {
+/// `(section, name, budget, measured)` of every figure, in file order.
+fn pairs(
+    budget: &Budget,
+    measured_off: &Figures,
+    measured_on: &Figures,
+) -> Vec<(&'static str, &'static str, f64, f64)> {
     let mut out = Vec::new();
     for (section, want, got) in [
         ("request_path", &budget.request_path, measured_off),
         ("traced", &budget.traced, measured_on),
     ] {
         for ((name, b), (_, m)) in want.named().into_iter().zip(got.named()) {
-            out.extend(excess(section, name, m, b, budget.tolerance));
+            out.push((section, name, b, m));
         }
     }
     out
 }
 
+/// Every figure of `measured` above its budget plus the tolerance; empty when
+/// all are within it.
+pub fn check(budget: &Budget, measured_off: &Figures, measured_on: &Figures) -> Vec<String> {
+    pairs(budget, measured_off, measured_on)
+        .into_iter()
+        .filter_map(|(section, name, b, m)| excess(section, name, m, b, budget.tolerance))
+        .collect()
+}
+
 /// Figures more than the tolerance *below* their budget: gains that a
 /// re-set budget would lock in (printed, never a failure).
 pub fn gains(budget: &Budget, measured_off: &Figures, measured_on: &Figures) -> Vec<String> {
-    let mut out = Vec::new();
-    for (section, want, got) in [
-        ("request_path", &budget.request_path, measured_off),
-        ("traced", &budget.traced, measured_on),
-    ] {
-        for ((name, b), (_, m)) in want.named().into_iter().zip(got.named()) {
-            if m < b * (1.0 - budget.tolerance) {
-                out.push(format!(
-                    "{section}.{name}: measured {m:.1} per call, budget {b:.1}"
-                ));
-            }
-        }
-    }
-    out
+    pairs(budget, measured_off, measured_on)
+        .into_iter()
+        .filter(|&(_, _, b, m)| m < b * (1.0 - budget.tolerance))
+        .map(|(section, name, b, m)| {
+            format!("{section}.{name}: measured {m:.1} per call, budget {b:.1}")
+        })
+        .collect()
 }
 
 /// The failure message for `excesses`: what, and how to re-set the budget.

@@ -37,7 +37,7 @@ impl<F: SpoolFs> Spool<F> {
             files.entry(seq).or_default().insert(kind);
         }
         let next_seq = files.keys().next_back().map_or(1, |s| s.saturating_add(1));
-        let tail = super::tail::Tail::with_capacity(cfg.tail_bytes);
+        let tail = super::tail::Tail::bounded(cfg.tail_bytes);
         let mut spool = Spool {
             cfg,
             fs,

@@ -35,7 +35,8 @@ pub(super) struct Tail {
 }
 
 impl Tail {
-    pub fn with_capacity(max_bytes: usize) -> Self {
+    /// An empty tail that keeps at most `max_bytes` of payload.
+    pub fn bounded(max_bytes: usize) -> Self {
         Tail {
             entries: VecDeque::new(),
             bytes: 0,
@@ -109,7 +110,7 @@ mod tests {
 
     #[test]
     fn hands_out_only_the_record_at_the_exact_place() {
-        let mut t = Tail::with_capacity(1000);
+        let mut t = Tail::bounded(1000);
         t.push(entry(1, 16, 10));
         t.push(entry(1, 50, 10));
         assert!(t.front_at(1, 17).is_none(), "not a record boundary");
@@ -122,7 +123,7 @@ mod tests {
 
     #[test]
     fn stays_within_its_bound_and_skips_large_records() {
-        let mut t = Tail::with_capacity(100);
+        let mut t = Tail::bounded(100);
         for i in 0..10 {
             t.push(entry(1, 16 + i * 50, 20));
         }
