@@ -1,7 +1,6 @@
 //! The facts of one proxied call, as captured on the request path and handed
 //! to the parse workers once the exchange has ended. Nothing here is parsed.
 
-use std::fmt::Write as _;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -95,10 +94,30 @@ pub fn new_span_id() -> [u8; 8] {
 
 /// The id MLflow shows for an OTLP trace id: `tr-` + 32 lowercase hex digits.
 pub fn mlflow_trace_id(trace_id: &[u8; 16]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(35);
     s.push_str("tr-");
     for b in trace_id {
-        let _ = write!(s, "{b:02x}");
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 15)]));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mlflow_trace_ids_are_tr_and_32_lowercase_hex_digits() {
+        let id: [u8; 16] = std::array::from_fn(|i| ((i as u8) * 17) ^ 0xa5);
+        let want: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(super::mlflow_trace_id(&id), format!("tr-{want}"));
+        assert_eq!(
+            super::mlflow_trace_id(&[0; 16]),
+            format!("tr-{}", "0".repeat(32))
+        );
+        assert_eq!(
+            super::mlflow_trace_id(&[255; 16]),
+            format!("tr-{}", "f".repeat(32))
+        );
+    }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::exchange::{CapturedBody, Exchange};
-use crate::parse::budget::{body_cost, parse_budget, value_cost};
+use crate::parse::budget::{parse_budget, value_within, within};
 use crate::parse::decode::decode_body;
 use crate::parse::{
     anthropic, openai_chat, openai_completions, openai_embeddings, openai_responses, Outcome,
@@ -179,7 +179,7 @@ pub fn build(ex: &Exchange, cap: usize) -> (SpanRecord, Built) {
     let request = ex.request.as_ref().map(|b| decode(b, cap));
     let request_fits = request
         .as_ref()
-        .is_none_or(|d| value_cost(&d.text) <= budget);
+        .is_none_or(|d| value_within(&d.text, budget));
     let request_json: Option<Value> = request
         .as_ref()
         .filter(|_| request_fits)
@@ -339,7 +339,7 @@ fn read_response(
     budget: usize,
 ) -> ResponseRead {
     let stream = is_event_stream(body);
-    let fits = body_cost(&dec.text, stream) <= budget;
+    let fits = within(&dec.text, stream, budget);
     let mut read = ResponseRead {
         stream,
         partial: dec.truncated.is_some() || !fits,

@@ -77,6 +77,25 @@ pub fn value_cost(text: &[u8]) -> usize {
     cost
 }
 
+/// The most any one byte of text can add to [`value_cost`] or
+/// [`body_cost`]: the byte itself, the dearest item it can open (`{`), and
+/// what a stream keeps per byte.
+const DEAREST_BYTE: usize = 1 + VALUE + OBJECT + STREAM_KEPT;
+
+/// Whether parsing `text` (a body, `is_event_stream` as for [`body_cost`])
+/// stays within `budget`. Text short enough that even its dearest reading
+/// fits is not scanned: the usual case, as the budget is many times the
+/// capture cap.
+pub fn within(text: &[u8], is_event_stream: bool, budget: usize) -> bool {
+    text.len().saturating_mul(DEAREST_BYTE) <= budget || body_cost(text, is_event_stream) <= budget
+}
+
+/// Whether parsing `text` as one JSON value stays within `budget` (see
+/// [`within`]).
+pub fn value_within(text: &[u8], budget: usize) -> bool {
+    text.len().saturating_mul(DEAREST_BYTE) <= budget || value_cost(text) <= budget
+}
+
 /// Estimated peak heap bytes of parsing a decoded response or request body
 /// the way the parsers will (`is_event_stream`: the response's content
 /// type says SSE).
@@ -96,6 +115,31 @@ pub fn body_cost(body: &[u8], is_event_stream: bool) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_byte_costs_more_than_the_short_cut_assumes() {
+        for b in 0..=255u8 {
+            let text = vec![b; 64];
+            assert!(value_cost(&text) <= text.len() * DEAREST_BYTE, "byte {b}");
+        }
+        let dense = "{".repeat(1000);
+        let stream = format!("data: {dense}\n\n").repeat(10);
+        for (text, sse) in [(dense.as_bytes(), false), (stream.as_bytes(), true)] {
+            let cost = body_cost(text, sse);
+            assert!(cost <= text.len() * DEAREST_BYTE);
+            assert!(within(text, sse, cost) && !within(text, sse, cost - 1));
+        }
+        assert!(value_within(dense.as_bytes(), value_cost(dense.as_bytes())));
+        assert!(!value_within(
+            dense.as_bytes(),
+            value_cost(dense.as_bytes()) - 1
+        ));
+        let plain = br#"{"a":"b"}"#;
+        assert!(
+            within(plain, false, plain.len() * DEAREST_BYTE),
+            "short text is not scanned"
+        );
+    }
 
     #[test]
     fn dense_arrays_and_tiny_objects_cost_far_more_than_their_text() {

@@ -1,8 +1,8 @@
 //! Group commit, the writer side shared by the exchange journal and the
 //! sinks' span spools: a spool opened with the configuration's settings,
 //! shared between a writer and a reader; the next group of queued items
-//! (the first to arrive, then whatever is already queued); one append per
-//! record and one fsync per group (`fsync = "always"`); what a group lost,
+//! (the first to arrive, then whatever is already queued); one write per
+//! group and write head ([`super::joint`]) and one fsync per group (`fsync = "always"`); what a group lost,
 //! counted; and the spool's statistics published to the metrics after every
 //! operation, all off the async threads.
 
@@ -188,8 +188,8 @@ pub fn append_group(
         count: 0,
         error: None,
     };
-    for p in payloads {
-        if let Err(e) = s.append_owned(p) {
+    for r in s.append_all(payloads.into_iter().collect()) {
+        if let Err(e) = r {
             lost.count += 1;
             if lost.error.is_none() && !matches!(e, SpoolError::Full { .. }) {
                 lost.error = Some(e.to_string());

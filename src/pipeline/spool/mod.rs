@@ -17,7 +17,9 @@
 //! # Invariants
 //!
 //! 1. **A record is either complete and checksummed, or detected as torn.**
-//!    Every record is `[len][crc32(body)][body]`, written with one append.
+//!    Every record is `[len][crc32(body)][body]`, written with one append
+//!    (a group commit's records bound for one segment share one append:
+//!    [`joint`]; a failed one is cut back to where the group began).
 //!    The reader believes a record only when its length fits the data and its
 //!    checksum matches; anything else is a damaged region.
 //! 2. **A damaged region is skipped and counted, never a panic.** A torn tail,
@@ -86,6 +88,7 @@
 mod ack;
 mod fs;
 pub mod group;
+mod joint;
 mod open;
 mod read;
 mod record;

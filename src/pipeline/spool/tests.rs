@@ -5,6 +5,7 @@
 mod basic;
 mod damage;
 mod faults;
+mod joint;
 mod prop;
 mod tail;
 
@@ -28,6 +29,8 @@ pub(super) struct Faults {
     pub fail_remove: bool,
     /// Successful syncs (files and directories).
     pub syncs: u64,
+    /// Appends (writes) attempted.
+    pub appends: u64,
 }
 
 /// [`RealFs`] with injected faults.
@@ -87,6 +90,7 @@ impl SpoolFs for FaultFs {
     fn append(&mut self, path: &Path, data: &[u8]) -> io::Result<()> {
         let (enospc, short) = {
             let mut f = self.faults();
+            f.appends += 1;
             (f.enospc, f.short_write.take())
         };
         if enospc {

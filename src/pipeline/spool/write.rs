@@ -106,23 +106,7 @@ impl<F: SpoolFs> Spool<F> {
             return Err(io_err("appending to", &path, e));
         }
         self.grow_head(rec_len);
-        match self.cfg.fsync {
-            Fsync::Always => {
-                if let Err(e) = self.fs.sync(&path) {
-                    self.stats.sync_errors += 1;
-                    self.write_failed(at, 0);
-                    return Err(io_err("syncing", &path, e));
-                }
-            }
-            Fsync::Interval(every) => {
-                self.dirty_segments.insert(seq);
-                if self.last_sync.elapsed() >= every {
-                    // Counted and logged by flush; the record itself is
-                    // stored and will be delivered.
-                    let _ = self.flush();
-                }
-            }
-        }
+        self.settle(seq, &path, at)?;
         let seg = &mut self.segments[h];
         seg.pending += 1;
         self.stats.records_written += 1;
@@ -137,6 +121,35 @@ impl<F: SpoolFs> Spool<F> {
             next: at + rec_len,
             written_ms,
         })
+    }
+
+    /// After a write to segment `seq` (at `path`) that began at
+    /// `good_end`: syncs it now ([`Fsync::Always`]; a failure cuts the
+    /// write away) or marks it for the interval's sync.
+    pub(super) fn settle(
+        &mut self,
+        seq: u64,
+        path: &std::path::Path,
+        good_end: u64,
+    ) -> Result<(), SpoolError> {
+        match self.cfg.fsync {
+            Fsync::Always => {
+                if let Err(e) = self.fs.sync(path) {
+                    self.stats.sync_errors += 1;
+                    self.write_failed(good_end, 0);
+                    return Err(io_err("syncing", path, e));
+                }
+            }
+            Fsync::Interval(every) => {
+                self.dirty_segments.insert(seq);
+                if self.last_sync.elapsed() >= every {
+                    // Counted and logged by flush; the record itself is
+                    // stored and will be delivered.
+                    let _ = self.flush();
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Syncs every file written since the last sync. The owner calls this on
@@ -181,7 +194,7 @@ impl<F: SpoolFs> Spool<F> {
         first.map_or(Ok(()), Err)
     }
 
-    fn fits(&self, rec_len: u64) -> bool {
+    pub(super) fn fits(&self, rec_len: u64) -> bool {
         let header = if self.needs_new_head(rec_len) {
             FILE_HEADER_LEN
         } else {
@@ -192,7 +205,7 @@ impl<F: SpoolFs> Spool<F> {
 
     /// No head, or a non-empty head this record would take past
     /// `segment_bytes` (an oversized record gets a segment of its own).
-    fn needs_new_head(&self, rec_len: u64) -> bool {
+    pub(super) fn needs_new_head(&self, rec_len: u64) -> bool {
         match self.head_index() {
             None => true,
             Some(h) => {
@@ -202,7 +215,7 @@ impl<F: SpoolFs> Spool<F> {
         }
     }
 
-    fn grow_head(&mut self, by: u64) {
+    pub(super) fn grow_head(&mut self, by: u64) {
         if let Some(h) = self.head_index() {
             let s = &mut self.segments[h];
             s.end += by;
@@ -248,7 +261,7 @@ impl<F: SpoolFs> Spool<F> {
 
     /// A write (of `attempted` bytes at `good_end`) or its sync failed: cut
     /// the head back to `good_end` if the disk allows and seal it.
-    fn write_failed(&mut self, good_end: u64, attempted: u64) {
+    pub(super) fn write_failed(&mut self, good_end: u64, attempted: u64) {
         self.stats.write_errors += 1;
         let Some(h) = self.head_index() else { return };
         let path = segment_path(&self.cfg.dir, self.segments[h].seq);

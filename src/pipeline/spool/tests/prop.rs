@@ -18,6 +18,9 @@ enum Op {
     /// An append whose write stops after this many bytes (its truncation
     /// failing too when the flag is set).
     TornAppend(usize, usize, bool),
+    /// A group appended jointly ([`Spool::append_all`]), its first write
+    /// optionally torn like [`Op::TornAppend`]'s.
+    Group(Vec<usize>, Option<(usize, bool)>),
     Next(usize, usize),
     Ack(u64),
     Nack(u64),
@@ -30,6 +33,11 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0usize..300).prop_map(Op::Append),
         1 => (0usize..300, 0usize..400, any::<bool>()).prop_map(|(l, c, t)| Op::TornAppend(l, c, t)),
+        2 => (
+            proptest::collection::vec(0usize..300, 1..12),
+            proptest::option::of((0usize..2000, any::<bool>()))
+        )
+            .prop_map(|(lens, torn)| Op::Group(lens, torn)),
         4 => (1usize..8, 1usize..1500).prop_map(|(n, b)| Op::Next(n, b)),
         3 => any::<u64>().prop_map(Op::Ack),
         1 => any::<u64>().prop_map(Op::Nack),
@@ -104,6 +112,19 @@ impl Model {
         Ok(())
     }
 
+    /// Records an append's outcome: its id, or a failure in this lifetime.
+    fn appended(&mut self, tag: u64, len: usize, id: Option<RecordId>) {
+        let failed_in = id.is_none().then_some(self.epoch);
+        let rec = Rec {
+            id,
+            len,
+            acked: false,
+            lost: false,
+            failed_in,
+        };
+        self.recs.insert(tag, rec);
+    }
+
     fn pick(&mut self, mask: u64) -> Vec<(RecordId, u64)> {
         let picked: Vec<_> = self
             .in_flight
@@ -175,18 +196,27 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 m.faults.set().fail_truncate = false;
                 m.faults.set().short_write = None;
                 prop_assert_eq!(r.is_err(), torn);
-                let failed_in = r.is_err().then_some(m.epoch);
-                let id = r.ok();
-                m.recs.insert(
-                    tag,
-                    Rec {
-                        id,
-                        len,
-                        acked: false,
-                        lost: false,
-                        failed_in,
-                    },
-                );
+                m.appended(tag, len, r.ok());
+            }
+            Op::Group(lens, torn) => {
+                if let Some((cut, fail_truncate)) = torn {
+                    let mut f = m.faults.set();
+                    f.short_write = Some(cut);
+                    f.fail_truncate = fail_truncate;
+                }
+                let tags: Vec<u64> = (m.next_tag..m.next_tag + lens.len() as u64).collect();
+                m.next_tag += lens.len() as u64;
+                let group = tags.iter().zip(&lens).map(|(t, l)| body(*t, *l)).collect();
+                let results = m.spool().append_all(group);
+                m.faults.set().fail_truncate = false;
+                m.faults.set().short_write = None;
+                prop_assert_eq!(results.len(), lens.len());
+                if torn.is_none() {
+                    prop_assert!(results.iter().all(|r| r.is_ok()));
+                }
+                for ((tag, len), r) in tags.into_iter().zip(lens).zip(results) {
+                    m.appended(tag, len, r.ok());
+                }
             }
             Op::Next(n, bytes) => {
                 let batch = m.spool().next_batch(n, bytes).unwrap();
