@@ -9,6 +9,7 @@
 //!      + 2 x batch_max_bytes + 6 x cap    parsed spans waiting to be spooled
 //!      + 4 x batch_max_bytes              one batch in delivery
 //!      + (1 + sinks) x 4 MiB               the spools' tails (spool on)
+//!      + sinks x 4 x 1 MiB                 the span handoffs (spool on)
 //!      + connections x PER_CONNECTION     hyper's buffers (HTTP/2: PER_H2_CONNECTION)
 //!      + cap x injected calls             requests read whole to add usage
 //!      + (max_histories + max_responses) x PER_SESSION_ENTRY   the session recogniser
@@ -17,6 +18,7 @@
 
 use crate::config::Config;
 use crate::parse::budget::PARSE_FACTOR;
+use crate::pipeline::handoff::HANDOFF_BYTES;
 use crate::pipeline::journal::READ_BYTES;
 use crate::pipeline::spool::TAIL_BYTES;
 use crate::pipeline::SPAN_QUEUE_BATCHES;
@@ -69,8 +71,14 @@ pub fn worst_case_rss(cfg: &Config, connections: usize, injected: usize) -> u64 
         .count() as u64;
     let feedback = feedback_sinks.saturating_mul(cfg.feedback.max_pending_bytes as u64);
     // The journal's and each sink's spool's latest appends, kept for reading.
+    // And each sink's latest spans, kept decoded for its delivery task: a
+    // span's structs take up to about four times its encoded size, like a
+    // batch in delivery.
     let tails = match cfg.spool {
-        Some(_) => (1 + cfg.sinks.len() as u64) * TAIL_BYTES as u64,
+        Some(_) => {
+            let sinks = cfg.sinks.len() as u64;
+            (1 + sinks) * TAIL_BYTES as u64 + sinks * 4 * HANDOFF_BYTES as u64
+        }
         None => 0,
     };
     BASE.saturating_add(cfg.max_inflight_capture_bytes as u64)
@@ -89,11 +97,11 @@ mod tests {
     use crate::config::{resolve, Env, Flags};
 
     #[test]
-    fn the_defaults_come_to_about_670_mib_plus_connections() {
+    fn the_defaults_come_to_about_680_mib_plus_connections() {
         let cfg = resolve(&Flags::default(), &Env::new(), None).expect("defaults");
         let sessions = 100_000 * PER_SESSION_ENTRY;
         let mib = (worst_case_rss(&cfg, 0, 0) - sessions) >> 20;
-        assert_eq!(mib, 32 + 256 + (20 + 240) + 40 + (8 + 60) + 16 + 2 * 4);
+        assert_eq!(mib, 32 + 256 + (20 + 240) + 40 + (8 + 60) + 16 + 2 * 4 + 4);
         let more = worst_case_rss(&cfg, 1000, 10) - worst_case_rss(&cfg, 0, 0);
         assert_eq!(more, 1000 * PER_CONNECTION + 10 * (10 << 20));
     }

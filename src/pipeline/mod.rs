@@ -25,6 +25,7 @@ pub mod batch;
 pub mod dead_letter;
 pub mod deliver;
 pub mod enrich;
+pub mod handoff;
 pub mod journal;
 pub mod lock;
 pub mod privacy;
@@ -398,6 +399,7 @@ fn spooled_downstream(
         .zip(c.sinks)
         .map(|(spool, sink)| spooled::Lane {
             spool: Arc::new(Mutex::new(spool)),
+            handoff: handoff::Handoff::shared(),
             notify: Arc::new(tokio::sync::Notify::new()),
             counters: metrics.sinks.get(sink.name()),
         })

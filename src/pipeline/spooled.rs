@@ -5,7 +5,8 @@
 //!                                   | then acks the spans' exchanges in the journal
 //!                                                  | notify
 //!                                                  v
-//!                          delivery task: next_batch -> Deliverer (retries
+//!                          delivery task: next_batch (the spans themselves
+//!                          from the handoff while it keeps up) -> Deliverer (retries
 //!                          without limit) -> ack (the segment files go once
 //!                          every record in them is acked)
 //! ```
@@ -27,7 +28,8 @@ use prost::Message;
 use tokio::sync::{mpsc, Notify};
 
 use super::batch::Limits;
-use super::spool::group::{append_group, next_group, publish, with_spool, Idle, Lost, Slot};
+use super::handoff::SharedHandoff;
+use super::spool::group::{append_group_ids, next_group, publish, with_spool, Idle, Lost, Slot};
 pub use super::spool::group::{open, open_at, Shared};
 use super::spool::RecordId;
 use super::{Deliverer, Parsed};
@@ -46,6 +48,8 @@ const LINGER: Duration = Duration::from_millis(1);
 #[derive(Clone)]
 pub struct Lane {
     pub spool: Shared,
+    /// The spans of its latest records, for delivery without decoding.
+    pub handoff: SharedHandoff,
     pub notify: Arc<Notify>,
     pub counters: Arc<SinkCounters>,
 }
@@ -53,6 +57,19 @@ pub struct Lane {
 impl Lane {
     fn slot(&self) -> Slot {
         Slot::Sink(self.counters.clone())
+    }
+
+    /// Keeps the spans whose records were stored (`ids[i]` is span `i`'s)
+    /// for the delivery task ([`super::handoff`]).
+    fn hand_off(&self, ids: Vec<Option<RecordId>>, spans: Vec<Span>) {
+        let Ok(mut h) = self.handoff.lock() else {
+            return;
+        };
+        for (id, span) in ids.into_iter().zip(spans) {
+            if let Some(id) = id {
+                h.push(id, span);
+            }
+        }
     }
 }
 
@@ -73,18 +90,15 @@ pub async fn writer(
     while let Some(mut group) = next_group(&mut rx, &idle, GROUP, usize::MAX, |_| 0).await {
         linger(&mut rx, &mut group).await;
         let journaled: Vec<_> = group.iter().filter_map(|p| p.journal).collect();
-        let payloads: Vec<Vec<u8>> = group
-            .iter()
-            .filter_map(|p| p.span.as_ref())
-            .map(Message::encode_to_vec)
-            .collect();
+        let spans: Vec<Span> = group.iter_mut().filter_map(|p| p.span.take()).collect();
+        let payloads: Vec<Vec<u8>> = spans.iter().map(Message::encode_to_vec).collect();
         metrics
             .queue_depth
             .fetch_sub(payloads.len() as i64, Relaxed);
         let count = payloads.len() as u64;
         let (journal, m, these) = (journal.clone(), metrics.clone(), lanes.clone());
         let lost = tokio::task::spawn_blocking(move || {
-            let lost = append_to_lanes(&these, payloads, always, &m);
+            let lost = append_to_lanes(&these, payloads, spans, always, &m);
             // The spans are spooled (or their loss counted): their exchanges
             // need not be parsed again.
             if let Some(j) = &journal {
@@ -126,32 +140,41 @@ async fn linger(rx: &mut mpsc::Receiver<Parsed>, group: &mut Vec<Parsed>) {
     }
 }
 
-/// Appends one group to every lane's spool (blocking); what each lost.
+/// Appends one group to every lane's spool (blocking), and hands the spans
+/// of the records stored to each lane's delivery task; what each lost.
 fn append_to_lanes(
     lanes: &[Lane],
     mut payloads: Vec<Vec<u8>>,
+    spans: Vec<Span>,
     always: bool,
     metrics: &Metrics,
 ) -> Vec<Lost> {
     let n = lanes.len();
     let mut out = Vec::with_capacity(n);
+    let mut spans = Some(spans);
     for (i, lane) in lanes.iter().enumerate() {
-        let these = match i + 1 == n {
+        let last = i + 1 == n;
+        let these = match last {
             true => std::mem::take(&mut payloads),
             false => payloads.clone(),
         };
         let count = these.len() as u64;
-        let lost = match lane.spool.lock() {
+        let (lost, ids) = match lane.spool.lock() {
             Ok(mut s) => {
-                let lost = append_group(&mut s, these, always);
+                let stored = append_group_ids(&mut s, these, always);
                 publish(&s, metrics, &lane.slot());
-                lost
+                stored
             }
-            Err(_) => Lost {
-                count,
-                error: Some("the spool is unavailable".into()),
-            },
+            Err(_) => {
+                let error = Some("the spool is unavailable".into());
+                (Lost { count, error }, Vec::new())
+            }
         };
+        let these = match last {
+            true => spans.take().unwrap_or_default(),
+            false => spans.clone().unwrap_or_default(),
+        };
+        lane.hand_off(ids, these);
         out.push(lost);
     }
     out
@@ -205,7 +228,7 @@ pub async fn deliver(
         }
         partial_since = None;
         // Records that are not spans are acked with the batch: they never will be.
-        let (mut ids, span_ids, spans) = decode(std::mem::take(&mut batch).records);
+        let (mut ids, span_ids, spans) = decode(std::mem::take(&mut batch).records, &lane.handoff);
         let outcome = match spans.is_empty() {
             true => None,
             false => Some(deliverer.deliver(spans).await),
@@ -306,11 +329,25 @@ impl Held {
 
 /// A spool batch as spans and their record ids, and the ids of records that
 /// are not spans (logged; acked with the batch, they never will be spans).
-fn decode(batch: Vec<(RecordId, Vec<u8>)>) -> (Vec<RecordId>, Vec<RecordId>, Vec<Span>) {
+/// Spans still in the handoff are taken from it, the rest decoded.
+fn decode(
+    batch: Vec<(RecordId, Vec<u8>)>,
+    handoff: &SharedHandoff,
+) -> (Vec<RecordId>, Vec<RecordId>, Vec<Span>) {
+    let kept: Vec<Option<Span>> = match handoff.lock() {
+        Ok(mut h) => batch.iter().map(|(id, _)| h.take(*id)).collect(),
+        Err(_) => Vec::new(),
+    };
+    let mut kept = kept.into_iter();
     let mut bad = Vec::new();
     let mut span_ids = Vec::with_capacity(batch.len());
     let mut spans = Vec::with_capacity(batch.len());
     for (id, payload) in batch {
+        if let Some(span) = kept.next().flatten() {
+            spans.push(span);
+            span_ids.push(id);
+            continue;
+        }
         match Span::decode(payload.as_slice()) {
             Ok(s) => {
                 spans.push(s);
@@ -336,5 +373,83 @@ pub fn ack_journal(journal: &Shared, metrics: &Metrics, ids: &[RecordId]) {
             tracing::warn!(error = %e, "exchange journal: acks not persisted; those exchanges will be parsed again after a restart");
         }
         publish(&j, metrics, &Slot::Journal);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::handoff::Handoff;
+    use crate::pipeline::spool::{Fsync, RealFs, Spool, SpoolConfig};
+
+    fn lane(dir: &std::path::Path, metrics: &Metrics, name: &str) -> Lane {
+        let cfg = SpoolConfig {
+            dir: dir.join(name),
+            fsync: Fsync::Interval(Duration::from_secs(3600)),
+            max_bytes: 64 << 20,
+            segment_bytes: 1 << 20,
+            tail_bytes: 1 << 20,
+        };
+        Lane {
+            spool: Arc::new(std::sync::Mutex::new(Spool::open(cfg, RealFs::new()).unwrap())),
+            handoff: Handoff::shared(),
+            notify: Arc::new(Notify::new()),
+            counters: metrics.sinks.get(name),
+        }
+    }
+
+    fn span(n: u8) -> Span {
+        Span {
+            trace_id: vec![n; 16],
+            span_id: vec![n; 8],
+            name: format!("span {n}"),
+            ..Span::default()
+        }
+    }
+
+    fn read(lane: &Lane) -> Vec<(RecordId, Vec<u8>)> {
+        lane.spool.lock().unwrap().next_batch(100, 1 << 20).unwrap()
+    }
+
+    #[test]
+    fn every_lane_delivers_the_spans_it_stored_whether_handed_off_or_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::default();
+        let lanes = vec![lane(dir.path(), &metrics, "a"), lane(dir.path(), &metrics, "b")];
+        let spans: Vec<Span> = (0..3).map(span).collect();
+        let payloads = spans.iter().map(Message::encode_to_vec).collect();
+        let lost = append_to_lanes(&lanes, payloads, spans.clone(), false, &metrics);
+        assert!(lost.iter().all(|l| l.count == 0));
+        for lane in &lanes {
+            assert_eq!(lane.handoff.lock().unwrap().kept(), 3);
+            let batch = read(lane);
+            let (bad, ids, got) = decode(batch.clone(), &lane.handoff);
+            assert!(bad.is_empty());
+            assert_eq!(ids, batch.iter().map(|r| r.0).collect::<Vec<_>>());
+            assert_eq!(got, spans, "handed off: the very spans stored");
+            assert_eq!(lane.handoff.lock().unwrap().kept(), 0);
+            // Sent again (after a failed send): decoded from the bytes.
+            let (_, _, again) = decode(batch, &lane.handoff);
+            assert_eq!(again, spans);
+        }
+    }
+
+    #[test]
+    fn a_span_the_handoff_no_longer_has_is_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::default();
+        let lanes = vec![lane(dir.path(), &metrics, "a")];
+        let spans: Vec<Span> = (0..4).map(span).collect();
+        let payloads = spans.iter().map(Message::encode_to_vec).collect();
+        append_to_lanes(&lanes, payloads, spans.clone(), false, &metrics);
+        let batch = read(&lanes[0]);
+        // The first two were evicted (or never kept).
+        lanes[0].handoff.lock().unwrap().take(batch[1].0);
+        let mut garbage = batch.clone();
+        garbage[3].1 = b"\xff\xff not a span".to_vec();
+        let (bad, ids, got) = decode(garbage, &lanes[0].handoff);
+        assert!(bad.is_empty(), "the handed-off span is used, not its bytes");
+        assert_eq!(ids.len(), 4);
+        assert_eq!(got, spans);
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{Fsync, RealFs, Spool, SpoolConfig, SpoolError};
+use super::{Fsync, RealFs, RecordId, Spool, SpoolConfig, SpoolError};
 use crate::config::SpoolSettings;
 use crate::metrics::{Metrics, SinkCounters};
 
@@ -184,15 +184,29 @@ pub fn append_group(
     payloads: impl IntoIterator<Item = Vec<u8>>,
     always: bool,
 ) -> Lost {
+    append_group_ids(s, payloads, always).0
+}
+
+/// [`append_group`], with each record's id (`None`: not stored), in order.
+pub fn append_group_ids(
+    s: &mut Spool<RealFs>,
+    payloads: impl IntoIterator<Item = Vec<u8>>,
+    always: bool,
+) -> (Lost, Vec<Option<RecordId>>) {
     let mut lost = Lost {
         count: 0,
         error: None,
     };
+    let mut ids = Vec::new();
     for r in s.append_all(payloads.into_iter().collect()) {
-        if let Err(e) = r {
-            lost.count += 1;
-            if lost.error.is_none() && !matches!(e, SpoolError::Full { .. }) {
-                lost.error = Some(e.to_string());
+        match r {
+            Ok(id) => ids.push(Some(id)),
+            Err(e) => {
+                ids.push(None);
+                lost.count += 1;
+                if lost.error.is_none() && !matches!(e, SpoolError::Full { .. }) {
+                    lost.error = Some(e.to_string());
+                }
             }
         }
     }
@@ -204,5 +218,5 @@ pub fn append_group(
             }
         }
     }
-    lost
+    (lost, ids)
 }

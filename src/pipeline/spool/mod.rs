@@ -162,6 +162,12 @@ impl RecordId {
     pub fn offset(&self) -> u32 {
         self.offset
     }
+
+    /// An id for tests outside the spool.
+    #[cfg(test)]
+    pub fn at(segment: u64, offset: u32) -> Self {
+        RecordId { segment, offset }
+    }
 }
 
 /// Counters since open, and the spool's current size.
