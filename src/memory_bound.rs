@@ -9,7 +9,7 @@
 //!      + 2 x batch_max_bytes + 6 x cap    parsed spans waiting to be spooled
 //!      + 4 x batch_max_bytes              one batch in delivery
 //!      + (1 + sinks) x 4 MiB               the spools' tails (spool on)
-//!      + sinks x 4 x 1 MiB                 the span handoffs (spool on)
+//!      + sinks x 4 x 4 MiB                 the span handoffs (spool on)
 //!      + connections x PER_CONNECTION     hyper's buffers (HTTP/2: PER_H2_CONNECTION)
 //!      + cap x injected calls             requests read whole to add usage
 //!      + (max_histories + max_responses) x PER_SESSION_ENTRY   the session recogniser
@@ -97,11 +97,11 @@ mod tests {
     use crate::config::{resolve, Env, Flags};
 
     #[test]
-    fn the_defaults_come_to_about_680_mib_plus_connections() {
+    fn the_defaults_come_to_about_700_mib_plus_connections() {
         let cfg = resolve(&Flags::default(), &Env::new(), None).expect("defaults");
         let sessions = 100_000 * PER_SESSION_ENTRY;
         let mib = (worst_case_rss(&cfg, 0, 0) - sessions) >> 20;
-        assert_eq!(mib, 32 + 256 + (20 + 240) + 40 + (8 + 60) + 16 + 2 * 4 + 4);
+        assert_eq!(mib, 32 + 256 + (20 + 240) + 40 + (8 + 60) + 16 + 2 * 4 + 16);
         let more = worst_case_rss(&cfg, 1000, 10) - worst_case_rss(&cfg, 0, 0);
         assert_eq!(more, 1000 * PER_CONNECTION + 10 * (10 << 20));
     }

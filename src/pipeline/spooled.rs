@@ -391,7 +391,9 @@ mod tests {
             tail_bytes: 1 << 20,
         };
         Lane {
-            spool: Arc::new(std::sync::Mutex::new(Spool::open(cfg, RealFs::new()).unwrap())),
+            spool: Arc::new(std::sync::Mutex::new(
+                Spool::open(cfg, RealFs::new()).unwrap(),
+            )),
             handoff: Handoff::shared(),
             notify: Arc::new(Notify::new()),
             counters: metrics.sinks.get(name),
@@ -415,7 +417,10 @@ mod tests {
     fn every_lane_delivers_the_spans_it_stored_whether_handed_off_or_decoded() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Metrics::default();
-        let lanes = vec![lane(dir.path(), &metrics, "a"), lane(dir.path(), &metrics, "b")];
+        let lanes = vec![
+            lane(dir.path(), &metrics, "a"),
+            lane(dir.path(), &metrics, "b"),
+        ];
         let spans: Vec<Span> = (0..3).map(span).collect();
         let payloads = spans.iter().map(Message::encode_to_vec).collect();
         let lost = append_to_lanes(&lanes, payloads, spans.clone(), false, &metrics);
