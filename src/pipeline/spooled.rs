@@ -312,7 +312,7 @@ impl Held {
             return true;
         };
         let read = with_spool(spool, metrics, slot, move |s| match first {
-            true => s.next_batch(n, bytes).map(|b| (b, false)),
+            true => s.next_batch_and_full(n, bytes),
             false => s.next_batch_within(n, bytes),
         });
         let (records, full) = read

@@ -31,6 +31,21 @@ impl<F: SpoolFs> Spool<F> {
         self.read(want).map(|(batch, _)| batch)
     }
 
+    /// [`Spool::next_batch`], and whether it stopped at a limit with
+    /// records left (`true`: the batch is full), for a caller that tops its
+    /// batch up ([`Spool::next_batch_within`]) until it is.
+    pub fn next_batch_and_full(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<(Batch, bool), SpoolError> {
+        self.read(Want {
+            records: max_records,
+            bytes: max_bytes,
+            at_least_one: true,
+        })
+    }
+
     /// Like [`Spool::next_batch`], for topping up a batch the caller already
     /// holds: never more than `max_bytes` (so possibly nothing), and whether
     /// it stopped at a limit with records left (`true`: the caller's batch

@@ -101,4 +101,14 @@ fn topping_up_never_passes_the_byte_limit_and_says_when_full() {
     // The plain read still takes one record whatever its size.
     s.append(&payload(9, 100)).unwrap();
     assert_eq!(s.next_batch(10, 1).unwrap().len(), 1);
+    // A first read says when it is full, by bytes or by count.
+    for k in 10..14 {
+        s.append(&payload(k, 100)).unwrap();
+    }
+    let (b, full) = s.next_batch_and_full(10, 1).unwrap();
+    assert_eq!((b.len(), full), (1, true), "one record, whatever its size");
+    let (b, full) = s.next_batch_and_full(1, 1 << 20).unwrap();
+    assert_eq!((b.len(), full), (1, true));
+    let (b, full) = s.next_batch_and_full(10, 1 << 20).unwrap();
+    assert_eq!((b.len(), full), (2, false), "all there was");
 }
