@@ -5,8 +5,16 @@
 //!
 //! - Before a worker decodes and parses a record, it writes the record's id
 //!   into its own slot of `parsing.marks` ([`marks`] has the format) with
-//!   one `pwrite`; when the parse ends, it frees the slot. The marks are not
-//!   fsynced: they must survive the process dying, not the machine.
+//!   one `pwrite`, over whatever the slot held. A finished parse leaves its
+//!   mark in place while the worker goes on to its next record (whose mark
+//!   replaces it: one write per record under load, not two); a worker frees
+//!   its slot when it runs out of records ([`Guard::free`]), and a record
+//!   with a strike frees its slot as soon as its parse ends. So a crash
+//!   right after a parse may strike the record just parsed: it is parsed
+//!   again, alone, if it was not yet stored (never lost, never quarantined
+//!   for it, since a struck record frees its mark at once), and its strike
+//!   is forgotten if it was. The marks are not fsynced: they must survive
+//!   the process dying, not the machine.
 //! - At start, [`Guard::open`] reads what the last process left: a record
 //!   found being parsed gets a strike. A record with one strike is parsed
 //!   again, but **alone** (the [`Gate`] holds every other worker back), so a
@@ -76,7 +84,7 @@ pub struct Guard {
 
 /// What to do with a record a worker is about to parse.
 pub enum Admit {
-    /// Parse it; the token frees its mark when dropped.
+    /// Parse it; dropping the token ends the parse (see [`Parsing`]).
     Parse(Parsing),
     /// Quarantine it ([`Guard::quarantine`]); never parse it.
     Quarantine,
@@ -215,6 +223,11 @@ impl Guard {
         self.any_pending.store(!pending.is_empty(), Relaxed);
     }
 
+    /// Frees `worker`'s slot: it has no record in hand (idle, or stopping).
+    pub fn free(&self, worker: usize) {
+        self.write_slot(self.first_worker_slot + worker, &Mark::FREE);
+    }
+
     fn write_slot(&self, slot: usize, m: &Mark) {
         let at = (slot * SLOT) as u64;
         if let Err(e) = self.file.write_all_at(&marks::encode(m), at) {
@@ -226,7 +239,10 @@ impl Guard {
     }
 }
 
-/// Held while a record is decoded and parsed; dropping it frees the mark.
+/// Held while a record is decoded and parsed. Dropping it ends the parse:
+/// a record with a strike frees its mark and strike at once (and lets the
+/// other workers go on); any other leaves its mark to be overwritten by the
+/// worker's next record or freed by [`Guard::free`].
 pub struct Parsing {
     guard: Arc<Guard>,
     slot: usize,
@@ -236,10 +252,10 @@ pub struct Parsing {
 
 impl Drop for Parsing {
     fn drop(&mut self) {
-        // The worker slot first: a crash between the two leaves the record
-        // pending, to be parsed once more, rather than struck.
-        self.guard.write_slot(self.slot, &Mark::FREE);
         if self.exclusive {
+            // The worker slot first: a crash between the two leaves the
+            // record pending, to be parsed once more, rather than struck.
+            self.guard.write_slot(self.slot, &Mark::FREE);
             self.guard.resolve(self.key);
         }
         self.guard.gate.leave(self.exclusive);

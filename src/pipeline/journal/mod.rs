@@ -227,6 +227,8 @@ pub struct Reader {
     batch: VecDeque<(RecordId, Vec<u8>)>,
     /// The poison-pill guard and this worker's number.
     guard: Option<(Arc<guard::Guard>, usize)>,
+    /// This worker's mark slot may hold a finished record (freed when idle).
+    marked: bool,
 }
 
 impl Reader {
@@ -237,6 +239,7 @@ impl Reader {
             metrics,
             batch: VecDeque::new(),
             guard: None,
+            marked: false,
         }
     }
 
@@ -245,6 +248,30 @@ impl Reader {
     pub fn guarded(mut self, guard: Arc<guard::Guard>, worker: usize) -> Self {
         self.guard = Some((guard, worker));
         self
+    }
+
+    /// Frees this worker's mark slot if a finished parse left it marked:
+    /// before waiting for records, and when stopping.
+    fn free_mark(&mut self) {
+        if let (true, Some((g, worker))) = (self.marked, &self.guard) {
+            g.free(*worker);
+        }
+        self.marked = false;
+    }
+
+    /// Waits for the journal to change past `seen`, with no mark held (a
+    /// journal that changed already is read again at once, mark kept).
+    fn wait_past(&mut self, seen: u64) {
+        if self.wake.generation() == seen {
+            self.free_mark();
+        }
+        self.wake.wait_past(seen);
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.free_mark();
     }
 }
 
@@ -259,7 +286,10 @@ impl Iterator for Reader {
                 let parsing = match &self.guard {
                     None => None,
                     Some((g, worker)) => match g.admit(*worker, id) {
-                        guard::Admit::Parse(p) => Some(p),
+                        guard::Admit::Parse(p) => {
+                            self.marked = true;
+                            Some(p)
+                        }
                         guard::Admit::Quarantine => {
                             g.quarantine(id, &payload, &self.journal);
                             continue;
@@ -294,14 +324,18 @@ impl Iterator for Reader {
             };
             match read {
                 Ok(b) if !b.is_empty() => self.batch.extend(b),
-                Ok(_) if done => return None,
-                Ok(_) => self.wake.wait_past(seen),
+                Ok(_) if done => {
+                    self.free_mark();
+                    return None;
+                }
+                Ok(_) => self.wait_past(seen),
                 Err(e) => {
                     tracing::error!(error = %e, "exchange journal: read failed");
                     if done {
+                        self.free_mark();
                         return None;
                     }
-                    self.wake.wait_past(seen);
+                    self.wait_past(seen);
                 }
             }
         }

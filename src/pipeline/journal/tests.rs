@@ -250,3 +250,62 @@ async fn readers_stop_when_the_writer_is_cancelled() {
     assert_eq!(first.unwrap().exchange.unwrap().trace_id[0], 1);
     assert!(second.is_none(), "nothing more, and no wait");
 }
+
+/// With the poison-pill guard: a worker's mark stays through its records
+/// (each replaces the last) and is freed once it has none in hand — when it
+/// waits for the writer, and when it ends — so an idle llmtap that dies
+/// strikes nothing.
+#[tokio::test]
+async fn a_guarded_reader_frees_its_mark_when_it_waits_and_when_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path(), true);
+    for n in 1..=2 {
+        let (tx, rx) = oneshot::channel();
+        r.tx.send(entry(n, Some(tx))).await.unwrap();
+        rx.await.unwrap();
+    }
+    let g = guard::Guard::open(dir.path(), dir.path().join("q"), r.metrics.clone());
+    let mut reader = Reader::new(r.journal.clone(), r.wake.clone(), r.metrics.clone())
+        .guarded(Arc::new(g.unwrap()), 0);
+    let file = dir.path().join(guard::FILE);
+    let marked = move || -> Vec<(u64, u32)> {
+        let bytes = std::fs::read(&file).unwrap();
+        marks::parse(&bytes)
+            .marks
+            .iter()
+            .map(|m| m.record)
+            .collect()
+    };
+    let (parsed_tx, parsed_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let item = reader.next().unwrap();
+            drop(item.parsing);
+            parsed_tx.send(item.id).unwrap();
+        }
+        go_rx.recv().unwrap();
+        reader.next().is_none()
+    });
+    let wait = Duration::from_secs(10);
+    let _first = parsed_rx.recv_timeout(wait).unwrap();
+    let second = parsed_rx.recv_timeout(wait).unwrap();
+    assert_eq!(
+        marked(),
+        vec![(second.segment(), second.offset())],
+        "the last record's mark, left for the next record to replace"
+    );
+    go_tx.send(()).unwrap();
+    let deadline = std::time::Instant::now() + wait;
+    while !marked().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a waiting worker kept its mark"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(r.tx);
+    r.writer.await.unwrap();
+    assert!(worker.join().unwrap(), "the reader ends with the writer");
+    assert!(marked().is_empty());
+}
