@@ -41,6 +41,8 @@
 //! - [`feedback`]: `POST /llmtap/v1/feedback` -> an assessment on a trace,
 //!   stored per sink and delivered through `Sink::assess`.
 //! - [`privacy`]: capture modes, redaction rules and detectors, sampling.
+//! - [`pydumps`]: a value as Python's `json.dumps` writes it (the span
+//!   inputs and outputs llmtap builds, the Databricks span documents).
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`redact`]: URLs for display, without userinfo or query.
 //! - [`session`]: which conversation a call belongs to (recognised in the
@@ -75,6 +77,7 @@ pub mod parse;
 pub mod pipeline;
 pub mod privacy;
 pub mod private;
+pub mod pydumps;
 pub mod record;
 pub mod redact;
 pub mod route;

@@ -301,11 +301,10 @@ fn set_who(span: &mut SpanRecord, ex: &Exchange, request: Option<&Value>) {
 fn set_request(span: &mut SpanRecord, api: Api, req: &Decoded, json: Option<&Value>, fits: bool) {
     let inputs = match (api, json) {
         // Token-array inputs can run to megabytes: summarised.
-        (Api::Embeddings, Some(v)) => python_style(
-            openai_embeddings::request_summary(v).to_string().as_bytes(),
-            true,
-        ),
-        _ => python_style(&req.text, fits),
+        (Api::Embeddings, Some(v)) => {
+            crate::pydumps::dumps(&openai_embeddings::request_summary(v), false)
+        }
+        _ => python_style(&req.text, fits, json.is_some()),
     };
     span.set("mlflow.spanInputs", inputs);
     if fits && params::recorded(api) {
@@ -352,11 +351,16 @@ fn read_response(
     }
     match &read.outcome.response {
         // Streams are reconstructed; embeddings lose their vectors.
-        Some(v) if stream || api == Api::Embeddings => span.set(
-            "mlflow.spanOutputs",
-            python_style(v.to_string().as_bytes(), true),
-        ),
-        _ if !dec.text.is_empty() => span.set("mlflow.spanOutputs", python_style(&dec.text, fits)),
+        Some(v) if stream || api == Api::Embeddings => {
+            span.set("mlflow.spanOutputs", crate::pydumps::dumps(v, false))
+        }
+        // A whole JSON body (not SSE) that parsed needs no second check.
+        Some(_) if read.outcome.stream.is_none() => {
+            span.set("mlflow.spanOutputs", python_style(&dec.text, fits, true))
+        }
+        _ if !dec.text.is_empty() => {
+            span.set("mlflow.spanOutputs", python_style(&dec.text, fits, false))
+        }
         _ => {}
     }
     body_facts(span, "response", dec);
@@ -462,13 +466,16 @@ fn set_failure(span: &mut SpanRecord, failed: Option<(&'static str, String)>) {
 /// `json.dumps` style (`", "`, `": "`, the body's own key order), as the
 /// MLflow client serialises autologged values, so the server's previews
 /// read the same; anything else, or a body past the parse budget
-/// (`restyle` false), as it came.
-fn python_style(text: &[u8], restyle: bool) -> String {
+/// (`restyle` false), as it came. `parsed`: serde_json read exactly this
+/// text as JSON already, so it is not checked again.
+fn python_style(text: &[u8], restyle: bool, parsed: bool) -> String {
     let raw = String::from_utf8_lossy(text);
-    match restyle {
-        true => pyjson::dumps(&raw).unwrap_or_else(|| raw.into_owned()),
-        false => raw.into_owned(),
-    }
+    let styled = match (restyle, parsed) {
+        (false, _) => None,
+        (true, true) => pyjson::dumps_parsed(&raw),
+        (true, false) => pyjson::dumps(&raw),
+    };
+    styled.unwrap_or_else(|| raw.into_owned())
 }
 
 /// The response parser of each API.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{Map, Value};
 
-use super::pyjson::Ordered;
+use crate::pydumps::Ordered;
 
 use super::span_doc::stored_attribute;
 
@@ -126,13 +126,13 @@ mod tests {
         let s = chat_span([1; 16], [1; 8]);
         let u = usage(&[&s]).unwrap();
         assert_eq!(
-            crate::sinks::databricks::pyjson::dumps(&u, false),
+            crate::pydumps::dumps(&u, false),
             r#"{"input_tokens": 9, "output_tokens": 3, "total_tokens": 12}"#
         );
         let s = stream_span();
         let u = usage(&[&s]).unwrap();
         assert_eq!(
-            crate::sinks::databricks::pyjson::dumps(&u, false),
+            crate::pydumps::dumps(&u, false),
             r#"{"input_tokens": 9, "output_tokens": 6, "total_tokens": 15, "cache_read_input_tokens": 4}"#
         );
     }

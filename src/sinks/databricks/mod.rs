@@ -26,7 +26,6 @@ pub mod group;
 pub mod outcome;
 pub mod preview;
 pub mod protojson;
-pub mod pyjson;
 pub mod signed;
 pub mod span_doc;
 pub mod trace_info;

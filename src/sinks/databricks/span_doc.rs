@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::trace::v1::{status, Span};
 use serde_json::{json, Map, Value};
 
 use super::group::TraceSpans;
-use super::pyjson;
+use crate::pydumps as pyjson;
 
 /// `mlflow.traceRequestId`: the MLflow trace id every span carries.
 pub const REQUEST_ID: &str = "mlflow.traceRequestId";

@@ -18,8 +18,8 @@ use super::aggregate;
 use super::group::TraceSpans;
 use super::preview::{cut, cut_with_suffix, preview, METADATA_MAX, TAG_KEY_MAX, TAG_VALUE_MAX};
 use super::protojson::{duration_ms, timestamp_ms};
-use super::pyjson::{ascii_len, dumps, Ordered};
 use super::span_doc::{stored_attribute, string_attribute};
+use crate::pydumps::{ascii_len, dumps, Ordered};
 
 /// Where a trace lives, and how that shapes its info.
 #[derive(Debug, Clone, PartialEq)]

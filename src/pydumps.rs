@@ -2,7 +2,10 @@
 //! separators, floats in `repr` form, and, with `ensure_ascii`, every
 //! character outside printable ASCII escaped as `\uXXXX`. The MLflow client
 //! serialises the span document and the trace-size statistics this way, so
-//! sizes and bodies match what it would send for the same trace.
+//! sizes and bodies match what it would send for the same trace; autologging
+//! writes a span's inputs and outputs this way (`ensure_ascii=False`), which
+//! is how llmtap writes the ones it builds (a stream's rebuilt response).
+//! Text to be re-rendered without a parse is [`crate::trace::pyjson`]'s.
 
 use std::io::{self, Write};
 
