@@ -72,6 +72,12 @@ use crate::metrics::Metrics;
 /// The journal shared by its writer, the parse workers and the span writer.
 pub use super::spool::group::Shared;
 
+/// How long a journal group waits for more exchanges after its first, when
+/// no call waits for it (`fsync` an interval): at a steady rate, a group per
+/// call wakes every stage behind the writer once per call; a millisecond
+/// gathers several calls into one group. Nothing on the request path waits.
+const LINGER: Duration = Duration::from_millis(1);
+
 /// The journal's directory inside the spool directory.
 pub const DIR: &str = "exchanges";
 
@@ -182,6 +188,11 @@ pub async fn writer(
     let _finish = FinishOnDrop(wake.clone());
     let always = settings.fsync_interval.is_none();
     let idle = Idle::new(vec![(journal.clone(), Slot::Journal)], &metrics, &settings);
+    // A held call waits for its group: no linger with `fsync = "always"`.
+    let idle = idle.lingering(match always {
+        true => Duration::ZERO,
+        false => LINGER,
+    });
     while let Some(group) = next_group(&mut rx, &idle, GROUP, GROUP_BYTES, |e| e.len).await {
         let bytes: usize = group.iter().map(|e| e.len).sum();
         queued_bytes.fetch_sub(bytes, Ordering::Relaxed);

@@ -85,6 +85,9 @@ pub struct Idle {
     spools: Vec<(Shared, Slot)>,
     metrics: Arc<Metrics>,
     tick: Duration,
+    /// How long a group waits for more items after its first (zero: it
+    /// takes only what is queued already).
+    linger: Duration,
 }
 
 impl Idle {
@@ -99,7 +102,14 @@ impl Idle {
             spools,
             metrics: metrics.clone(),
             tick: settings.fsync_interval.unwrap_or(Duration::from_secs(1)),
+            linger: Duration::ZERO,
         }
+    }
+
+    /// Groups wait up to `linger` for more items after their first.
+    pub fn lingering(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
     }
 
     /// Flushes every spool (the writer does at its end too).
@@ -110,9 +120,10 @@ impl Idle {
     }
 }
 
-/// The next group commit's items: the first to arrive, then whatever is
-/// already queued, up to `max` items and `max_weight` (by `weight`). The
-/// spool is flushed on every idle tick. `None` once the queue is closed.
+/// The next group commit's items: the first to arrive, then whatever
+/// arrives within the linger (only what is already queued, without one),
+/// up to `max` items and `max_weight` (by `weight`). The spool is flushed
+/// on every idle tick. `None` once the queue is closed.
 pub async fn next_group<T>(
     rx: &mut mpsc::Receiver<T>,
     idle: &Idle,
@@ -126,16 +137,22 @@ pub async fn next_group<T>(
             _ = tokio::time::sleep(idle.tick) => idle.flush().await,
         }
     };
+    let linger = (!idle.linger.is_zero()).then(|| tokio::time::Instant::now() + idle.linger);
     let mut total = weight(&first);
     let mut group = vec![first];
     while group.len() < max && total < max_weight {
-        match rx.try_recv() {
-            Ok(item) => {
-                total += weight(&item);
-                group.push(item);
+        let item = match (rx.try_recv(), linger) {
+            (Ok(item), _) => item,
+            (Err(mpsc::error::TryRecvError::Empty), Some(until)) => {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(item)) => item,
+                    _ => break,
+                }
             }
-            Err(_) => break,
-        }
+            (Err(_), _) => break,
+        };
+        total += weight(&item);
+        group.push(item);
     }
     Some(group)
 }
@@ -219,4 +236,83 @@ pub fn append_group_ids(
         }
     }
     (lost, ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    fn idle(linger: Duration) -> Idle {
+        Idle {
+            spools: Vec::new(),
+            metrics: Arc::new(Metrics::default()),
+            tick: Duration::from_secs(3600),
+            linger,
+        }
+    }
+
+    async fn group(rx: &mut mpsc::Receiver<u32>, idle: &Idle, max: usize) -> Vec<u32> {
+        next_group(rx, idle, max, usize::MAX, |_| 0).await.unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_group_takes_what_arrives_within_the_linger() {
+        let (tx, mut rx) = mpsc::channel(16);
+        tx.send(1).await.unwrap();
+        // (tokio's timers tick by the millisecond)
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            tx.send(2).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(4)).await;
+            tx.send(3).await.unwrap();
+        });
+        let idle = idle(Duration::from_millis(3));
+        let start = Instant::now();
+        assert_eq!(group(&mut rx, &idle, 8).await, vec![1, 2]);
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(3),
+            "the linger, no more"
+        );
+        assert_eq!(
+            group(&mut rx, &idle, 8).await,
+            vec![3],
+            "past it: the next group"
+        );
+        late.await.unwrap();
+        assert!(next_group(&mut rx, &idle, 8, usize::MAX, |_| 0)
+            .await
+            .is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_linger_a_group_is_what_is_queued_already() {
+        let (tx, mut rx) = mpsc::channel(16);
+        tx.send(1).await.unwrap();
+        tx.send(2).await.unwrap();
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_micros(100)).await;
+            tx.send(3).await.unwrap();
+        });
+        let idle = idle(Duration::ZERO);
+        let start = Instant::now();
+        assert_eq!(group(&mut rx, &idle, 8).await, vec![1, 2]);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        late.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_or_closed_queue_ends_the_linger_at_once() {
+        let idle = idle(Duration::from_millis(1));
+        let (tx, mut rx) = mpsc::channel(16);
+        for n in 1..=3 {
+            tx.send(n).await.unwrap();
+        }
+        let start = Instant::now();
+        assert_eq!(group(&mut rx, &idle, 2).await, vec![1, 2], "full");
+        drop(tx);
+        assert_eq!(group(&mut rx, &idle, 8).await, vec![3], "closed");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
 }
