@@ -5,7 +5,7 @@
 //! sizes and bodies match what it would send for the same trace; autologging
 //! writes a span's inputs and outputs this way (`ensure_ascii=False`), which
 //! is how llmtap writes the ones it builds (a stream's rebuilt response).
-//! Text to be re-rendered without a parse is [`crate::trace::pyjson`]'s.
+//! Text to be re-rendered without a parse is `trace::pyjson`'s.
 
 use std::io::{self, Write};
 

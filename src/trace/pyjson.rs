@@ -52,8 +52,7 @@ const DUMPS: Style = Style {
 
 /// `json.dumps(..., ensure_ascii=False)` of the value the JSON text holds.
 pub fn dumps(text: &str) -> Option<String> {
-    serde_json::from_str::<serde::de::IgnoredAny>(text).ok()?;
-    walk(text, &DUMPS)
+    render(text, &DUMPS)
 }
 
 /// [`dumps`] of text that serde_json has parsed, as it is, without error:

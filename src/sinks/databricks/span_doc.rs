@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::trace::v1::{status, Span};
 use serde_json::{json, Map, Value};
 
 use super::group::TraceSpans;
-use crate::pydumps as pyjson;
+use crate::pydumps;
 
 /// `mlflow.traceRequestId`: the MLflow trace id every span carries.
 pub const REQUEST_ID: &str = "mlflow.traceRequestId";
@@ -35,7 +35,7 @@ pub fn document(trace: &TraceSpans<'_>, mlflow_trace_id: &str) -> Value {
 
 /// The document's bytes, as the client uploads them.
 pub fn document_bytes(doc: &Value) -> Vec<u8> {
-    pyjson::dumps(doc, false).into_bytes()
+    pydumps::dumps(doc, false).into_bytes()
 }
 
 /// One span as `Span.to_dict()` writes it.
@@ -44,7 +44,7 @@ pub fn span_dict(span: &Span, mlflow_trace_id: &str) -> Value {
     let mut attributes = attribute_map(&span.attributes);
     attributes.insert(
         REQUEST_ID.into(),
-        Value::String(pyjson::dumps(mlflow_trace_id, false)),
+        Value::String(pydumps::dumps(mlflow_trace_id, false)),
     );
     let (code, message) = status_of(span);
     json!({
@@ -103,7 +103,7 @@ fn plain_map(attrs: &[KeyValue]) -> Map<String, Value> {
 pub fn attribute_text(v: &AnyValue) -> String {
     match &v.value {
         Some(any_value::Value::StringValue(s)) if is_json_text(s) => s.clone(),
-        _ => pyjson::dumps(&plain(v), false),
+        _ => pydumps::dumps(&plain(v), false),
     }
 }
 
