@@ -6,7 +6,8 @@
 //! base + capture.max_inflight_bytes
 //!      + parse_workers x (max(journal read batch, 2 x cap) + 24 x cap)
 //!      + 4 x cap                          the journal writer, one record
-//!      + 2 x batch_max_bytes + 6 x cap    parsed spans waiting to be spooled
+//!      + 2 x batch_max_bytes + 6 x cap    parsed spans not yet spooled (spool on:
+//!                                         per parse worker; off: the span queue)
 //!      + 4 x batch_max_bytes              one batch in delivery
 //!      + (1 + sinks) x 4 MiB               the spools' tails (spool on)
 //!      + sinks x 4 x 4 MiB                 the span handoffs (spool on)
@@ -59,7 +60,13 @@ pub fn worst_case_rss(cfg: &Config, connections: usize, injected: usize) -> u64 
     let read_batch = (READ_BYTES as u64).max(2 * cap);
     let parse = read_batch + (PARSE_FACTOR as u64 + COPIES) * cap;
     let journal_writer = 4 * cap;
-    let span_queue = SPAN_QUEUE_BATCHES as u64 * batch + 6 * cap;
+    // Spool on, each worker holds its group of spans and their encoding;
+    // spool off, the workers share one span queue.
+    let holders = match cfg.spool {
+        Some(_) => workers.max(1),
+        None => 1,
+    };
+    let span_queue = holders.saturating_mul(SPAN_QUEUE_BATCHES as u64 * batch + 6 * cap);
     let delivery = 4 * batch;
     let sessions = (cfg.sessions.max_prefixes as u64)
         .saturating_add(cfg.sessions.max_responses as u64)

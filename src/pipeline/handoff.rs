@@ -28,7 +28,7 @@ use super::spool::RecordId;
 /// only to 3.2 %).
 pub const HANDOFF_BYTES: usize = super::spool::TAIL_BYTES;
 
-/// A sink's handoff, shared by the spool writer and its delivery task.
+/// A sink's handoff, shared by the parse workers and its delivery task.
 pub type SharedHandoff = Arc<Mutex<Handoff>>;
 
 /// Spans by record id, oldest first.

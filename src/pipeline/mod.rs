@@ -2,17 +2,23 @@
 //! (the default):
 //!
 //! ```text
-//! request path --try_send--> [entry queue] --> journal writer --> exchange journal (disk)
-//!     parse workers (threads) <-- read back --'
-//!         --> [span queue] --> spool writer --> spool (disk) --> delivery --> sink
-//!                                   `-- acks the journal records    (retry, rate limit)
+//! request path --try_send--> [entry queue] --> journal writer (thread) --> exchange journal (disk)
+//!     parse workers (threads) <-- read back, a group at a time --'
+//!         --> every sink's spool (disk), then acks the group in the journal
+//!                 --> one delivery task per sink --> sink (retry, rate limit)
 //! ```
+//!
+//! Between the request path and a sink's delivery task a trace crosses two
+//! threads, each woken once per group, not per call: the journal writer
+//! gathers a few milliseconds of calls per append, and a parse worker
+//! stores the spans of what it read in one append per spool.
 //!
 //! With it off, exchanges go from an in-memory queue straight to the parse
 //! workers and spans to the batcher (memory only).
 //!
-//! Every queue is bounded: the span queue by count and by bytes
-//! ([`span_gate`]); the captured bodies an exchange carries are also held
+//! Every queue is bounded: the span queue (spool off) by count and by bytes
+//! ([`span_gate`]); a parse worker's group by `export.batch_max_bytes`; the
+//! captured bodies an exchange carries are also held
 //! against the global in-flight budget ([`crate::capture_budget`]) until
 //! the journal writer (or a parse worker) drops them. The request path
 //! never waits for parsing or export: the entry queue is full (by count or captured bytes) only when the
@@ -36,10 +42,10 @@ pub mod span_gate;
 pub mod spool;
 pub mod spooled;
 mod stores;
+mod worker;
 
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -74,7 +80,7 @@ enum Intake {
     /// To the exchange journal's writer; `hold`: the caller waits (at most
     /// this long) for the exchange to be durable (`fsync = "always"`).
     Journal {
-        tx: mpsc::Sender<journal::Entry>,
+        tx: SyncSender<journal::Entry>,
         hold: Option<Duration>,
     },
 }
@@ -160,29 +166,30 @@ impl Submitter {
     }
 }
 
-/// A parse worker's output: the span (None when parsing failed for good) and
-/// the journal record it came from, acknowledged once the span is spooled.
+/// A span on its way from a parse worker to the fan-out (spool off).
 pub struct Parsed {
-    pub span: Option<Span>,
-    pub journal: Option<spool::RecordId>,
+    pub span: Span,
     /// The span's bytes against the span queue's bound, given back on drop.
     pub held: Option<span_gate::Held>,
 }
 
 impl batch::Weight for Parsed {
     fn weight(&self) -> usize {
-        self.span.as_ref().map_or(0, batch::Weight::weight)
+        batch::Weight::weight(&self.span)
     }
 }
 
-/// Parsed spans waiting for the spool writer (or batcher) are bounded to
-/// this many `export.batch_max_bytes` ([`span_gate`]).
+/// Parsed spans waiting for the fan-out (spool off) are bounded to this
+/// many `export.batch_max_bytes` ([`span_gate`]); spool on, a parse
+/// worker's group is one `batch_max_bytes` of spans plus their encoding.
 pub const SPAN_QUEUE_BATCHES: usize = 2;
 
 /// The running pipeline; [`Pipeline::shutdown`] flushes it.
 pub struct Pipeline {
     submitter: Submitter,
-    workers: Vec<std::thread::JoinHandle<()>>,
+    /// The journal writer (spool on), then the parse workers: joined in
+    /// this order at shutdown.
+    threads: Vec<std::thread::JoinHandle<()>>,
     batcher: tokio::task::JoinHandle<()>,
     /// Turns true at shutdown, once every queued trace is spooled.
     closing: tokio::sync::watch::Sender<bool>,
@@ -193,12 +200,14 @@ pub struct Pipeline {
     in_hand: Option<Arc<AtomicUsize>>,
 }
 
-/// What [`Pipeline::start`] builds before its parse workers: where they read
-/// exchanges from, how the request path hands them in, and the tasks
-/// downstream of the span queue.
+/// What [`Pipeline::start`] builds before its parse workers: where each
+/// reads exchanges from and puts spans, how the request path hands
+/// exchanges in, and the tasks downstream of the workers.
 struct Downstream {
     intake: Intake,
-    sources: Vec<Source>,
+    ios: Vec<worker::Io>,
+    /// The journal writer's thread (spool on).
+    journal_writer: Option<std::thread::JoinHandle<()>>,
     batcher: tokio::task::JoinHandle<()>,
     lock: Option<lock::DirLock>,
     in_hand: Option<Arc<AtomicUsize>>,
@@ -250,9 +259,6 @@ impl Pipeline {
         };
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
         let e = cfg.export.clone();
-        let (span_tx, span_rx) = mpsc::channel::<Parsed>(e.batch_max_spans.saturating_mul(4));
-        let span_gate =
-            span_gate::SpanGate::new(e.batch_max_bytes.saturating_mul(SPAN_QUEUE_BATCHES));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let common = Common {
             cfg,
@@ -269,33 +275,26 @@ impl Pipeline {
         // With the spool, a failing batch waits there; without it (off, or
         // it failed to open), memory is all there is: retries are limited.
         let down = match stores {
-            Some((settings, stores)) => spooled_downstream(&common, settings, stores, span_rx),
-            None => memory_downstream(&common, span_rx),
+            Some((settings, stores)) => spooled_downstream(&common, settings, stores),
+            None => memory_downstream(&common),
         };
         let enrich = Arc::new(enrich::Enricher::new(cfg, metrics.clone()));
-        let workers = down
-            .sources
-            .into_iter()
-            .enumerate()
-            .map(|(i, source)| {
-                let w = Worker {
-                    source,
-                    span_tx: span_tx.clone(),
-                    span_gate: span_gate.clone(),
-                    queued_bytes: queued_bytes.clone(),
-                    metrics: metrics.clone(),
-                    cap: cfg.max_capture_bytes,
-                    chunk_events: cfg.chunk_events,
-                    build: crate::trace::build,
-                    enrich: enrich.clone(),
-                };
-                std::thread::Builder::new()
-                    .name(format!("llmtap-parse-{i}"))
-                    .spawn(move || w.run())
-                    .expect("spawning a parse worker")
-            })
-            .collect();
-        drop(span_tx);
+        let mut threads: Vec<_> = down.journal_writer.into_iter().collect();
+        let workers = down.ios.into_iter().enumerate().map(|(i, io)| {
+            let parser = worker::Parser {
+                metrics: metrics.clone(),
+                cap: cfg.max_capture_bytes,
+                chunk_events: cfg.chunk_events,
+                build: crate::trace::build,
+                enrich: enrich.clone(),
+            };
+            let w = worker::Worker { io, parser };
+            std::thread::Builder::new()
+                .name(format!("llmtap-parse-{i}"))
+                .spawn(move || w.run())
+                .expect("spawning a parse worker")
+        });
+        threads.extend(workers);
         Ok(Some(Pipeline {
             submitter: Submitter {
                 intake: down.intake,
@@ -303,7 +302,7 @@ impl Pipeline {
                 max_bytes: e.queue_max_bytes,
                 metrics,
             },
-            workers,
+            threads,
             batcher: down.batcher,
             closing,
             lock: down.lock,
@@ -322,7 +321,7 @@ impl Pipeline {
     pub async fn shutdown(self, grace: Duration) {
         let Pipeline {
             submitter,
-            workers,
+            threads,
             batcher,
             closing,
             lock,
@@ -333,8 +332,8 @@ impl Pipeline {
         let batcher_abort = batcher.abort_handle();
         let flush = async move {
             let _ = tokio::task::spawn_blocking(move || {
-                for w in workers {
-                    let _ = w.join();
+                for t in threads {
+                    let _ = t.join();
                 }
             })
             .await;
@@ -359,13 +358,13 @@ impl Pipeline {
     }
 }
 
-/// Spool on: the journal writer, journal-reading parse workers, the spool
-/// writer (every sink's spool) and one delivery task per sink.
+/// Spool on: the journal writer, journal-reading parse workers that store
+/// their spans in every sink's spool, the spools' flusher and one delivery
+/// task per sink.
 fn spooled_downstream(
     c: &Common<'_>,
     settings: &crate::config::SpoolSettings,
     stores: Stores,
-    span_rx: mpsc::Receiver<Parsed>,
 ) -> Downstream {
     let Stores {
         lock,
@@ -376,24 +375,17 @@ fn spooled_downstream(
     let metrics = c.metrics;
     let journal = Arc::new(Mutex::new(journal));
     let wake = Arc::new(journal::Wake::default());
-    let (tx, rx) = mpsc::channel(c.cfg.export.queue_capacity.max(1));
-    let journal_writer = journal::writer(
+    let (tx, rx) = sync_channel(c.cfg.export.queue_capacity.max(1));
+    let journal_writer = journal::Writer {
         rx,
-        journal.clone(),
-        wake.clone(),
-        c.queued_bytes.clone(),
-        metrics.clone(),
-        settings.clone(),
-    );
-    let sources = (0..c.cfg.export.parse_workers)
-        .map(|i| {
-            let r = journal::Reader::new(journal.clone(), wake.clone(), metrics.clone());
-            Source::Journal(match &guard {
-                Some(g) => r.guarded(g.clone(), i),
-                None => r,
-            })
-        })
-        .collect();
+        journal: journal.clone(),
+        wake: wake.clone(),
+        queued_bytes: c.queued_bytes.clone(),
+        metrics: metrics.clone(),
+        settings: settings.clone(),
+    }
+    .spawn()
+    .expect("spawning the journal writer");
     let lanes: Vec<spooled::Lane> = spools
         .into_iter()
         .zip(c.sinks)
@@ -405,13 +397,39 @@ fn spooled_downstream(
         })
         .collect();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = spooled::writer(
-        span_rx,
+    let finished = Arc::new(tokio::sync::Notify::new());
+    let store = spooled::Store::new(
         lanes.clone(),
-        Some(journal),
+        journal.clone(),
         done.clone(),
+        finished.clone(),
+        metrics.clone(),
+        settings,
+    );
+    let ios = (0..c.cfg.export.parse_workers)
+        .map(|i| {
+            let r = journal::Reader::new(journal.clone(), wake.clone(), metrics.clone());
+            let reader = match &guard {
+                Some(g) => r.guarded(g.clone(), i),
+                None => r,
+            };
+            let store = store.clone();
+            let group_bytes = c.limits.max_bytes;
+            worker::Io::Journal {
+                reader,
+                store,
+                group_bytes,
+            }
+        })
+        .collect();
+    // The workers hold the only stores now: once they stop, `done` is set.
+    drop(store);
+    let flusher = spooled::flusher(
+        lanes.clone(),
         metrics.clone(),
         settings.clone(),
+        done.clone(),
+        finished,
     );
     let deliveries = lanes
         .into_iter()
@@ -419,7 +437,7 @@ fn spooled_downstream(
         .map(|(lane, d)| spooled::deliver(lane, done.clone(), d, metrics.clone(), c.limits));
     let deliveries = futures_util::future::join_all(deliveries);
     let batcher = tokio::spawn(async move {
-        tokio::join!(journal_writer, writer, deliveries);
+        tokio::join!(flusher, deliveries);
     });
     let hold = settings
         .fsync_interval
@@ -427,7 +445,8 @@ fn spooled_downstream(
         .then_some(settings.max_hold);
     Downstream {
         intake: Intake::Journal { tx, hold },
-        sources,
+        ios,
+        journal_writer: Some(journal_writer),
         batcher,
         lock: Some(lock),
         in_hand: None,
@@ -437,12 +456,19 @@ fn spooled_downstream(
 /// Spool off: an in-memory queue to the parse workers, then one batcher
 /// per sink, fed by a fan-out that never waits for a slow sink (a full
 /// sink queue drops that sink's copy, counted).
-fn memory_downstream(c: &Common<'_>, span_rx: mpsc::Receiver<Parsed>) -> Downstream {
+fn memory_downstream(c: &Common<'_>) -> Downstream {
     let e = &c.cfg.export;
     let (tx, rx) = sync_channel::<Exchange>(e.queue_capacity);
     let rx = Arc::new(Mutex::new(rx));
-    let sources = (0..e.parse_workers)
-        .map(|_| Source::Memory(rx.clone()))
+    let (span_tx, span_rx) = mpsc::channel::<Parsed>(e.batch_max_spans.saturating_mul(4));
+    let gate = span_gate::SpanGate::new(e.batch_max_bytes.saturating_mul(SPAN_QUEUE_BATCHES));
+    let ios = (0..e.parse_workers)
+        .map(|_| worker::Io::Memory {
+            rx: rx.clone(),
+            queued_bytes: c.queued_bytes.clone(),
+            spans: span_tx.clone(),
+            gate: gate.clone(),
+        })
         .collect();
     let held = Arc::new(AtomicUsize::new(0));
     let mut lanes = Vec::new();
@@ -466,7 +492,8 @@ fn memory_downstream(c: &Common<'_>, span_rx: mpsc::Receiver<Parsed>) -> Downstr
     });
     Downstream {
         intake: Intake::Memory(tx),
-        sources,
+        ios,
+        journal_writer: None,
         batcher,
         lock: None,
         in_hand: Some(held),
@@ -482,7 +509,7 @@ async fn fan_out(
     metrics: Arc<Metrics>,
 ) {
     while let Some(parsed) = rx.recv().await {
-        let Some(span) = parsed.span else { continue };
+        let span = parsed.span;
         // The span leaves this queue as one copy per sink that took it
         // (the queue depth counts copies waiting for a sink's batcher).
         metrics.queue_depth.fetch_sub(1, Relaxed);
@@ -521,107 +548,6 @@ fn count_lost_at_shutdown(metrics: &Metrics, in_hand: &AtomicUsize, grace: Durat
         ?grace,
         "export did not finish within the grace period; traces held in memory (no spool) are lost"
     );
-}
-
-/// Where a parse worker takes exchanges from.
-enum Source {
-    /// The in-memory queue (spool off).
-    Memory(Arc<Mutex<Receiver<Exchange>>>),
-    /// The exchange journal (spool on).
-    Journal(journal::Reader),
-}
-
-/// A parse worker: exchange in, span out. A panic is contained to its exchange.
-struct Worker {
-    source: Source,
-    span_tx: mpsc::Sender<Parsed>,
-    span_gate: Arc<span_gate::SpanGate>,
-    queued_bytes: Arc<AtomicUsize>,
-    metrics: Arc<Metrics>,
-    cap: usize,
-    /// `[trace] chunk_events`: add [`crate::trace::chunks::attach`]'s events.
-    chunk_events: bool,
-    /// [`crate::trace::build`]; a seam for the panic-containment test.
-    build: BuildFn,
-    /// Sessions and cost, after the build.
-    enrich: Arc<enrich::Enricher>,
-}
-
-type BuildFn = fn(&Exchange, usize) -> (crate::record::SpanRecord, crate::trace::Built);
-
-/// A journal record's "being parsed" mark ([`journal::guard`]).
-type Mark = journal::guard::Parsing;
-
-impl Worker {
-    /// The next exchange (None: unreadable journal record), its journal id
-    /// and parse mark; `None` once the source is closed and empty.
-    fn next(&mut self) -> Option<(Option<Exchange>, Option<spool::RecordId>, Option<Mark>)> {
-        match &mut self.source {
-            Source::Memory(rx) => {
-                let ex = rx.lock().ok()?.recv().ok()?;
-                self.queued_bytes.fetch_sub(captured_len(&ex), Relaxed);
-                self.metrics.queue_depth.fetch_sub(1, Relaxed);
-                Some((Some(ex), None, None))
-            }
-            Source::Journal(reader) => reader.next().map(|i| (i.exchange, Some(i.id), i.parsing)),
-        }
-    }
-
-    fn run(mut self) {
-        while let Some((ex, journal, mark)) = self.next() {
-            let span = ex.and_then(|mut ex| {
-                // Spool off: privacy is applied here (spool on: before the journal).
-                privacy::apply(&mut ex, &self.metrics);
-                self.parse(&ex)
-            });
-            // The parse is over (the process survived it): free its mark.
-            drop(mark);
-            if span.is_some() {
-                self.metrics.queue_depth.fetch_add(1, Relaxed);
-            }
-            let held = span
-                .as_ref()
-                .map(|s| self.span_gate.hold(batch::Weight::weight(s)));
-            if self
-                .span_tx
-                .blocking_send(Parsed {
-                    span,
-                    journal,
-                    held,
-                })
-                .is_err()
-            {
-                return;
-            }
-        }
-    }
-
-    fn parse(&self, ex: &Exchange) -> Option<Span> {
-        #[cfg(debug_assertions)]
-        journal::test_hooks::on_parse(ex);
-        let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let (mut record, mut facts) = (self.build)(ex, self.cap);
-            self.enrich.apply(ex, &mut record, &facts.call);
-            if self.chunk_events {
-                crate::trace::chunks::attach(&mut record, ex, self.cap);
-            }
-            // The request's JSON is not held while the span is encoded.
-            facts.call.request = None;
-            (record, facts)
-        }));
-        let (record, facts) = match built {
-            Ok(b) => b,
-            Err(_) => {
-                self.metrics.parse_panics.fetch_add(1, Relaxed);
-                tracing::error!(trace_id = %crate::exchange::mlflow_trace_id(&ex.trace_id), "parsing an exchange panicked; its trace is lost");
-                return None;
-            }
-        };
-        if let Some(ttft) = facts.time_to_first_token {
-            self.metrics.time_to_first_token(ex.api.label(), ttft);
-        }
-        Some(crate::otlp::to_span(&record))
-    }
 }
 
 /// Gathers one sink's spans into batches and hands each to its

@@ -49,11 +49,6 @@ pub fn apply(ex: &mut Exchange, metrics: &Metrics) {
     }
 }
 
-/// True when some exchange of a group has privacy work to do.
-pub fn any_to_do<'a>(mut exchanges: impl Iterator<Item = &'a Exchange>) -> bool {
-    exchanges.any(|ex| !ex.privacy.is_noop())
-}
-
 /// Rewrites one captured body for `op`; the redactions made.
 fn rewrite(b: &mut CapturedBody, op: Op<'_>) -> usize {
     let data = b.bytes();

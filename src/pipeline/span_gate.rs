@@ -1,13 +1,13 @@
 //! A bound on the bytes of parsed spans waiting between the parse workers
-//! and the spool writer (or, spool off, the batcher): the span queue is
-//! bounded by count, and a span can be megabytes (its request and response
-//! text), so a slow disk could otherwise pile up gigabytes of spans.
+//! and the batchers (spool off; spool on, the workers store their spans
+//! themselves): the span queue is bounded by count, and a span can be
+//! megabytes (its request and response text), so a slow sink could
+//! otherwise pile up gigabytes of spans.
 //!
 //! A parse worker takes a [`Held`] for each span before queueing it and waits
 //! while the spans ahead of it are over the bound (one span larger than the
-//! bound passes alone). The worker is a thread of its own and the backlog
-//! waits in the exchange journal on disk, so waiting slows nothing on the
-//! request path. The bytes are given back when the span leaves the queue
+//! bound passes alone). The worker is a thread of its own, so waiting slows
+//! nothing on the request path. The bytes are given back when the span leaves the queue
 //! ([`Held`] drops with its `Parsed`).
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError};

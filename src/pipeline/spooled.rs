@@ -1,8 +1,8 @@
 //! The durable export path (spool on):
 //!
 //! ```text
-//! parse workers --span queue--> spool writer --group commit--> disk spool
-//!                                   | then acks the spans' exchanges in the journal
+//! parse worker (a thread): a group of journal records -> spans
+//!     --> every sink's spool (one append each) --> acks the group in the journal
 //!                                                  | notify
 //!                                                  v
 //!                          delivery task: next_batch (the spans themselves
@@ -13,11 +13,12 @@
 //!
 //! A trace counts as written once its group is appended (and fsynced, with
 //! `fsync = "always"`); from then on it survives a tracking-server outage, a
-//! restart or `kill -9`: the spool is replayed on the next start. The
-//! request path is untouched by any of this. Memory stays bounded: the span
-//! queue is bounded and the delivery task holds one batch. The group-commit
-//! helpers this shares with the exchange journal are the spool's
-//! ([`super::spool::group`]).
+//! restart or `kill -9`: the spool is replayed on the next start. Before
+//! that, its exchange is in the journal, so a crash re-parses it. The
+//! request path is untouched by any of this. Memory stays bounded: a worker
+//! holds one group of spans ([`super::worker`]) and each delivery task one
+//! batch. The group-commit helpers this shares with the exchange journal
+//! are the spool's ([`super::spool::group`]).
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -25,22 +26,16 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use super::batch::Limits;
 use super::handoff::SharedHandoff;
-use super::spool::group::{append_group_ids, next_group, publish, with_spool, Idle, Lost, Slot};
+use super::spool::group::{append_group_ids, publish, with_spool, Idle, Lost, Slot};
 pub use super::spool::group::{open, open_at, Shared};
 use super::spool::RecordId;
-use super::{Deliverer, Parsed};
+use super::Deliverer;
 use crate::config::SpoolSettings;
 use crate::metrics::{Metrics, SinkCounters};
-
-/// Spans written per group commit at most.
-const GROUP: usize = 512;
-
-/// How long a small group waits for company ([`linger`]).
-const LINGER: Duration = Duration::from_millis(1);
 
 /// One sink's share of the spool: its own spool (directory), the wake-up
 /// its delivery task waits on, and its counters. A dead sink's lane fills
@@ -73,70 +68,93 @@ impl Lane {
     }
 }
 
-/// Appends spans as they come, one group commit at a time, to every sink's
-/// spool; once a group is in all of them, acks its exchanges in the journal.
-/// Flushes on the interval and at the end.
-pub async fn writer(
-    mut rx: mpsc::Receiver<Parsed>,
+/// Where the parse workers put their spans (spool on): every sink's spool,
+/// one group commit per worker group, then the journal acks of the group's
+/// exchanges, all on the worker's own thread (no queue, no hop to another
+/// thread per group). Clones share one state; once the last clone is gone
+/// (every worker has stopped), the delivery tasks and [`flusher`] are told
+/// that no more spans will come.
+#[derive(Clone)]
+pub struct Store(Arc<StoreState>);
+
+struct StoreState {
     lanes: Vec<Lane>,
-    journal: Option<Shared>,
-    done: Arc<AtomicBool>,
+    journal: Shared,
     metrics: Arc<Metrics>,
-    settings: SpoolSettings,
-) {
-    let always = settings.fsync_interval.is_none();
-    let spools = lanes.iter().map(|l| (l.spool.clone(), l.slot())).collect();
-    let idle = Idle::new(spools, &metrics, &settings);
-    while let Some(mut group) = next_group(&mut rx, &idle, GROUP, usize::MAX, |_| 0).await {
-        linger(&mut rx, &mut group).await;
-        let journaled: Vec<_> = group.iter().filter_map(|p| p.journal).collect();
-        let spans: Vec<Span> = group.iter_mut().filter_map(|p| p.span.take()).collect();
-        let payloads: Vec<Vec<u8>> = spans.iter().map(Message::encode_to_vec).collect();
-        metrics
-            .queue_depth
-            .fetch_sub(payloads.len() as i64, Relaxed);
-        let count = payloads.len() as u64;
-        let (journal, m, these) = (journal.clone(), metrics.clone(), lanes.clone());
-        let lost = tokio::task::spawn_blocking(move || {
-            let lost = append_to_lanes(&these, payloads, spans, always, &m);
-            // The spans are spooled (or their loss counted): their exchanges
-            // need not be parsed again.
-            if let Some(j) = &journal {
-                ack_journal(j, &m, &journaled);
-            }
-            lost
-        })
-        .await
-        .unwrap_or_else(|_| {
-            let error = Some("the spool is unavailable".to_string());
-            vec![Lost { count, error }; lanes.len()]
-        });
-        for (lane, lost) in lanes.iter().zip(lost) {
-            lost.report(&metrics, &lane.counters, "spool");
-            lane.notify.notify_one();
-        }
+    /// `fsync = "always"`: each group is synced before its journal acks.
+    always: bool,
+    done: Arc<AtomicBool>,
+    /// Wakes [`flusher`] for its last flush.
+    finished: Arc<Notify>,
+}
+
+impl Store {
+    pub fn new(
+        lanes: Vec<Lane>,
+        journal: Shared,
+        done: Arc<AtomicBool>,
+        finished: Arc<Notify>,
+        metrics: Arc<Metrics>,
+        settings: &SpoolSettings,
+    ) -> Self {
+        Store(Arc::new(StoreState {
+            lanes,
+            journal,
+            metrics,
+            always: settings.fsync_interval.is_none(),
+            done,
+            finished,
+        }))
     }
-    idle.flush().await;
-    done.store(true, Relaxed);
-    for lane in &lanes {
-        lane.notify.notify_one();
+
+    /// Appends a group's spans to every sink's spool (blocking), hands them
+    /// to the delivery tasks, then acks the group's journal records: their
+    /// spans are spooled (or their loss counted; a `None` span failed to
+    /// parse for good), so they need not be parsed again.
+    pub fn put(&self, group: Vec<(Option<Span>, RecordId)>) {
+        let s = &self.0;
+        let journaled: Vec<RecordId> = group.iter().map(|(_, id)| *id).collect();
+        let spans: Vec<Span> = group.into_iter().filter_map(|(span, _)| span).collect();
+        if !spans.is_empty() {
+            let payloads = spans.iter().map(Message::encode_to_vec).collect();
+            let lost = append_to_lanes(&s.lanes, payloads, spans, s.always, &s.metrics);
+            for (lane, lost) in s.lanes.iter().zip(lost) {
+                lost.report(&s.metrics, &lane.counters, "spool");
+                lane.notify.notify_one();
+            }
+        }
+        ack_journal(&s.journal, &s.metrics, &journaled);
     }
 }
 
-/// A group short of [`GROUP`] waits [`LINGER`] for more spans: at a steady
-/// rate that turns one spool write (a blocking-thread hop, a write per
-/// spool, a journal ack) per span into one per millisecond. The journal
-/// already holds these calls, so a crash in the meantime loses nothing.
-async fn linger(rx: &mut mpsc::Receiver<Parsed>, group: &mut Vec<Parsed>) {
-    if group.len() >= GROUP {
-        return;
-    }
-    tokio::time::sleep(LINGER).await;
-    while group.len() < GROUP {
-        match rx.try_recv() {
-            Ok(p) => group.push(p),
-            Err(_) => break,
+impl Drop for StoreState {
+    fn drop(&mut self) {
+        self.done.store(true, Relaxed);
+        self.finished.notify_one();
+        for lane in &self.lanes {
+            lane.notify.notify_one();
         }
+    }
+}
+
+/// Flushes every sink's spool on the fsync interval while the parse workers
+/// store spans (a spool synced only when appended to would leave its last
+/// records unsynced through a quiet spell), and once more when they are done.
+pub async fn flusher(
+    lanes: Vec<Lane>,
+    metrics: Arc<Metrics>,
+    settings: SpoolSettings,
+    done: Arc<AtomicBool>,
+    finished: Arc<Notify>,
+) {
+    let spools = lanes.iter().map(|l| (l.spool.clone(), l.slot())).collect();
+    let idle = Idle::new(spools, &metrics, &settings);
+    while !done.load(Relaxed) {
+        tokio::select! {
+            _ = tokio::time::sleep(idle.tick()) => {}
+            _ = finished.notified() => {}
+        }
+        idle.flush().await;
     }
 }
 
@@ -181,10 +199,11 @@ fn append_to_lanes(
 }
 
 /// Sends what the spool holds, batch by batch, acking what the sink took.
-/// Ends once the writer is done and the spool has nothing left to hand out.
+/// Ends once the parse workers are done ([`Store`]) and the spool has
+/// nothing left to hand out.
 pub async fn deliver(
     lane: Lane,
-    writer_done: Arc<AtomicBool>,
+    writers_done: Arc<AtomicBool>,
     mut deliverer: Deliverer,
     metrics: Arc<Metrics>,
     limits: Limits,
@@ -203,9 +222,9 @@ pub async fn deliver(
     let Lane { spool, notify, .. } = lane.clone();
     let slot = || lane.slot();
     loop {
-        // Read `done` first: if the writer finished before this read, the
-        // read sees all it wrote.
-        let done = writer_done.load(Relaxed);
+        // Read `done` first: if the workers finished before this read, the
+        // read sees all they wrote.
+        let done = writers_done.load(Relaxed);
         let full = batch
             .fill(&spool, &metrics, slot(), max_spans, max_bytes)
             .await;
@@ -377,12 +396,13 @@ pub fn ack_journal(journal: &Shared, metrics: &Metrics, ids: &[RecordId]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::pipeline::handoff::Handoff;
     use crate::pipeline::spool::{Fsync, RealFs, Spool, SpoolConfig};
 
-    fn lane(dir: &std::path::Path, metrics: &Metrics, name: &str) -> Lane {
+    /// A lane with its own spool in `dir/name`.
+    pub(in crate::pipeline) fn lane(dir: &std::path::Path, metrics: &Metrics, name: &str) -> Lane {
         let cfg = SpoolConfig {
             dir: dir.join(name),
             fsync: Fsync::Interval(Duration::from_secs(3600)),

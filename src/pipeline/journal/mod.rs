@@ -2,14 +2,14 @@
 //! disk before anything else happens to them (spool on only).
 //!
 //! ```text
-//! request path --try_send--> [entry queue] --> journal writer (group commit)
+//! request path --try_send--> [entry queue] --> journal writer (a thread; group commit)
 //!      ^ with fsync = "always", the response's last bytes wait here     |
 //!        until the exchange is on disk (see `Submitter::submit`)        v
 //!                                     <spool dir>/exchanges/ (a `Spool`)
 //!                                                  | read back
 //!                                                  v
-//!                     parse workers --span + journal id--> span spool writer
-//!                                  (acks the journal record once its span is spooled)
+//!                     parse workers: spans into every sink's spool, then
+//!                                  ack the journal records (`super::spooled::Store`)
 //! ```
 //!
 //! Why: the span spool sits after parsing, so without the journal a trace
@@ -24,8 +24,8 @@
 //!   The wait is bounded (`spool.max_hold`): a hung disk delays calls by
 //!   at most that, never hangs them, and each such release is counted.
 //! - **fsync interval**: nothing is held; an exchange is on disk (safe from
-//!   `kill -9`) once the writer's group is appended, microseconds to a few
-//!   milliseconds after the call ends.
+//!   `kill -9`) once the writer's group is appended, at most [`LINGER`] and
+//!   the append's time after the call ends.
 //! - Parse workers read from the journal, so a parse backlog waits on disk
 //!   instead of being dropped; memory holds one small batch per worker.
 //!
@@ -60,23 +60,27 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::mpsc::Receiver;
 
-use super::spool::group::{append_group, next_group, publish, with_spool, Idle, Lost, Slot};
+use tokio::sync::oneshot;
+
+use super::spool::group::{self, append_group, next_group, publish, Gather, Lost, Slot};
 use super::spool::{RealFs, RecordId, Spool, SpoolError, MAX_PAYLOAD};
 pub use super::spooled::ack_journal as ack;
 use crate::config::SpoolSettings;
 use crate::exchange::Exchange;
 use crate::metrics::Metrics;
 
-/// The journal shared by its writer, the parse workers and the span writer.
+/// The journal shared by its writer and the parse workers (who read and ack).
 pub use super::spool::group::Shared;
 
 /// How long a journal group waits for more exchanges after its first, when
 /// no call waits for it (`fsync` an interval): at a steady rate, a group per
-/// call wakes every stage behind the writer once per call; a millisecond
-/// gathers several calls into one group. Nothing on the request path waits.
-const LINGER: Duration = Duration::from_millis(1);
+/// call wakes every stage behind the writer once per call; a few
+/// milliseconds gather several calls into one group (the writer sleeps
+/// through it, so the calls meanwhile wake nothing). Nothing on the request
+/// path waits; the cost is a `kill -9` window of this long after a call.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// The journal's directory inside the spool directory.
 pub const DIR: &str = "exchanges";
@@ -109,23 +113,6 @@ pub fn open(s: &SpoolSettings) -> Result<Spool<RealFs>, SpoolError> {
     super::spool::group::open_at(s, s.dir.join(DIR))
 }
 
-/// Applies each exchange's privacy plan ([`super::privacy`]) before it is
-/// written, on a blocking thread (regexes over whole bodies).
-async fn apply_privacy(mut group: Vec<Entry>, metrics: &Arc<Metrics>) -> Vec<Entry> {
-    if !super::privacy::any_to_do(group.iter().map(|e| &e.exchange)) {
-        return group;
-    }
-    let metrics = metrics.clone();
-    tokio::task::spawn_blocking(move || {
-        for e in &mut group {
-            super::privacy::apply(&mut e.exchange, &metrics);
-        }
-        group
-    })
-    .await
-    .unwrap_or_default()
-}
-
 /// Wakes parse workers when the writer appended, and tells them when it is
 /// done for good.
 #[derive(Default)]
@@ -143,7 +130,7 @@ impl Wake {
         self.cv.notify_all();
     }
 
-    fn finish(&self) {
+    pub(in crate::pipeline) fn finish(&self) {
         self.done.store(true, Ordering::SeqCst);
         self.bump();
     }
@@ -162,10 +149,9 @@ impl Wake {
     }
 }
 
-/// Tells the parse workers the writer is gone however it ends: a runtime
-/// shutting down cancels it mid-loop, and a worker waiting for it (or a
-/// shutdown joining the workers on a blocking thread, which the runtime's
-/// drop waits for) would wait forever.
+/// Tells the parse workers the writer is gone however it ends (a panic
+/// included): a worker waiting for it, or a shutdown joining the workers,
+/// would otherwise wait forever.
 struct FinishOnDrop(Arc<Wake>);
 
 impl Drop for FinishOnDrop {
@@ -174,51 +160,84 @@ impl Drop for FinishOnDrop {
     }
 }
 
-/// Appends exchanges as they come, one group commit at a time (fsynced per
-/// group with `fsync = "always"`, else on the interval), then releases the
-/// responses waiting for them and wakes the parse workers.
-pub async fn writer(
-    mut rx: mpsc::Receiver<Entry>,
-    journal: Shared,
-    wake: Arc<Wake>,
-    queued_bytes: Arc<AtomicUsize>,
-    metrics: Arc<Metrics>,
-    settings: SpoolSettings,
-) {
-    let _finish = FinishOnDrop(wake.clone());
-    let always = settings.fsync_interval.is_none();
-    let idle = Idle::new(vec![(journal.clone(), Slot::Journal)], &metrics, &settings);
-    // A held call waits for its group: no linger with `fsync = "always"`.
-    let idle = idle.lingering(match always {
-        true => Duration::ZERO,
-        false => LINGER,
-    });
-    while let Some(group) = next_group(&mut rx, &idle, GROUP, GROUP_BYTES, |e| e.len).await {
+/// The journal writer's thread: what it reads from and writes to.
+pub struct Writer {
+    pub rx: Receiver<Entry>,
+    pub journal: Shared,
+    pub wake: Arc<Wake>,
+    pub queued_bytes: Arc<AtomicUsize>,
+    pub metrics: Arc<Metrics>,
+    pub settings: SpoolSettings,
+}
+
+impl Writer {
+    /// Starts the writer on a thread of its own ("llmtap-journal").
+    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("llmtap-journal".into())
+            .spawn(move || self.run())
+    }
+
+    /// Appends exchanges as they come, one group commit at a time (fsynced
+    /// per group with `fsync = "always"`, else on the interval), then
+    /// releases the responses waiting for them and wakes the parse workers.
+    /// Ends once every sender is gone and the queue is empty.
+    pub fn run(self) {
+        let _finish = FinishOnDrop(self.wake.clone());
+        let always = self.settings.fsync_interval.is_none();
+        let gather = Gather {
+            max: GROUP,
+            max_weight: GROUP_BYTES,
+            // A held call waits for its group: no linger with `fsync = "always"`.
+            linger: match always {
+                true => Duration::ZERO,
+                false => LINGER,
+            },
+            tick: group::tick(&self.settings),
+        };
+        let flush = || self.with_journal(|j| j.flush());
+        while let Some(group) = next_group(&self.rx, gather, |e| e.len, || drop(flush())) {
+            self.write(group, always);
+        }
+        let _ = flush();
+    }
+
+    /// One group commit: privacy applied, appended, the held calls released.
+    fn write(&self, mut group: Vec<Entry>, always: bool) {
         let bytes: usize = group.iter().map(|e| e.len).sum();
-        queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        metrics
+        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.metrics
             .queue_depth
             .fetch_sub(group.len() as i64, Ordering::Relaxed);
-        let group = apply_privacy(group, &metrics).await;
+        for e in &mut group {
+            super::privacy::apply(&mut e.exchange, &self.metrics);
+        }
         let count = group.len() as u64;
-        let (lost, group) = with_spool(&journal, &metrics, Slot::Journal, move |j| {
-            let payloads = group.iter().map(|e| codec::encode(&e.exchange, BODY_LIMIT));
-            (append_group(j, payloads, always), group)
-        })
-        .await
-        .unwrap_or_else(|| {
-            let error = Some("the exchange journal is unavailable".into());
-            (Lost { count, error }, Vec::new())
-        });
+        let lost = self
+            .with_journal(|j| {
+                let payloads = group.iter().map(|e| codec::encode(&e.exchange, BODY_LIMIT));
+                append_group(j, payloads, always)
+            })
+            .unwrap_or_else(|| {
+                let error = Some("the exchange journal is unavailable".into());
+                Lost { count, error }
+            });
         for entry in group {
             if let Some(tx) = entry.durable {
                 let _ = tx.send(());
             }
         }
-        lost.report_total(&metrics, "exchange journal");
-        wake.bump();
+        lost.report_total(&self.metrics, "exchange journal");
+        self.wake.bump();
     }
-    with_spool(&journal, &metrics, Slot::Journal, |j| j.flush()).await;
+
+    /// Runs `f` on the journal, then publishes its statistics.
+    fn with_journal<T>(&self, f: impl FnOnce(&mut Spool<RealFs>) -> T) -> Option<T> {
+        let mut j = self.journal.lock().ok()?;
+        let out = f(&mut j);
+        publish(&j, &self.metrics, &Slot::Journal);
+        Some(out)
+    }
 }
 
 /// One record read back: the exchange (None when the record cannot be
@@ -286,42 +305,23 @@ impl Drop for Reader {
     }
 }
 
-impl Iterator for Reader {
-    type Item = Item;
+impl Reader {
+    /// The next record if one is at hand (read already, or in the journal
+    /// now), without waiting: a worker gathering a group.
+    pub fn ready(&mut self) -> Option<Item> {
+        self.take(false)
+    }
 
-    /// The next record, waiting for one; `None` once the writer is done and
-    /// the journal has nothing left to hand out.
-    fn next(&mut self) -> Option<Item> {
+    /// The next record, waiting for one when `wait`; `None` once the writer
+    /// is done and the journal has nothing left to hand out (or, without
+    /// `wait`, when nothing is there now).
+    fn take(&mut self, wait: bool) -> Option<Item> {
         loop {
             if let Some((id, payload)) = self.batch.pop_front() {
-                let parsing = match &self.guard {
-                    None => None,
-                    Some((g, worker)) => match g.admit(*worker, id) {
-                        guard::Admit::Parse(p) => {
-                            self.marked = true;
-                            Some(p)
-                        }
-                        guard::Admit::Quarantine => {
-                            g.quarantine(id, &payload, &self.journal);
-                            continue;
-                        }
-                    },
-                };
-                let exchange = match codec::decode(&payload) {
-                    Ok(ex) => Some(ex),
-                    Err(e) => {
-                        self.metrics
-                            .journal_undecodable
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(error = %e, "exchange journal: a record cannot be read back; its trace is lost");
-                        None
-                    }
-                };
-                return Some(Item {
-                    exchange,
-                    id,
-                    parsing,
-                });
+                match self.admit(id, &payload) {
+                    Some(parsing) => return Some(self.item(id, &payload, parsing)),
+                    None => continue,
+                }
             }
             // Read `done` (and the generation) before looking: if the writer
             // finished before this read, the read sees all it wrote.
@@ -333,23 +333,65 @@ impl Iterator for Reader {
                 publish(&j, &self.metrics, &Slot::Journal);
                 r
             };
+            let read =
+                read.map_err(|e| tracing::error!(error = %e, "exchange journal: read failed"));
             match read {
                 Ok(b) if !b.is_empty() => self.batch.extend(b),
-                Ok(_) if done => {
+                _ if !wait => return None,
+                _ if done => {
                     self.free_mark();
                     return None;
                 }
-                Ok(_) => self.wait_past(seen),
-                Err(e) => {
-                    tracing::error!(error = %e, "exchange journal: read failed");
-                    if done {
-                        self.free_mark();
-                        return None;
-                    }
-                    self.wait_past(seen);
-                }
+                _ => self.wait_past(seen),
             }
         }
+    }
+
+    /// Marks a record in progress (with a guard); `None` when the guard
+    /// quarantined it instead. `Some(None)`: no guard, no mark.
+    fn admit(&mut self, id: RecordId, payload: &[u8]) -> Option<Option<guard::Parsing>> {
+        let Some((g, worker)) = &self.guard else {
+            return Some(None);
+        };
+        match g.admit(*worker, id) {
+            guard::Admit::Parse(p) => {
+                self.marked = true;
+                Some(Some(p))
+            }
+            guard::Admit::Quarantine => {
+                g.quarantine(id, payload, &self.journal);
+                None
+            }
+        }
+    }
+
+    /// A record decoded (an undecodable one is counted and logged).
+    fn item(&self, id: RecordId, payload: &[u8], parsing: Option<guard::Parsing>) -> Item {
+        let exchange = match codec::decode(payload) {
+            Ok(ex) => Some(ex),
+            Err(e) => {
+                self.metrics
+                    .journal_undecodable
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "exchange journal: a record cannot be read back; its trace is lost");
+                None
+            }
+        };
+        Item {
+            exchange,
+            id,
+            parsing,
+        }
+    }
+}
+
+impl Iterator for Reader {
+    type Item = Item;
+
+    /// The next record, waiting for one; `None` once the writer is done and
+    /// the journal has nothing left to hand out.
+    fn next(&mut self) -> Option<Item> {
+        self.take(true)
     }
 }
 

@@ -48,11 +48,11 @@ fn exchange(n: u8) -> Exchange {
 }
 
 struct Running {
-    tx: mpsc::Sender<Entry>,
+    tx: std::sync::mpsc::SyncSender<Entry>,
     journal: Shared,
     wake: Arc<Wake>,
     metrics: Arc<Metrics>,
-    writer: tokio::task::JoinHandle<()>,
+    writer: std::thread::JoinHandle<()>,
 }
 
 fn start(dir: &std::path::Path, always: bool) -> Running {
@@ -60,15 +60,17 @@ fn start(dir: &std::path::Path, always: bool) -> Running {
     let journal = Arc::new(Mutex::new(open(&s).unwrap()));
     let wake = Arc::new(Wake::default());
     let metrics = Arc::new(Metrics::default());
-    let (tx, rx) = mpsc::channel(64);
-    let writer = tokio::spawn(writer(
+    let (tx, rx) = std::sync::mpsc::sync_channel(64);
+    let writer = Writer {
         rx,
-        journal.clone(),
-        wake.clone(),
-        Arc::new(AtomicUsize::new(0)),
-        metrics.clone(),
-        s,
-    ));
+        journal: journal.clone(),
+        wake: wake.clone(),
+        queued_bytes: Arc::new(AtomicUsize::new(0)),
+        metrics: metrics.clone(),
+        settings: s,
+    }
+    .spawn()
+    .unwrap();
     Running {
         tx,
         journal,
@@ -99,7 +101,7 @@ async fn a_held_call_is_released_only_once_its_exchange_is_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let r = start(dir.path(), true);
     let (tx, rx) = oneshot::channel();
-    r.tx.send(entry(1, Some(tx))).await.unwrap();
+    r.tx.send(entry(1, Some(tx))).unwrap();
     rx.await.expect("released by a send, not a drop");
     let written = r.journal.lock().unwrap().stats().records_written;
     assert_eq!(written, 1, "the exchange was appended before the release");
@@ -120,7 +122,7 @@ async fn workers_read_back_what_was_written_and_acks_empty_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let r = start(dir.path(), false);
     for n in 1..=5 {
-        r.tx.send(entry(n, None)).await.unwrap();
+        r.tx.send(entry(n, None)).unwrap();
     }
     let r = finished(r).await;
     let items = read_all(&r).await;
@@ -143,7 +145,7 @@ async fn unacknowledged_exchanges_are_read_again_after_a_restart() {
     let r = start(dir.path(), true);
     for n in 1..=3 {
         let (tx, rx) = oneshot::channel();
-        r.tx.send(entry(n, Some(tx))).await.unwrap();
+        r.tx.send(entry(n, Some(tx))).unwrap();
         rx.await.unwrap();
     }
     // Read one and ack it; "crash" with the others unacked (one in flight).
@@ -153,7 +155,8 @@ async fn unacknowledged_exchanges_are_read_again_after_a_restart() {
         .unwrap();
     ack(&r.journal, &r.metrics, &[first.unwrap().id]);
     let _in_flight = second.unwrap();
-    r.writer.abort();
+    drop(r.tx);
+    r.writer.join().unwrap();
     drop(r.journal);
     let again = start_after(dir.path()).await;
     let items = read_all(&again).await;
@@ -183,13 +186,13 @@ async fn finished(r: Running) -> Running {
         writer,
     } = r;
     drop(tx);
-    writer.await.unwrap();
+    writer.join().unwrap();
     Running {
-        tx: mpsc::channel(1).0,
+        tx: std::sync::mpsc::sync_channel(1).0,
         journal,
         wake,
         metrics,
-        writer: tokio::spawn(async {}),
+        writer: std::thread::spawn(|| {}),
     }
 }
 
@@ -219,24 +222,30 @@ async fn a_reader_waits_for_the_writer_and_ends_with_it() {
     let reader = Reader::new(r.journal.clone(), r.wake.clone(), r.metrics.clone());
     let got = tokio::task::spawn_blocking(move || reader.count());
     tokio::time::sleep(Duration::from_millis(100)).await;
-    r.tx.send(entry(4, None)).await.unwrap();
+    r.tx.send(entry(4, None)).unwrap();
     drop(r.tx);
-    r.writer.await.unwrap();
+    r.writer.join().unwrap();
     assert_eq!(got.await.unwrap(), 1, "one record, then the end");
 }
 
-/// A writer cancelled mid-loop (a runtime shutting down) still tells the
-/// readers it is gone: they hand out what is on disk and stop, instead of
-/// waiting for it forever (which hung a test's runtime drop).
+/// A writer that dies (a panic on its thread) still tells the readers it
+/// is gone: they hand out what is on disk and stop, instead of waiting for
+/// it forever (which would hang a shutdown joining them).
 #[tokio::test]
-async fn readers_stop_when_the_writer_is_cancelled() {
+async fn readers_stop_when_the_writer_dies() {
     let dir = tempfile::tempdir().unwrap();
     let r = start(dir.path(), true);
     let (tx, rx) = oneshot::channel();
-    r.tx.send(entry(1, Some(tx))).await.unwrap();
+    r.tx.send(entry(1, Some(tx))).unwrap();
     rx.await.unwrap();
-    r.writer.abort();
-    let _ = r.writer.await;
+    // What `Writer::run` holds from its first line, on a thread that panics
+    // (the panic message in the test output is expected).
+    let finish = FinishOnDrop(r.wake.clone());
+    let died = std::thread::spawn(move || {
+        let _finish = finish;
+        panic!("the journal writer dies");
+    });
+    assert!(died.join().is_err());
     let mut reader = Reader::new(r.journal.clone(), r.wake.clone(), r.metrics.clone());
     // A plain thread: if it waited forever, the test fails instead of
     // hanging the runtime's drop.
@@ -261,7 +270,7 @@ async fn a_guarded_reader_frees_its_mark_when_it_waits_and_when_it_ends() {
     let r = start(dir.path(), true);
     for n in 1..=2 {
         let (tx, rx) = oneshot::channel();
-        r.tx.send(entry(n, Some(tx))).await.unwrap();
+        r.tx.send(entry(n, Some(tx))).unwrap();
         rx.await.unwrap();
     }
     let g = guard::Guard::open(dir.path(), dir.path().join("q"), r.metrics.clone());
@@ -305,7 +314,7 @@ async fn a_guarded_reader_frees_its_mark_when_it_waits_and_when_it_ends() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(r.tx);
-    r.writer.await.unwrap();
+    r.writer.join().unwrap();
     assert!(worker.join().unwrap(), "the reader ends with the writer");
     assert!(marked().is_empty());
 }

@@ -6,10 +6,9 @@
 //! counted; and the spool's statistics published to the metrics after every
 //! operation, all off the async threads.
 
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use tokio::sync::mpsc;
 
 use super::{Fsync, RealFs, RecordId, Spool, SpoolConfig, SpoolError};
 use crate::config::SpoolSettings;
@@ -80,14 +79,11 @@ pub async fn with_spool<T: Send + 'static>(
     .flatten()
 }
 
-/// What a writer does while its queue is idle: flush its spools every `tick`.
+/// Flushes spools on a tick, from an async task ([`super::super::spooled::flusher`]).
 pub struct Idle {
     spools: Vec<(Shared, Slot)>,
     metrics: Arc<Metrics>,
     tick: Duration,
-    /// How long a group waits for more items after its first (zero: it
-    /// takes only what is queued already).
-    linger: Duration,
 }
 
 impl Idle {
@@ -101,18 +97,16 @@ impl Idle {
         Idle {
             spools,
             metrics: metrics.clone(),
-            tick: settings.fsync_interval.unwrap_or(Duration::from_secs(1)),
-            linger: Duration::ZERO,
+            tick: tick(settings),
         }
     }
 
-    /// Groups wait up to `linger` for more items after their first.
-    pub fn lingering(mut self, linger: Duration) -> Self {
-        self.linger = linger;
-        self
+    /// How often the spools are flushed.
+    pub fn tick(&self) -> Duration {
+        self.tick
     }
 
-    /// Flushes every spool (the writer does at its end too).
+    /// Flushes every spool.
     pub async fn flush(&self) {
         for (spool, slot) in &self.spools {
             with_spool(spool, &self.metrics, slot.clone(), |s| s.flush()).await;
@@ -120,36 +114,56 @@ impl Idle {
     }
 }
 
-/// The next group commit's items: the first to arrive, then whatever
-/// arrives within the linger (only what is already queued, without one),
-/// up to `max` items and `max_weight` (by `weight`). The spool is flushed
-/// on every idle tick. `None` once the queue is closed.
-pub async fn next_group<T>(
-    rx: &mut mpsc::Receiver<T>,
-    idle: &Idle,
-    max: usize,
-    max_weight: usize,
+/// How often an idle spool is flushed: the fsync interval (every second
+/// with `fsync = "always"`, where each group is synced anyway).
+pub fn tick(settings: &SpoolSettings) -> Duration {
+    settings.fsync_interval.unwrap_or(Duration::from_secs(1))
+}
+
+/// How a writer thread gathers a group commit.
+#[derive(Debug, Clone, Copy)]
+pub struct Gather {
+    /// Items per group at most, and their weight.
+    pub max: usize,
+    pub max_weight: usize,
+    /// How long a group waits for more items after its first (zero: it
+    /// takes only what is queued already).
+    pub linger: Duration,
+    /// How long the queue may stay idle before `on_idle` runs (and again).
+    pub tick: Duration,
+}
+
+/// The next group commit's items, on a writer thread: the first to arrive,
+/// then whatever is queued once the linger has passed (whatever is queued
+/// already, without one), up to `g.max` items and `g.max_weight` (by
+/// `weight`). The thread sleeps through the linger instead of waiting on
+/// the queue, so the senders meanwhile wake nothing. `on_idle` runs on every
+/// idle tick. `None` once the queue is closed and empty.
+pub fn next_group<T>(
+    rx: &Receiver<T>,
+    g: Gather,
     weight: impl Fn(&T) -> usize,
+    mut on_idle: impl FnMut(),
 ) -> Option<Vec<T>> {
     let first = loop {
-        tokio::select! {
-            item = rx.recv() => break item?,
-            _ = tokio::time::sleep(idle.tick) => idle.flush().await,
+        match rx.recv_timeout(g.tick) {
+            Ok(item) => break item,
+            Err(RecvTimeoutError::Timeout) => on_idle(),
+            Err(RecvTimeoutError::Disconnected) => return None,
         }
     };
-    let linger = (!idle.linger.is_zero()).then(|| tokio::time::Instant::now() + idle.linger);
     let mut total = weight(&first);
     let mut group = vec![first];
-    while group.len() < max && total < max_weight {
-        let item = match (rx.try_recv(), linger) {
-            (Ok(item), _) => item,
-            (Err(mpsc::error::TryRecvError::Empty), Some(until)) => {
-                match tokio::time::timeout_at(until, rx.recv()).await {
-                    Ok(Some(item)) => item,
-                    _ => break,
-                }
+    let mut lingered = g.linger.is_zero();
+    while group.len() < g.max && total < g.max_weight {
+        let item = match rx.try_recv() {
+            Ok(item) => item,
+            Err(TryRecvError::Empty) if !lingered => {
+                lingered = true;
+                std::thread::sleep(g.linger);
+                continue;
             }
-            (Err(_), _) => break,
+            Err(_) => break,
         };
         total += weight(&item);
         group.push(item);
@@ -241,78 +255,94 @@ pub fn append_group_ids(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::time::Instant;
+    use std::sync::mpsc::sync_channel;
+    use std::time::Instant;
 
-    fn idle(linger: Duration) -> Idle {
-        Idle {
-            spools: Vec::new(),
-            metrics: Arc::new(Metrics::default()),
-            tick: Duration::from_secs(3600),
+    fn gather(max: usize, linger: Duration) -> Gather {
+        Gather {
+            max,
+            max_weight: usize::MAX,
             linger,
+            tick: Duration::from_secs(3600),
         }
     }
 
-    async fn group(rx: &mut mpsc::Receiver<u32>, idle: &Idle, max: usize) -> Vec<u32> {
-        next_group(rx, idle, max, usize::MAX, |_| 0).await.unwrap()
+    fn group(rx: &Receiver<u32>, g: Gather) -> Option<Vec<u32>> {
+        next_group(rx, g, |_| 0, || {})
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_lingering_group_takes_what_arrives_within_the_linger() {
-        let (tx, mut rx) = mpsc::channel(16);
-        tx.send(1).await.unwrap();
-        // (tokio's timers tick by the millisecond)
-        let late = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            tx.send(2).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(4)).await;
-            tx.send(3).await.unwrap();
+    #[test]
+    fn a_lingering_group_takes_what_arrives_within_the_linger() {
+        let (tx, rx) = sync_channel(16);
+        tx.send(1).unwrap();
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            tx.send(2).unwrap();
+            tx
         });
-        let idle = idle(Duration::from_millis(3));
-        let start = Instant::now();
-        assert_eq!(group(&mut rx, &idle, 8).await, vec![1, 2]);
-        assert_eq!(
-            start.elapsed(),
-            Duration::from_millis(3),
-            "the linger, no more"
+        let started = Instant::now();
+        let g = gather(8, Duration::from_millis(300));
+        assert_eq!(group(&rx, g), Some(vec![1, 2]), "the late one joined");
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "it lingered"
         );
-        assert_eq!(
-            group(&mut rx, &idle, 8).await,
-            vec![3],
-            "past it: the next group"
+        let tx = late.join().unwrap();
+        tx.send(3).unwrap();
+        tx.send(4).unwrap();
+        let started = Instant::now();
+        let full = gather(2, Duration::from_secs(60));
+        assert_eq!(group(&rx, full), Some(vec![3, 4]), "full at once");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no linger when full"
         );
-        late.await.unwrap();
-        assert!(next_group(&mut rx, &idle, 8, usize::MAX, |_| 0)
-            .await
-            .is_none());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn without_a_linger_a_group_is_what_is_queued_already() {
-        let (tx, mut rx) = mpsc::channel(16);
-        tx.send(1).await.unwrap();
-        tx.send(2).await.unwrap();
-        let late = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_micros(100)).await;
-            tx.send(3).await.unwrap();
-        });
-        let idle = idle(Duration::ZERO);
-        let start = Instant::now();
-        assert_eq!(group(&mut rx, &idle, 8).await, vec![1, 2]);
-        assert_eq!(start.elapsed(), Duration::ZERO);
-        late.await.unwrap();
+    #[test]
+    fn without_a_linger_a_group_is_what_is_queued_already() {
+        let (tx, rx) = sync_channel(16);
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        let started = Instant::now();
+        assert_eq!(group(&rx, gather(8, Duration::ZERO)), Some(vec![1, 2]));
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "it did not wait for a third"
+        );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_full_or_closed_queue_ends_the_linger_at_once() {
-        let idle = idle(Duration::from_millis(1));
-        let (tx, mut rx) = mpsc::channel(16);
+    #[test]
+    fn a_full_or_closed_queue_ends_the_linger_at_once() {
+        let (tx, rx) = sync_channel(16);
         for n in 1..=3 {
-            tx.send(n).await.unwrap();
+            tx.send(n).unwrap();
         }
-        let start = Instant::now();
-        assert_eq!(group(&mut rx, &idle, 2).await, vec![1, 2], "full");
+        let g = gather(2, Duration::from_secs(60));
+        assert_eq!(group(&rx, g), Some(vec![1, 2]), "full");
         drop(tx);
-        assert_eq!(group(&mut rx, &idle, 8).await, vec![3], "closed");
-        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(
+            group(&rx, gather(8, Duration::from_secs(60))),
+            Some(vec![3]),
+            "closed"
+        );
+        assert_eq!(group(&rx, g), None, "closed and empty");
+    }
+
+    #[test]
+    fn an_idle_queue_runs_its_idle_work_every_tick() {
+        let (tx, rx) = sync_channel(16);
+        let g = Gather {
+            tick: Duration::from_millis(5),
+            ..gather(8, Duration::ZERO)
+        };
+        let mut ticks = 0;
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            tx.send(7).unwrap();
+        });
+        assert_eq!(next_group(&rx, g, |_| 0, || ticks += 1), Some(vec![7]));
+        sender.join().unwrap();
+        assert!(ticks >= 2, "flushed while idle ({ticks} ticks)");
     }
 }

@@ -1,4 +1,4 @@
-//! A durable disk spool between the span queue and the sinks: append-only
+//! A durable disk spool between the parse workers and the sinks: append-only
 //! segment files of checksummed records, replayed on open, deleted once every
 //! record in them has been acknowledged by a sink.
 //!
