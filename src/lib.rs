@@ -29,9 +29,10 @@
 //! - [`client`]: the pooled outbound client (rustls, h2/http1.1).
 //! - [`parse`]: pure parsers (SSE, decompression, provider formats).
 //! - [`exchange`], [`trace`], [`record`], [`otlp`]: captured facts -> span -> OTLP.
-//! - [`pipeline`]: intake -> exchange journal -> parse workers -> per-sink
-//!   spools (and the directory lock) -> delivery (batch, rate, retry, dead
-//!   letter), replay.
+//! - [`pipeline`]: intake -> exchange journal (its writer thread) -> parse
+//!   workers (threads, storing into the per-sink spools; the directory
+//!   lock) -> delivery on the export thread's runtime (batch, rate, retry,
+//!   dead letter), replay.
 //! - [`sinks`]: the `Sink` trait and one folder per destination (`mlflow`,
 //!   `databricks`, `databricks_table`, `otlp`, `file`); [`sinks::registry`]
 //!   is the one list of kinds.

@@ -31,6 +31,7 @@ pub mod batch;
 pub mod dead_letter;
 pub mod deliver;
 pub mod enrich;
+mod export_runtime;
 pub mod handoff;
 pub mod journal;
 pub mod lock;
@@ -191,6 +192,8 @@ pub struct Pipeline {
     /// this order at shutdown.
     threads: Vec<std::thread::JoinHandle<()>>,
     batcher: tokio::task::JoinHandle<()>,
+    /// Where the batcher runs; stopped once the pipeline is shut down.
+    export: export_runtime::ExportRuntime,
     /// Turns true at shutdown, once every queued trace is spooled.
     closing: tokio::sync::watch::Sender<bool>,
     /// The spool directory's lock (spool on), released once shut down.
@@ -219,6 +222,7 @@ struct Common<'a> {
     sinks: &'a [Arc<dyn Sink>],
     metrics: &'a Arc<Metrics>,
     closing: &'a tokio::sync::watch::Receiver<bool>,
+    export: &'a export_runtime::ExportRuntime,
     queued_bytes: &'a Arc<AtomicUsize>,
     limits: Limits,
 }
@@ -258,6 +262,7 @@ impl Pipeline {
             None => None,
         };
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
+        let export = export_runtime::ExportRuntime::start().map_err(StartError::ExportRuntime)?;
         let e = cfg.export.clone();
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let common = Common {
@@ -265,6 +270,7 @@ impl Pipeline {
             sinks,
             metrics: &metrics,
             closing: &closing_rx,
+            export: &export,
             queued_bytes: &queued_bytes,
             limits: Limits {
                 max_spans: e.batch_max_spans,
@@ -304,6 +310,7 @@ impl Pipeline {
             },
             threads,
             batcher: down.batcher,
+            export,
             closing,
             lock: down.lock,
             in_hand: down.in_hand,
@@ -323,6 +330,7 @@ impl Pipeline {
             submitter,
             threads,
             batcher,
+            export,
             closing,
             lock,
             in_hand,
@@ -354,6 +362,7 @@ impl Pipeline {
                 ),
             }
         }
+        drop(export);
         drop(lock);
     }
 }
@@ -436,7 +445,7 @@ fn spooled_downstream(
         .zip(c.deliverers(true))
         .map(|(lane, d)| spooled::deliver(lane, done.clone(), d, metrics.clone(), c.limits));
     let deliveries = futures_util::future::join_all(deliveries);
-    let batcher = tokio::spawn(async move {
+    let batcher = c.export.spawn(async move {
         tokio::join!(flusher, deliveries);
     });
     let hold = settings
@@ -487,7 +496,7 @@ fn memory_downstream(c: &Common<'_>) -> Downstream {
     }
     let fan_out = fan_out(span_rx, lanes, c.metrics.clone());
     let batchers = futures_util::future::join_all(batchers);
-    let batcher = tokio::spawn(async move {
+    let batcher = c.export.spawn(async move {
         tokio::join!(fan_out, batchers);
     });
     Downstream {

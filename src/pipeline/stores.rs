@@ -26,6 +26,10 @@ pub enum StartError {
     /// Another process uses the spool directory: two must never share one.
     #[error("{0}; two llmtap processes must not share a spool directory: give each its own spool.dir (LLMTAP_SPOOL_DIR)")]
     SpoolInUse(lock::LockError),
+    /// The export thread's runtime could not be started (out of threads or
+    /// memory).
+    #[error("cannot start the export runtime: {0}")]
+    ExportRuntime(std::io::Error),
 }
 
 /// Locks and opens the spool directory's stores, off the async threads (the
