@@ -29,7 +29,7 @@ const GROUP: usize = 256;
 pub(super) enum Io {
     /// Spool off: the in-memory queue in, the fan-out's queue out.
     Memory {
-        rx: Arc<Mutex<Receiver<Exchange>>>,
+        rx: Arc<Mutex<Receiver<Box<Exchange>>>>,
         queued_bytes: Arc<AtomicUsize>,
         spans: mpsc::Sender<Parsed>,
         gate: Arc<span_gate::SpanGate>,
@@ -107,7 +107,7 @@ impl Parser {
     /// Spool off: one exchange at a time from memory, each span queued.
     fn run_memory(
         &self,
-        rx: &Mutex<Receiver<Exchange>>,
+        rx: &Mutex<Receiver<Box<Exchange>>>,
         queued_bytes: &AtomicUsize,
         spans: &mpsc::Sender<Parsed>,
         gate: &Arc<span_gate::SpanGate>,
@@ -118,7 +118,9 @@ impl Parser {
             };
             queued_bytes.fetch_sub(captured_len(&ex), Relaxed);
             self.metrics.queue_depth.fetch_sub(1, Relaxed);
-            let Some(span) = self.trace(ex) else { continue };
+            let Some(span) = self.trace(*ex) else {
+                continue;
+            };
             self.metrics.queue_depth.fetch_add(1, Relaxed);
             let held = Some(gate.hold(batch::Weight::weight(&span)));
             let parsed = Parsed { span, held };

@@ -162,7 +162,8 @@ impl Drop for FinishOnDrop {
 
 /// The journal writer's thread: what it reads from and writes to.
 pub struct Writer {
-    pub rx: Receiver<Entry>,
+    /// Boxed: a bounded std channel allocates all its slots up front.
+    pub rx: Receiver<Box<Entry>>,
     pub journal: Shared,
     pub wake: Arc<Wake>,
     pub queued_bytes: Arc<AtomicUsize>,
@@ -197,7 +198,7 @@ impl Writer {
         };
         let flush = || self.with_journal(|j| j.flush());
         while let Some(group) = next_group(&self.rx, gather, |e| e.len, || drop(flush())) {
-            self.write(group, always);
+            self.write(group.into_iter().map(|e| *e).collect(), always);
         }
         let _ = flush();
     }

@@ -48,7 +48,7 @@ fn exchange(n: u8) -> Exchange {
 }
 
 struct Running {
-    tx: std::sync::mpsc::SyncSender<Entry>,
+    tx: std::sync::mpsc::SyncSender<Box<Entry>>,
     journal: Shared,
     wake: Arc<Wake>,
     metrics: Arc<Metrics>,
@@ -80,12 +80,12 @@ fn start(dir: &std::path::Path, always: bool) -> Running {
     }
 }
 
-fn entry(n: u8, durable: Option<oneshot::Sender<()>>) -> Entry {
-    Entry {
+fn entry(n: u8, durable: Option<oneshot::Sender<()>>) -> Box<Entry> {
+    Box::new(Entry {
         exchange: exchange(n),
         durable,
         len: 0,
-    }
+    })
 }
 
 /// Reads every record on a worker thread until the writer is done.

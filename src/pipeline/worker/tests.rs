@@ -43,7 +43,7 @@ fn a_panicking_parse_loses_only_its_own_trace() {
         parser: parser(&metrics),
     };
     for path in PATHS {
-        tx.send(exchange(path)).unwrap();
+        tx.send(Box::new(exchange(path))).unwrap();
     }
     drop(tx);
     // The panic message below in the test output is expected.
