@@ -400,12 +400,7 @@ fn spooled_downstream(
     let lanes: Vec<spooled::Lane> = spools
         .into_iter()
         .zip(c.sinks)
-        .map(|(spool, sink)| spooled::Lane {
-            spool: Arc::new(Mutex::new(spool)),
-            handoff: handoff::Handoff::shared(),
-            notify: Arc::new(tokio::sync::Notify::new()),
-            counters: metrics.sinks.get(sink.name()),
-        })
+        .map(|(spool, sink)| spooled::Lane::new(spool, metrics.sinks.get(sink.name())))
         .collect();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let finished = Arc::new(tokio::sync::Notify::new());
@@ -417,24 +412,8 @@ fn spooled_downstream(
         metrics.clone(),
         settings,
     );
-    let ios = (0..c.cfg.export.parse_workers)
-        .map(|i| {
-            let r = journal::Reader::new(journal.clone(), wake.clone(), metrics.clone());
-            let reader = match &guard {
-                Some(g) => r.guarded(g.clone(), i),
-                None => r,
-            };
-            let store = store.clone();
-            let group_bytes = c.limits.max_bytes;
-            worker::Io::Journal {
-                reader,
-                store,
-                group_bytes,
-            }
-        })
-        .collect();
-    // The workers hold the only stores now: once they stop, `done` is set.
-    drop(store);
+    // The workers hold the only stores: once they stop, `done` is set.
+    let ios = journal_ios(c, &journal, &wake, guard, store);
     let flusher = spooled::flusher(
         lanes.clone(),
         metrics.clone(),
@@ -462,6 +441,31 @@ fn spooled_downstream(
         lock: Some(lock),
         in_hand: None,
     }
+}
+
+/// Each parse worker's journal reader (guarded, when the spool has a
+/// guard) and its share of the store.
+fn journal_ios(
+    c: &Common<'_>,
+    journal: &journal::Shared,
+    wake: &Arc<journal::Wake>,
+    guard: Option<Arc<journal::guard::Guard>>,
+    store: spooled::Store,
+) -> Vec<worker::Io> {
+    (0..c.cfg.export.parse_workers)
+        .map(|i| {
+            let r = journal::Reader::new(journal.clone(), wake.clone(), c.metrics.clone());
+            let reader = match &guard {
+                Some(g) => r.guarded(g.clone(), i),
+                None => r,
+            };
+            worker::Io::Journal {
+                reader,
+                store: store.clone(),
+                group_bytes: c.limits.max_bytes,
+            }
+        })
+        .collect()
 }
 
 /// Spool off: an in-memory queue to the parse workers, then one batcher

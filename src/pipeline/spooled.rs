@@ -30,9 +30,9 @@ use tokio::sync::Notify;
 
 use super::batch::Limits;
 use super::handoff::SharedHandoff;
-use super::spool::group::{append_group_ids, publish, with_spool, Idle, Lost, Slot};
+use super::spool::group::{append_group_ids, on_spool, publish, with_spool, Idle, Lost, Slot};
 pub use super::spool::group::{open, open_at, Shared};
-use super::spool::RecordId;
+use super::spool::{RealFs, RecordId, Spool};
 use super::Deliverer;
 use crate::config::SpoolSettings;
 use crate::metrics::{Metrics, SinkCounters};
@@ -50,6 +50,16 @@ pub struct Lane {
 }
 
 impl Lane {
+    /// A lane for one sink's spool, with an empty handoff.
+    pub fn new(spool: Spool<RealFs>, counters: Arc<SinkCounters>) -> Self {
+        Lane {
+            spool: Arc::new(std::sync::Mutex::new(spool)),
+            handoff: super::handoff::Handoff::shared(),
+            notify: Arc::new(Notify::new()),
+            counters,
+        }
+    }
+
     fn slot(&self) -> Slot {
         Slot::Sink(self.counters.clone())
     }
@@ -149,12 +159,18 @@ pub async fn flusher(
 ) {
     let spools = lanes.iter().map(|l| (l.spool.clone(), l.slot())).collect();
     let idle = Idle::new(spools, &metrics, &settings);
-    while !done.load(Relaxed) {
+    loop {
+        // Read `done` before flushing: a flush that starts after the workers
+        // are done covers their last appends.
+        let last = done.load(Relaxed);
+        idle.flush().await;
+        if last {
+            return;
+        }
         tokio::select! {
             _ = tokio::time::sleep(idle.tick()) => {}
             _ = finished.notified() => {}
         }
-        idle.flush().await;
     }
 }
 
@@ -387,18 +403,16 @@ pub fn ack_journal(journal: &Shared, metrics: &Metrics, ids: &[RecordId]) {
     if ids.is_empty() {
         return;
     }
-    if let Ok(mut j) = journal.lock() {
+    on_spool(journal, metrics, &Slot::Journal, |j| {
         if let Err(e) = j.ack(ids) {
             tracing::warn!(error = %e, "exchange journal: acks not persisted; those exchanges will be parsed again after a restart");
         }
-        publish(&j, metrics, &Slot::Journal);
-    }
+    });
 }
 
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::pipeline::handoff::Handoff;
     use crate::pipeline::spool::{Fsync, RealFs, Spool, SpoolConfig};
 
     /// A lane with its own spool in `dir/name`.
@@ -410,14 +424,10 @@ pub(super) mod tests {
             segment_bytes: 1 << 20,
             tail_bytes: 1 << 20,
         };
-        Lane {
-            spool: Arc::new(std::sync::Mutex::new(
-                Spool::open(cfg, RealFs::new()).unwrap(),
-            )),
-            handoff: Handoff::shared(),
-            notify: Arc::new(Notify::new()),
-            counters: metrics.sinks.get(name),
-        }
+        Lane::new(
+            Spool::open(cfg, RealFs::new()).unwrap(),
+            metrics.sinks.get(name),
+        )
     }
 
     fn span(n: u8) -> Span {

@@ -64,7 +64,7 @@ use std::sync::mpsc::Receiver;
 
 use tokio::sync::oneshot;
 
-use super::spool::group::{self, append_group, next_group, publish, Gather, Lost, Slot};
+use super::spool::group::{self, append_group, next_group, on_spool, Gather, Lost, Slot};
 use super::spool::{RealFs, RecordId, Spool, SpoolError, MAX_PAYLOAD};
 pub use super::spooled::ack_journal as ack;
 use crate::config::SpoolSettings;
@@ -234,10 +234,7 @@ impl Writer {
 
     /// Runs `f` on the journal, then publishes its statistics.
     fn with_journal<T>(&self, f: impl FnOnce(&mut Spool<RealFs>) -> T) -> Option<T> {
-        let mut j = self.journal.lock().ok()?;
-        let out = f(&mut j);
-        publish(&j, &self.metrics, &Slot::Journal);
-        Some(out)
+        on_spool(&self.journal, &self.metrics, &Slot::Journal, f)
     }
 }
 
@@ -328,12 +325,9 @@ impl Reader {
             // finished before this read, the read sees all it wrote.
             let done = self.wake.done.load(Ordering::SeqCst);
             let seen = self.wake.generation();
-            let read = {
-                let mut j = self.journal.lock().ok()?;
-                let r = j.next_batch(READ_RECORDS, READ_BYTES);
-                publish(&j, &self.metrics, &Slot::Journal);
-                r
-            };
+            let read = on_spool(&self.journal, &self.metrics, &Slot::Journal, |j| {
+                j.next_batch(READ_RECORDS, READ_BYTES)
+            })?;
             let read =
                 read.map_err(|e| tracing::error!(error = %e, "exchange journal: read failed"));
             match read {

@@ -60,7 +60,21 @@ pub fn publish(spool: &Spool<RealFs>, metrics: &Metrics, slot: &Slot) {
     }
 }
 
-/// Runs `f` on a spool off the async threads, then publishes its statistics.
+/// Runs `f` on a spool on the calling thread (it blocks: a writer or worker
+/// thread), then publishes its statistics; `None` if the lock is poisoned.
+pub fn on_spool<T>(
+    spool: &Shared,
+    metrics: &Metrics,
+    slot: &Slot,
+    f: impl FnOnce(&mut Spool<RealFs>) -> T,
+) -> Option<T> {
+    let mut guard = spool.lock().ok()?;
+    let out = f(&mut guard);
+    publish(&guard, metrics, slot);
+    Some(out)
+}
+
+/// [`on_spool`] from an async task: on a blocking thread.
 pub async fn with_spool<T: Send + 'static>(
     spool: &Shared,
     metrics: &Arc<Metrics>,
@@ -68,15 +82,10 @@ pub async fn with_spool<T: Send + 'static>(
     f: impl FnOnce(&mut Spool<RealFs>) -> T + Send + 'static,
 ) -> Option<T> {
     let (spool, metrics) = (spool.clone(), metrics.clone());
-    tokio::task::spawn_blocking(move || {
-        let mut guard = spool.lock().ok()?;
-        let out = f(&mut guard);
-        publish(&guard, &metrics, &slot);
-        Some(out)
-    })
-    .await
-    .ok()
-    .flatten()
+    tokio::task::spawn_blocking(move || on_spool(&spool, &metrics, &slot, f))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Flushes spools on a tick, from an async task ([`super::super::spooled::flusher`]).
