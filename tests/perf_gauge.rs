@@ -4,9 +4,11 @@
 //! JSON, then a streamed chat) go to an in-process provider directly, through
 //! llmtap with tracing off, and through llmtap tracing to a file sink (spool
 //! on, defaults but a batch of one) — each call waiting there until its trace
-//! is in the sink, so the pipeline's work is counted. What a setup allocates beyond direct, divided
-//! by the number of calls, is checked against `tests/perf_budget.toml`;
-//! `LLMTAP_GAUGE_WRITE=1 cargo test --test perf_gauge` re-sets the budget.
+//! is in the sink, so the pipeline's work is counted. What a setup allocates
+//! beyond direct, divided by the number of calls, is checked against
+//! `tests/perf_budget.toml`, and so is the heap llmtap holds once started
+//! (before its first call); `LLMTAP_GAUGE_WRITE=1 cargo test --test
+//! perf_gauge` re-sets the budget.
 #![forbid(unsafe_code)]
 
 #[path = "support/gauge_budget.rs"]
@@ -19,7 +21,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gauge_budget::Figures;
+use gauge_budget::{Figures, Measured, Startup};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -41,6 +43,9 @@ const STREAM_REQUEST: &[u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"us
 /// connections, pools, lazily built state).
 const N: usize = 400;
 const WARM: usize = 50;
+/// How long a started llmtap is left to settle (threads, spool scans) before
+/// the heap it holds is counted.
+const SETTLE: Duration = Duration::from_millis(300);
 /// Longest wait for one call, and for its trace.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const TRACES_TIMEOUT: Duration = Duration::from_secs(60);
@@ -60,6 +65,12 @@ fn counters() -> Count {
     }
 }
 
+/// Heap bytes held now: allocated minus freed (reallocations count in both).
+fn live_bytes() -> f64 {
+    let s = GLOBAL.stats();
+    s.bytes_allocated as f64 - s.bytes_deallocated as f64
+}
+
 fn since(before: Count) -> Count {
     let now = counters();
     Count {
@@ -76,12 +87,14 @@ enum Setup {
     TracingOn,
 }
 
-/// What one setup allocated: over N calls of each kind, and over an idle second.
+/// What one setup allocated: over N calls of each kind, and over an idle
+/// second; and the heap llmtap held once started (0 for direct).
 #[derive(Debug)]
 struct Run {
     json: Count,
     sse: Count,
     idle: Count,
+    startup_live: f64,
 }
 
 /// A provider that answers at once with the chat JSON fixture, or, when the
@@ -198,6 +211,7 @@ async fn wait_traces(tap: &llmtap::Running, want: u64) {
 async fn run(setup: Setup) -> Run {
     let upstream = provider().await;
     let dir = tempfile::tempdir().unwrap();
+    let held_before = live_bytes();
     let tap = match setup {
         Setup::Direct => None,
         Setup::TracingOff | Setup::TracingOn => {
@@ -205,9 +219,12 @@ async fn run(setup: Setup) -> Run {
             // Every trace its own batch, exported at once (the default waits
             // up to 1 s for company): see `calls`.
             cfg.export.batch_interval = Duration::ZERO;
-            Some(llmtap::start(cfg).await.expect("llmtap starts"))
+            let tap = llmtap::start(cfg).await.expect("llmtap starts");
+            tokio::time::sleep(SETTLE).await;
+            Some(tap)
         }
     };
+    let startup_live = live_bytes() - held_before;
     let url = match &tap {
         None => format!("http://{upstream}/v1/chat/completions"),
         Some(tap) => format!("http://{}/v1/chat/completions", tap.addr),
@@ -234,6 +251,7 @@ async fn run(setup: Setup) -> Run {
         json: counted[0],
         sse: counted[1],
         idle,
+        startup_live,
     }
 }
 
@@ -248,7 +266,7 @@ fn per_call(setup: &Run, direct: &Run) -> Figures {
     }
 }
 
-fn print_figures(direct: &Run, off: &Run, on: &Run, off_f: &Figures, on_f: &Figures) {
+fn print_figures(direct: &Run, off: &Run, on: &Run, measured: &Measured) {
     let n = N as f64;
     println!("perf gauge: {N} sequential calls per kind; per call, allocations / bytes allocated");
     let direct_f = Figures {
@@ -259,8 +277,11 @@ fn print_figures(direct: &Run, off: &Run, on: &Run, off_f: &Figures, on_f: &Figu
     };
     for (what, f) in [
         ("direct (test client + provider)", &direct_f),
-        ("request_path (tracing off) - direct", off_f),
-        ("traced (tracing on) - direct", on_f),
+        (
+            "request_path (tracing off) - direct",
+            &measured.request_path,
+        ),
+        ("traced (tracing on) - direct", &measured.traced),
     ] {
         println!(
             "  {what:<36} json {:>8.1} / {:>9.0}   sse {:>8.1} / {:>9.0}",
@@ -273,6 +294,11 @@ fn print_figures(direct: &Run, off: &Run, on: &Run, off_f: &Figures, on_f: &Figu
             r.idle.allocations, r.idle.bytes
         );
     }
+    let s = &measured.startup;
+    println!(
+        "  heap held after start: tracing off {:.0} bytes, tracing on {:.0} bytes",
+        s.off_live_bytes, s.traced_live_bytes
+    );
 }
 
 /// The budget check itself: a budget rendered from figures passes those
@@ -284,17 +310,28 @@ fn budget_check_works() {
         sse_allocations: 200.0,
         sse_bytes: 2000.0,
     };
-    let budget =
-        gauge_budget::parse(&gauge_budget::render(&f, &f, 0.10)).expect("rendered budget parses");
-    assert!(gauge_budget::check(&budget, &f, &f).is_empty());
-    let heavier = Figures {
-        sse_allocations: 221.0,
-        ..f
+    let m = Measured {
+        request_path: f,
+        traced: f,
+        startup: Startup {
+            off_live_bytes: 1e6,
+            traced_live_bytes: 2e6,
+        },
     };
-    let excess = gauge_budget::check(&budget, &f, &heavier);
-    assert_eq!(excess.len(), 1, "{excess:?}");
+    let budget =
+        gauge_budget::parse(&gauge_budget::render(&m, 0.10)).expect("rendered budget parses");
+    assert!(gauge_budget::check(&budget, &m).is_empty());
+    let mut heavier = m;
+    heavier.traced.sse_allocations = 221.0;
+    heavier.startup.traced_live_bytes = 2.3e6;
+    let excess = gauge_budget::check(&budget, &heavier);
+    assert_eq!(excess.len(), 2, "{excess:?}");
     assert!(
-        excess[0].starts_with("traced.sse_allocations: measured 221.0"),
+        excess[0].starts_with("traced.sse_allocations: measured 221.0 per call"),
+        "{excess:?}"
+    );
+    assert!(
+        excess[1].starts_with("startup.traced_live_bytes: measured 2300000.0 after start"),
         "{excess:?}"
     );
 }
@@ -309,17 +346,24 @@ async fn hot_path_allocations_stay_within_budget() {
     let direct = run(Setup::Direct).await;
     let off = run(Setup::TracingOff).await;
     let on = run(Setup::TracingOn).await;
-    let (off_f, on_f) = (per_call(&off, &direct), per_call(&on, &direct));
-    print_figures(&direct, &off, &on, &off_f, &on_f);
+    let measured = Measured {
+        request_path: per_call(&off, &direct),
+        traced: per_call(&on, &direct),
+        startup: Startup {
+            off_live_bytes: off.startup_live,
+            traced_live_bytes: on.startup_live,
+        },
+    };
+    print_figures(&direct, &off, &on, &measured);
     let path = gauge_budget::path();
     if std::env::var_os("LLMTAP_GAUGE_WRITE").is_some_and(|v| v == "1") {
-        let text = gauge_budget::render(&off_f, &on_f, gauge_budget::DEFAULT_TOLERANCE);
+        let text = gauge_budget::render(&measured, gauge_budget::DEFAULT_TOLERANCE);
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         println!("wrote the measured figures to {}", path.display());
         return;
     }
     let budget = gauge_budget::read(&path).unwrap_or_else(|e| panic!("{e}"));
-    let gains = gauge_budget::gains(&budget, &off_f, &on_f);
+    let gains = gauge_budget::gains(&budget, &measured);
     if !gains.is_empty() {
         println!(
             "below budget by more than the tolerance (lock it in with `{}`):\n  {}",
@@ -327,7 +371,7 @@ async fn hot_path_allocations_stay_within_budget() {
             gains.join("\n  ")
         );
     }
-    let excess = gauge_budget::check(&budget, &off_f, &on_f);
+    let excess = gauge_budget::check(&budget, &measured);
     assert!(
         excess.is_empty(),
         "{}",

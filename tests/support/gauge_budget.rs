@@ -1,7 +1,7 @@
 //! The regression gauge's budget (`tests/perf_budget.toml`): per-call
-//! allocation figures, the tolerance they may grow by, the check of measured
-//! figures against it, and the rewrite of the file from a measurement
-//! (`LLMTAP_GAUGE_WRITE=1`).
+//! allocation figures and the heap a started llmtap holds, the tolerance they
+//! may grow by, the check of measured figures against it, and the rewrite of
+//! the file from a measurement (`LLMTAP_GAUGE_WRITE=1`).
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
@@ -38,7 +38,28 @@ impl Figures {
     }
 }
 
-/// The budget file: what llmtap adds per call over a direct connection.
+/// Heap bytes a started llmtap holds before its first call (allocated minus
+/// freed while it starts and settles), with defaults: what a preallocated
+/// queue or table costs every deployment, idle.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Startup {
+    pub off_live_bytes: f64,
+    pub traced_live_bytes: f64,
+}
+
+impl Startup {
+    /// `(name, value)` of each figure, in file order.
+    pub fn named(&self) -> [(&'static str, f64); 2] {
+        [
+            ("off_live_bytes", self.off_live_bytes),
+            ("traced_live_bytes", self.traced_live_bytes),
+        ]
+    }
+}
+
+/// The budget file: what llmtap adds per call over a direct connection, and
+/// what it holds once started.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
@@ -49,6 +70,30 @@ pub struct Budget {
     /// llmtap with tracing on to a file sink: the request path, the journal,
     /// parse, trace build, spool and export of one call.
     pub traced: Figures,
+    /// Heap held right after start, tracing off and on.
+    pub startup: Startup,
+}
+
+/// One gauge run's figures, in the budget's shape.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Measured {
+    pub request_path: Figures,
+    pub traced: Figures,
+    pub startup: Startup,
+}
+
+/// A section's name in the file and its `(name, value)` figures.
+type Section = (&'static str, Vec<(&'static str, f64)>);
+
+impl Measured {
+    /// Every section, in file order.
+    fn sections(&self) -> [Section; 3] {
+        [
+            ("request_path", self.request_path.named().to_vec()),
+            ("traced", self.traced.named().to_vec()),
+            ("startup", self.startup.named().to_vec()),
+        ]
+    }
 }
 
 /// `tests/perf_budget.toml` of this checkout.
@@ -73,51 +118,83 @@ pub fn parse(text: &str) -> Result<Budget, toml::de::Error> {
 }
 
 /// One figure that exceeds its budget, as a line of the failure message.
-fn excess(section: &str, name: &str, measured: f64, budget: f64, tolerance: f64) -> Option<String> {
+fn excess(figure: &Figure, tolerance: f64) -> Option<String> {
+    let Figure {
+        section,
+        name,
+        budget,
+        measured,
+    } = figure;
+    let unit = unit(section);
     let limit = budget * (1.0 + tolerance);
-    (measured > limit).then(|| {
+    (*measured > limit).then(|| {
         format!(
-            "{section}.{name}: measured {measured:.1} per call > budget {budget:.1} + {:.0}% = {limit:.1}",
+            "{section}.{name}: measured {measured:.1} {unit} > budget {budget:.1} + {:.0}% = {limit:.1}",
             tolerance * 100.0
         )
     })
 }
 
-/// `(section, name, budget, measured)` of every figure, in file order.
-fn pairs(
-    budget: &Budget,
-    measured_off: &Figures,
-    measured_on: &Figures,
-) -> Vec<(&'static str, &'static str, f64, f64)> {
-    let mut out = Vec::new();
-    for (section, want, got) in [
-        ("request_path", &budget.request_path, measured_off),
-        ("traced", &budget.traced, measured_on),
-    ] {
-        for ((name, b), (_, m)) in want.named().into_iter().zip(got.named()) {
-            out.push((section, name, b, m));
-        }
+/// How a section's figures are counted, for messages.
+fn unit(section: &str) -> &'static str {
+    match section {
+        "startup" => "after start",
+        _ => "per call",
     }
-    out
+}
+
+/// One figure: where it is in the file, its budget and what was measured.
+struct Figure {
+    section: &'static str,
+    name: &'static str,
+    budget: f64,
+    measured: f64,
+}
+
+/// Every figure, in file order.
+fn pairs(budget: &Budget, measured: &Measured) -> Vec<Figure> {
+    let want = Measured {
+        request_path: budget.request_path,
+        traced: budget.traced,
+        startup: budget.startup,
+    };
+    want.sections()
+        .into_iter()
+        .zip(measured.sections())
+        .flat_map(|((section, want), (_, got))| {
+            want.into_iter()
+                .zip(got)
+                .map(move |((name, budget), (_, measured))| Figure {
+                    section,
+                    name,
+                    budget,
+                    measured,
+                })
+        })
+        .collect()
 }
 
 /// Every figure of `measured` above its budget plus the tolerance; empty when
 /// all are within it.
-pub fn check(budget: &Budget, measured_off: &Figures, measured_on: &Figures) -> Vec<String> {
-    pairs(budget, measured_off, measured_on)
-        .into_iter()
-        .filter_map(|(section, name, b, m)| excess(section, name, m, b, budget.tolerance))
+pub fn check(budget: &Budget, measured: &Measured) -> Vec<String> {
+    pairs(budget, measured)
+        .iter()
+        .filter_map(|f| excess(f, budget.tolerance))
         .collect()
 }
 
 /// Figures more than the tolerance *below* their budget: gains that a
 /// re-set budget would lock in (printed, never a failure).
-pub fn gains(budget: &Budget, measured_off: &Figures, measured_on: &Figures) -> Vec<String> {
-    pairs(budget, measured_off, measured_on)
+pub fn gains(budget: &Budget, measured: &Measured) -> Vec<String> {
+    pairs(budget, measured)
         .into_iter()
-        .filter(|&(_, _, b, m)| m < b * (1.0 - budget.tolerance))
-        .map(|(section, name, b, m)| {
-            format!("{section}.{name}: measured {m:.1} per call, budget {b:.1}")
+        .filter(|f| f.measured < f.budget * (1.0 - budget.tolerance))
+        .map(|f| {
+            let unit = unit(f.section);
+            format!(
+                "{}.{}: measured {:.1} {unit}, budget {:.1}",
+                f.section, f.name, f.measured, f.budget
+            )
         })
         .collect()
 }
@@ -125,7 +202,7 @@ pub fn gains(budget: &Budget, measured_off: &Figures, measured_on: &Figures) -> 
 /// The failure message for `excesses`: what, and how to re-set the budget.
 pub fn failure(excesses: &[String], path: &Path) -> String {
     format!(
-        "the hot path got heavier than its budget ({}):\n  {}\n\
+        "llmtap got heavier than its budget ({}):\n  {}\n\
          If the increase is intended, re-set the budget with `{UPDATE}` and commit {}.",
         path.display(),
         excesses.join("\n  "),
@@ -134,12 +211,13 @@ pub fn failure(excesses: &[String], path: &Path) -> String {
 }
 
 /// The budget file's text for measured figures (rounded up) and `tolerance`.
-pub fn render(off: &Figures, on: &Figures, tolerance: f64) -> String {
+pub fn render(measured: &Measured, tolerance: f64) -> String {
     let mut out = String::from(
         "# Regression gauge budget, checked by tests/perf_gauge.rs (README, Development).\n\
          # Per call, what llmtap adds over a direct connection to the same provider:\n\
          # allocations (allocs + reallocs) and bytes allocated, counted by a counting\n\
-         # global allocator over N sequential calls (debug build, as `cargo test` runs).\n\
+         # global allocator over N sequential calls (debug build, as `cargo test` runs);\n\
+         # and the heap a started llmtap holds before its first call.\n\
          # Re-set from a fresh measurement with:\n",
     );
     let _ = writeln!(out, "#   {UPDATE}");
@@ -152,16 +230,15 @@ pub fn render(off: &Figures, on: &Figures, tolerance: f64) -> String {
          # catches two more allocations per call on the request path.\n",
     );
     let _ = writeln!(out, "tolerance = {tolerance:.2}");
-    for (section, what, f) in [
-        ("request_path", "llmtap, tracing off", off),
-        (
-            "traced",
-            "llmtap, tracing on to a file sink (defaults; each trace exported before the next call)",
-            on,
-        ),
-    ] {
+    let comments = [
+        "llmtap, tracing off",
+        "llmtap, tracing on to a file sink (defaults; each trace exported before the next call)",
+        "Heap a started llmtap holds before its first call (bytes allocated minus\n\
+         # freed while it starts and settles; defaults): catches preallocated queues",
+    ];
+    for ((section, figures), what) in measured.sections().into_iter().zip(comments) {
         let _ = writeln!(out, "\n# {what}\n[{section}]");
-        for (name, v) in f.named() {
+        for (name, v) in figures {
             let _ = writeln!(out, "{name} = {:.1}", (v * 10.0).ceil() / 10.0);
         }
     }
