@@ -8,8 +8,7 @@
 //! chunk is dropped and trailing `"usage":null` members removed, so the
 //! client gets the bytes it would have got without the option.
 
-use std::collections::HashMap;
-
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -19,15 +18,31 @@ pub use filter::{UsageFilter, MAX_HELD_EVENT};
 
 const MEMBER: &[u8] = br#""stream_options":{"include_usage":true},"#;
 
+/// The two members the rewrite looks at, as written (`null` included); the
+/// rest of the object is checked and skipped without being kept. A body
+/// naming either twice is not an object this rewrite touches.
+#[derive(Deserialize)]
+struct Members<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    stream_options: Option<&'a RawValue>,
+}
+
+/// A member that is there, whatever its value (`null` is not absent).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
 /// Returns the request body with `stream_options.include_usage = true` when
 /// it is a JSON object with `"stream": true` that does not ask for usage;
 /// `None` when nothing needs changing (or the body is not such JSON).
 pub fn add_include_usage(body: &[u8]) -> Option<Vec<u8>> {
-    let members: HashMap<String, &RawValue> = serde_json::from_slice(body).ok()?;
-    if members.get("stream")?.get().trim() != "true" {
+    let members: Members = serde_json::from_slice(body).ok()?;
+    if members.stream?.get().trim() != "true" {
         return None;
     }
-    match members.get("stream_options") {
+    match members.stream_options {
         None => {
             let open = body.iter().position(|b| *b == b'{')?;
             let mut out = Vec::with_capacity(body.len() + MEMBER.len());

@@ -23,6 +23,17 @@ fn adds_the_option_to_a_stream_request_and_nothing_else() {
     );
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["stream_options"]["include_usage"], true);
+    // A member name written with escapes is the same member to a provider.
+    let escaped = r#"{"\u0073tream":true,"model":"m"}"#;
+    let out = rewrite(escaped).unwrap();
+    assert_eq!(
+        out,
+        format!(
+            "{{{}{}",
+            std::str::from_utf8(MEMBER).unwrap(),
+            &escaped[1..]
+        )
+    );
 }
 
 #[test]
@@ -58,6 +69,9 @@ fn leaves_everything_else_alone() {
         "not json",
         "",
         r#"{"stream":true,"stream_options":"weird"}"#,
+        // Named twice: which one the provider reads is its own business.
+        r#"{"stream":false,"stream":true}"#,
+        r#"{"stream":true,"stream_options":null,"stream_options":{}}"#,
     ] {
         assert_eq!(rewrite(req), None, "{req}");
     }
