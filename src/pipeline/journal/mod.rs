@@ -198,13 +198,16 @@ impl Writer {
         };
         let flush = || self.with_journal(|j| j.flush());
         while let Some(group) = next_group(&self.rx, gather, |e| e.len, || drop(flush())) {
-            self.write(group.into_iter().map(|e| *e).collect(), always);
+            self.write(group, always);
         }
         let _ = flush();
     }
 
     /// One group commit: privacy applied, appended, the held calls released.
-    fn write(&self, mut group: Vec<Entry>, always: bool) {
+    // The entries stay in the boxes the channel carried them in: unboxing
+    // would copy each one into a new Vec for nothing.
+    #[allow(clippy::vec_box)]
+    fn write(&self, mut group: Vec<Box<Entry>>, always: bool) {
         let bytes: usize = group.iter().map(|e| e.len).sum();
         self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
         self.metrics
